@@ -1,0 +1,406 @@
+// The sans-IO connection: bytes in, frames through a service, bytes out.
+//
+// An embedder (epoll loop, io_uring ring, asio, a test) owns the socket and calls:
+//   feed(bytes)          with whatever arrived; bytes may be split anywhere, even inside the
+//                        4-byte length prefix. Every complete frame is processed at once
+//                        (a batch); the span need not outlive the call.
+//   output()             the bytes to send: whole frames, in order, one contiguous region.
+//   consume_output(n)    after n of them were written. Bytes past those already handed to
+//                        the kernel may be appended meanwhile, but never moved.
+//   wants_input()        false while back-pressured (the peer does not read its ACKs) or
+//                        closing: stop reading until it turns true again.
+//   should_close()       true once closing and every byte was sent: close the socket.
+//   on_peer_closed()     on EOF or RST. Normal for HAProxy 3.x, which rarely says goodbye.
+//   shutdown()           graceful stop: answers what was received, then AGENT-DISCONNECT 0.
+//   close_with(errc)     e.g. errc::timeout from an idle timer: AGENT-DISCONNECT, then close.
+//
+// Protocol errors are answered with AGENT-DISCONNECT carrying to_status(error()), then the
+// connection closes. Frames are checked against the limit from their length prefix alone,
+// before any payload is buffered.
+//
+// Memory: input and output buffers come from a per-thread buffer_pool and go back to it as soon
+// as they are empty, so an idle connection holds none.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string_view>
+
+#include "buffer_pool.hpp"
+#include "frame.hpp"
+#include "handshake.hpp"
+#include "service.hpp"
+#include "status.hpp"
+#include "writer.hpp"
+
+namespace spop {
+
+enum class conn_state : std::uint8_t {
+    awaiting_hello, ///< the first frame must be HAPROXY-HELLO
+    established,    ///< NOTIFY frames are served
+    closing,        ///< a last frame (AGENT-DISCONNECT or health-check AGENT-HELLO) is queued
+    closed,         ///< nothing more to do
+};
+
+struct connection_config {
+    agent_limits limits{};
+    /// An ACK with no action stalls HAProxy 3.1.0 until its processing timeout (fixed in
+    /// 3.1.x/3.2). When set, such an ACK gets a harmless UNSET-VAR of `noop_var` instead: HAProxy
+    /// ignores unset requests for variables it does not know.
+    bool noop_on_empty_ack = true;
+    std::string_view noop_var = "spop_noop";
+    var_scope noop_scope = var_scope::txn;
+};
+
+/// What one feed() did, for the embedder's counters.
+struct feed_result {
+    std::uint32_t frames = 0;   ///< complete frames processed
+    std::uint32_t notifies = 0; ///< NOTIFY frames answered with an ACK
+};
+
+template <service S>
+class connection {
+  public:
+    /// `pool` must hand out blocks of at least buffer_size_for(cfg.limits.max_frame_size).
+    connection(S& svc, buffer_pool& pool, const connection_config& cfg) noexcept
+        : svc_(svc), pool_(pool), cfg_(&cfg), limit_(cfg.limits.max_frame_size) {
+        neg_.max_frame_size = cfg.limits.max_frame_size;
+    }
+    connection(const connection&) = delete;
+    connection& operator=(const connection&) = delete;
+    ~connection() { release_buffers(); }
+
+    [[nodiscard]] conn_state state() const noexcept { return state_; }
+    /// Why the connection is closing (ok while healthy; peer_disconnect, shutdown... otherwise).
+    [[nodiscard]] errc error() const noexcept { return error_; }
+    /// The settings agreed in the handshake (valid once established).
+    [[nodiscard]] const negotiated& settings() const noexcept { return neg_; }
+    /// The status code of a HAPROXY-DISCONNECT, when error() == peer_disconnect.
+    [[nodiscard]] std::uint32_t peer_status() const noexcept { return peer_status_; }
+    [[nodiscard]] bool is_healthcheck() const noexcept { return neg_.healthcheck; }
+
+    [[nodiscard]] bool wants_input() const noexcept {
+        return !paused_ && (state_ == conn_state::awaiting_hello || state_ == conn_state::established);
+    }
+    [[nodiscard]] bool should_close() const noexcept {
+        return state_ == conn_state::closed || (state_ == conn_state::closing && out_head_ == out_tail_);
+    }
+    [[nodiscard]] std::span<const std::uint8_t> output() const noexcept {
+        return {out_ + out_head_, out_tail_ - out_head_};
+    }
+    /// Bytes held in buffers right now (0 for an idle connection).
+    [[nodiscard]] std::size_t buffered_bytes() const noexcept {
+        return (in_ ? pool_.block_size() : 0) + (out_ ? pool_.block_size() : 0);
+    }
+
+    feed_result feed(std::span<const std::uint8_t> in) noexcept {
+        feed_result res;
+        if (!accepting()) return res;
+        const std::uint8_t* p = in.data();
+        std::size_t n = in.size();
+        if (paused_) {
+            stash(p, n);
+            return res;
+        }
+        if (in_tail_ != in_head_) {
+            // Finish the partial frame in the reassembly buffer, taking only its own bytes.
+            std::size_t have = in_tail_ - in_head_;
+            if (have < frame_length_size) {
+                const std::size_t take = min(frame_length_size - have, n);
+                append(p, take);
+                p += take;
+                n -= take;
+                have += take;
+                if (have < frame_length_size) return res;
+            }
+            const std::uint32_t len = load_be32(in_ + in_head_);
+            if (const errc e = check_frame_length(len, limit_); e != errc::ok) {
+                fail(e);
+                return res;
+            }
+            const std::size_t total = frame_length_size + len;
+            const std::size_t take = min(total - have, n);
+            append(p, take);
+            p += take;
+            n -= take;
+            if (have + take < total) return res;
+            if (!output_room()) {
+                paused_ = true;
+                stash(p, n);
+                return res;
+            }
+            process(in_ + in_head_, total, res);
+            in_head_ += total;
+            drop_consumed_input();
+            if (!accepting()) return res;
+        }
+        while (n >= frame_length_size) {
+            const std::uint32_t len = load_be32(p);
+            if (const errc e = check_frame_length(len, limit_); e != errc::ok) {
+                fail(e);
+                return res;
+            }
+            const std::size_t total = frame_length_size + len;
+            if (n < total) break;
+            if (!output_room()) {
+                paused_ = true;
+                stash(p, n);
+                return res;
+            }
+            process(p, total, res);
+            p += total;
+            n -= total;
+            if (!accepting()) return res;
+        }
+        if (n != 0) stash(p, n);
+        return res;
+    }
+
+    /// `n` bytes of output() were sent. When everything was, the buffer is recycled and a
+    /// back-pressured connection resumes on what it had stashed (which may queue more output).
+    feed_result consume_output(std::size_t n) noexcept {
+        feed_result res;
+        out_head_ += min(n, out_tail_ - out_head_);
+        if (out_head_ != out_tail_) return res;
+        out_head_ = out_tail_ = 0;
+        if (paused_) resume(res);
+        if (shutdown_pending_ && !paused_) finish_shutdown();
+        if (out_head_ == out_tail_) {
+            pool_.release(out_);
+            out_ = nullptr;
+        }
+        return res;
+    }
+
+    /// Graceful stop: every complete NOTIFY already received is answered, then
+    /// AGENT-DISCONNECT 0 "normal" is queued and the connection closes.
+    void shutdown() noexcept {
+        if (!accepting()) return;
+        shutdown_pending_ = true;
+        if (!paused_) finish_shutdown();
+    }
+
+    /// Ends the connection with AGENT-DISCONNECT to_status(e) (e.g. errc::timeout).
+    void close_with(errc e) noexcept { fail(e); }
+
+    /// The peer closed (EOF or RST): drop everything, send nothing.
+    void on_peer_closed() noexcept {
+        state_ = conn_state::closed;
+        release_buffers();
+    }
+
+  private:
+    static constexpr std::size_t min(std::size_t a, std::size_t b) noexcept { return a < b ? a : b; }
+
+    [[nodiscard]] bool accepting() const noexcept {
+        return state_ == conn_state::awaiting_hello || state_ == conn_state::established;
+    }
+
+    [[nodiscard]] std::size_t ack_reserve() const noexcept {
+        const std::size_t whole = frame_length_size + std::size_t{neg_.max_frame_size};
+        if constexpr (requires { S::max_ack_size; }) {
+            return S::max_ack_size < whole ? S::max_ack_size : whole;
+        } else {
+            return whole;
+        }
+    }
+
+    /// Room for one more reply plus a final AGENT-DISCONNECT.
+    [[nodiscard]] bool output_room() noexcept {
+        if (!ensure_output()) return false;
+        return pool_.block_size() - out_tail_ >= ack_reserve() + max_agent_disconnect_size;
+    }
+
+    bool ensure_output() noexcept {
+        if (out_ == nullptr) out_ = pool_.acquire();
+        return out_ != nullptr;
+    }
+
+    [[nodiscard]] std::span<std::uint8_t> output_space() noexcept {
+        return {out_ + out_tail_, pool_.block_size() - out_tail_};
+    }
+
+    void append(const std::uint8_t* p, std::size_t n) noexcept {
+        if (n == 0) return;
+        std::memcpy(in_ + in_tail_, p, n);
+        in_tail_ += n;
+    }
+
+    /// Keeps bytes that cannot be processed now. A partial frame always fits (it is below the
+    /// limit); under back-pressure the stash is bounded by the buffer: a peer that keeps
+    /// sending without reading its ACKs gets AGENT-DISCONNECT 13.
+    void stash(const std::uint8_t* p, std::size_t n) noexcept {
+        if (n == 0) return;
+        if (in_ == nullptr) {
+            in_ = pool_.acquire();
+            if (in_ == nullptr) return fail(errc::input_overflow);
+        }
+        if (pool_.block_size() - in_tail_ < n && in_head_ != 0) {
+            std::memmove(in_, in_ + in_head_, in_tail_ - in_head_);
+            in_tail_ -= in_head_;
+            in_head_ = 0;
+        }
+        if (pool_.block_size() - in_tail_ < n) return fail(errc::input_overflow);
+        append(p, n);
+    }
+
+    void drop_consumed_input() noexcept {
+        if (in_head_ != in_tail_) return;
+        in_head_ = in_tail_ = 0;
+        pool_.release(in_);
+        in_ = nullptr;
+    }
+
+    /// Processes complete frames from the reassembly buffer after back-pressure lifts.
+    void resume(feed_result& res) noexcept {
+        paused_ = false;
+        while (accepting() && in_tail_ - in_head_ >= frame_length_size) {
+            const std::uint32_t len = load_be32(in_ + in_head_);
+            if (const errc e = check_frame_length(len, limit_); e != errc::ok) return fail(e);
+            const std::size_t total = frame_length_size + len;
+            if (in_tail_ - in_head_ < total) break;
+            if (!output_room()) {
+                paused_ = true;
+                return;
+            }
+            process(in_ + in_head_, total, res);
+            in_head_ += total;
+        }
+        if (!accepting()) return;
+        if (in_head_ != 0 && in_head_ != in_tail_) {
+            std::memmove(in_, in_ + in_head_, in_tail_ - in_head_);
+            in_tail_ -= in_head_;
+            in_head_ = 0;
+        }
+        drop_consumed_input();
+    }
+
+    void process(const std::uint8_t* f, std::size_t total, feed_result& res) noexcept {
+        frame fr;
+        const result r = decode_frame_body({f + frame_length_size, total - frame_length_size}, fr);
+        if (!r) return fail(r.ec);
+        ++res.frames;
+        if (state_ == conn_state::awaiting_hello) {
+            if (fr.type == frame_type::haproxy_hello) return on_hello(fr);
+            if (fr.type == frame_type::haproxy_disconnect) return on_peer_disconnect(fr);
+            return fail(errc::unexpected_frame);
+        }
+        switch (fr.type) {
+        case frame_type::notify: return on_notify(fr, res);
+        case frame_type::haproxy_disconnect: return on_peer_disconnect(fr);
+        case frame_type::haproxy_hello: return fail(errc::unexpected_frame);
+        case frame_type::unset:
+            // A 2.x fragment continuation or abort. We never announce fragmentation, so none is
+            // expected; skipping it is what PROTOCOL-NOTES §10 recommends.
+            return;
+        default:
+            // Unknown types: fatal on the connection level (stream-id 0), skipped otherwise,
+            // as HAProxy 3.x treats the agent's unknown frames.
+            if (fr.stream_id == 0) return fail(errc::bad_frame_type);
+            return;
+        }
+    }
+
+    void on_hello(const frame& fr) noexcept {
+        if (!fr.fin()) return fail(errc::fragmented_frame);
+        if (fr.stream_id != 0 || fr.frame_id != 0) return fail(errc::bad_frame_ids);
+        hello_fields fields;
+        const errc e = negotiate(fr.payload, cfg_->limits, neg_, fields);
+        if (e != errc::ok) return fail(e);
+        const result w = encode_agent_hello(output_space(), neg_.max_frame_size,
+                                            announced_capabilities(cfg_->limits));
+        if (!w) return fail(w.ec);
+        out_tail_ += w.consumed;
+        limit_ = neg_.max_frame_size;
+        if (neg_.healthcheck) {
+            // 3.x health checks parse to the end of their receive buffer: nothing may follow
+            // the AGENT-HELLO, not even an AGENT-DISCONNECT.
+            state_ = conn_state::closing;
+            release_input();
+            return;
+        }
+        state_ = conn_state::established;
+    }
+
+    void on_notify(const frame& fr, feed_result& res) noexcept {
+        if (!fr.fin()) return fail(errc::fragmented_frame);
+        const notify_request req{fr.stream_id, fr.frame_id, fr.flags, fr.payload};
+        const std::span<std::uint8_t> space = output_space();
+        // The reply may not eat into the room kept for a final AGENT-DISCONNECT.
+        ack_writer ack(space.first(space.size() - max_agent_disconnect_size), fr.stream_id,
+                       fr.frame_id, neg_.max_frame_size);
+        const errc e = svc_.on_notify(req, ack);
+        if (e != errc::ok && e != errc::stopped) return fail(e);
+        if (ack.empty() && cfg_->noop_on_empty_ack) ack.unset_var(cfg_->noop_scope, cfg_->noop_var);
+        const result w = ack.finish();
+        if (!w) return fail(w.ec);
+        out_tail_ += w.consumed;
+        ++res.notifies;
+    }
+
+    void on_peer_disconnect(const frame& fr) noexcept {
+        disconnect_fields d;
+        (void)parse_kv_list(fr.payload, d); // echo what we could read; it is goodbye anyway
+        peer_status_ = d.status_code;
+        error_ = errc::peer_disconnect;
+        // Echo HAProxy's status and message: the reason then lands in HAProxy's SPOE logs.
+        queue_disconnect(d.status_code, d.message);
+    }
+
+    void finish_shutdown() noexcept {
+        shutdown_pending_ = false;
+        if (!accepting()) return;
+        error_ = errc::shutdown;
+        queue_disconnect(static_cast<std::uint32_t>(status::normal), status_message(status::normal));
+    }
+
+    void fail(errc e) noexcept {
+        if (!accepting()) return;
+        error_ = e;
+        const status s = to_status(e);
+        queue_disconnect(static_cast<std::uint32_t>(s), status_message(s));
+    }
+
+    void queue_disconnect(std::uint32_t code, std::string_view msg) noexcept {
+        state_ = conn_state::closing;
+        release_input();
+        if (!ensure_output()) {
+            state_ = conn_state::closed;
+            return;
+        }
+        const result w = encode_agent_disconnect(output_space(), limit_, code, msg);
+        if (w) out_tail_ += w.consumed;
+    }
+
+    void release_input() noexcept {
+        pool_.release(in_);
+        in_ = nullptr;
+        in_head_ = in_tail_ = 0;
+        paused_ = false;
+    }
+
+    void release_buffers() noexcept {
+        release_input();
+        pool_.release(out_);
+        out_ = nullptr;
+        out_head_ = out_tail_ = 0;
+    }
+
+    S& svc_;
+    buffer_pool& pool_;
+    const connection_config* cfg_;
+    std::uint8_t* in_ = nullptr;
+    std::uint8_t* out_ = nullptr;
+    std::uint32_t in_head_ = 0, in_tail_ = 0;
+    std::uint32_t out_head_ = 0, out_tail_ = 0;
+    std::uint32_t limit_;
+    std::uint32_t peer_status_ = 0;
+    negotiated neg_{};
+    conn_state state_ = conn_state::awaiting_hello;
+    errc error_ = errc::ok;
+    bool paused_ = false;
+    bool shutdown_pending_ = false;
+};
+
+} // namespace spop

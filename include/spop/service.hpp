@@ -1,0 +1,63 @@
+// The concept a service implements: what the agent does with each NOTIFY.
+//
+// A service is a small class, not a fork of the engine: the connection core hands it each
+// NOTIFY and an ack_writer that encodes straight into the connection's output buffer.
+#pragma once
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "notify.hpp"
+#include "writer.hpp"
+
+namespace spop {
+
+/// One NOTIFY, as handed to a service. `payload` views the receive buffer (or the connection's
+/// reassembly buffer) and is valid only during the on_notify() call.
+struct notify_request {
+    std::uint64_t stream_id = 0;
+    std::uint64_t frame_id = 0;
+    std::uint32_t flags = 0;
+    std::span<const std::uint8_t> payload{};
+
+    /// Runs parse_notify() over the payload.
+    template <notify_handler H>
+    [[nodiscard]] result parse(H& handler) const noexcept {
+        return parse_notify(payload, handler);
+    }
+};
+
+/// A service.
+///
+///   errc on_notify(const notify_request& req, ack_writer& ack)
+///     Called once per NOTIFY, in arrival order, on the connection's thread. Write the ACK's
+///     actions with `ack`; the connection finishes the frame (ids echoed, FIN set) and queues
+///     it. Return errc::ok, also after stopping a parse on purpose. Returning a parse error
+///     (truncated, varint_overflow, bad_data_type) makes the connection answer with
+///     AGENT-DISCONNECT status 4 and close: the frame was malformed.
+///     Must not throw, block or allocate per call.
+///
+///   static constexpr std::size_t max_ack_size   (optional)
+///     An upper bound of the ACK frame this service writes. The connection stops taking
+///     frames while its output buffer has less free space than that; without it the
+///     connection reserves a whole max-frame-size per NOTIFY.
+template <class S>
+concept service = requires(S& s, const notify_request& req, ack_writer& ack) {
+    { s.on_notify(req, ack) } -> std::same_as<errc>;
+};
+
+/// ACKs every NOTIFY with no action (the connection adds its no-op, see connection_config).
+struct null_service {
+    static constexpr std::size_t max_ack_size = 64;
+    errc on_notify(const notify_request& req, ack_writer&) noexcept {
+        null_notify_handler h;
+        const result r = req.parse(h);
+        return r.ec;
+    }
+};
+static_assert(service<null_service>);
+static_assert(!service<int>);
+
+} // namespace spop

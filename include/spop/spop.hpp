@@ -1,0 +1,14 @@
+// Umbrella header: the whole library.
+#pragma once
+
+#include "buffer_pool.hpp"
+#include "connection.hpp"
+#include "data.hpp"
+#include "frame.hpp"
+#include "handshake.hpp"
+#include "kv.hpp"
+#include "notify.hpp"
+#include "service.hpp"
+#include "status.hpp"
+#include "varint.hpp"
+#include "writer.hpp"
