@@ -45,13 +45,13 @@ import time
 
 SKIP = 77
 
-# One SPOE log line per processed event (HAProxy 2.6-3.0 format, SPOE-2.6.txt §4):
-#   SPOE: [AGENT] <EVENT:NAME> sid=STREAM-ID st=STATUS reqT/qT/wT/resT/pT idles/applets
-#   nb_sending/nb_waiting nb_error/nb_processed
-# The counters at the end are optional here (3.1+ logs differ after st=).
+# One SPOE log line per processed event (SPOE.txt §4):
+#   2.6-3.0: SPOE: [AGENT] <EVENT:NAME> sid=SID st=STATUS reqT/qT/wT/resT/pT idles/applets
+#            nb_sending/nb_waiting nb_error/nb_processed
+#   3.1+:    SPOE: [AGENT] <EVENT:NAME> sid=SID st=STATUS pT nb_error/nb_processed
 SPOE_LOG = re.compile(r"SPOE: \[(?P<agent>[^\]]+)\] <(?P<kind>EVENT|GROUP):(?P<name>[^>]+)>"
                       r" sid=(?P<sid>\d+) st=(?P<st>-?\d+)"
-                      r"(?: \S+ \d+/\d+ \d+/\d+ (?P<nb_error>\d+)/(?P<nb_processed>\d+))?")
+                      r"(?: \S+(?: \d+/\d+ \d+/\d+)? (?P<nb_error>\d+)/(?P<nb_processed>\d+))?")
 # What the HTTP frontends answer: the agent's score (sess scope) and, per transaction, the
 # SPOE error code and processing time. The frontends unset the session's score after each
 # response, so on a keep-alive connection every score shown was set by this request's ACK.
