@@ -1,0 +1,68 @@
+// What every I/O engine shares: the worker's environment, the connection type, and how a
+// connection's end is logged and counted. Engines differ only in how bytes move.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <ctime>
+#include <string>
+#include <sys/socket.h>
+#include <vector>
+
+#include <spop/connection.hpp>
+
+#include "iprep_service.hpp"
+#include "log.hpp"
+#include "options.hpp"
+#include "stats.hpp"
+
+namespace agent {
+
+using conn_t = spop::connection<iprep_service>;
+
+struct worker_env {
+    int id = 0;
+    const options* opt = nullptr;
+    std::vector<int> listen_fds;      ///< listeners this worker accepts on
+    std::vector<bool> listen_is_tcp;  ///< TCP_NODELAY applies to accepted sockets
+    spop::connection_config conn_cfg{};
+    iprep_config svc_cfg{};
+    const reputation_source* rep = nullptr;
+    worker_stats* stats = nullptr;
+    int wake_fd = -1;                 ///< eventfd: main writes 1 to ask for a graceful stop
+    std::uint32_t max_conns = 0;      ///< this worker's share of --max-connections
+    std::uint64_t seed = 0;
+};
+
+/// Runs an epoll event loop until a graceful stop completes. Returns 0, or 1 on a fatal error.
+int run_epoll_worker(worker_env& env);
+/// Runs an io_uring event loop. Returns 0, or 1 on a fatal error.
+int run_uring_worker(worker_env& env);
+
+/// Checks that this kernel and process can run the io_uring engine (ring setup flags, multishot
+/// accept and recv, provided-buffer rings). On failure `why` names the cause.
+bool uring_usable(std::string& why);
+
+[[nodiscard]] inline std::uint64_t mono_ns() noexcept {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+[[nodiscard]] inline std::uint32_t mono_s() noexcept {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return static_cast<std::uint32_t>(ts.tv_sec);
+}
+
+/// Formats a peer address for logs.
+std::string peer_name(const sockaddr_storage& ss, socklen_t len);
+
+/// Logs and counts the end of a connection. Abrupt closes (HAProxy 3.x rarely says goodbye)
+/// and normal goodbyes are debug-level; protocol errors are warnings, rate-limited per worker.
+void note_close(worker_env& env, const conn_t& c, const char* peer, const char* how,
+                rate_limiter& errors_rl);
+
+/// Counts one AGENT-DISCONNECT if the connection queued one (called when it enters closing).
+void count_disconnect(worker_env& env, const conn_t& c);
+
+} // namespace agent

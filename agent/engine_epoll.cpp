@@ -1,0 +1,325 @@
+// The epoll engine: the fallback when io_uring is unavailable (containers often block it).
+// Level-triggered; one recv batch per readable connection, one send per connection per batch.
+//
+// Loop rules:
+// - a connection that does not want input (back-pressure, closing) is not polled for EPOLLIN;
+// - output is written right after the batch that produced it; EPOLLOUT only while it is stuck;
+// - after the last frame, the write side is shut and the socket drained until EOF (bounded),
+//   so unread input cannot turn our final frame into an RST.
+#include <cerrno>
+#include <memory>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "engine.hpp"
+
+namespace agent {
+namespace {
+
+constexpr std::uint32_t drain_seconds = 2;
+constexpr std::size_t read_chunk = 64 * 1024;
+
+struct econn {
+    econn(iprep_service& svc, spop::buffer_pool& pool, const spop::connection_config& cfg)
+        : c(svc, pool, cfg) {}
+    conn_t c;
+    int fd = -1;
+    std::uint32_t gen = 0;
+    std::uint32_t created = 0;
+    std::uint32_t last_active = 0;
+    std::uint32_t drain_deadline = 0;
+    std::uint32_t events = 0;
+    bool draining = false;
+    bool counted_disconnect = false;
+    bool hello_seen = false;
+    std::string peer;
+};
+
+enum : std::uint64_t { tag_conn = 0, tag_listener = 1, tag_wake = 2 };
+
+std::uint64_t pack(std::uint64_t tag, std::uint32_t idx, std::uint32_t gen) {
+    return tag | (static_cast<std::uint64_t>(idx) << 8) | (static_cast<std::uint64_t>(gen & 0xFFFFFF) << 40);
+}
+
+class epoll_worker {
+  public:
+    explicit epoll_worker(worker_env& env)
+        : env_(env), pool_(spop::buffer_size_for(env.conn_cfg.limits.max_frame_size), 1024),
+          svc_(env.svc_cfg, *env.rep, *env.stats, env.seed), rbuf_(new std::uint8_t[read_chunk]) {}
+
+    int run() {
+        ep_ = epoll_create1(EPOLL_CLOEXEC);
+        if (ep_ < 0) {
+            log(level::error, "event=fatal worker=%d what=epoll_create1 errno=%d", env_.id, errno);
+            return 1;
+        }
+        for (std::uint32_t i = 0; i < env_.listen_fds.size(); ++i) {
+            epoll_event ev{EPOLLIN, {.u64 = pack(tag_listener, i, 0)}};
+            epoll_ctl(ep_, EPOLL_CTL_ADD, env_.listen_fds[i], &ev);
+        }
+        epoll_event wev{EPOLLIN, {.u64 = pack(tag_wake, 0, 0)}};
+        epoll_ctl(ep_, EPOLL_CTL_ADD, env_.wake_fd, &wev);
+
+        epoll_event evs[256];
+        std::uint32_t last_tick = mono_s();
+        while (true) {
+            const int n = epoll_wait(ep_, evs, 256, 250);
+            if (n < 0 && errno != EINTR) {
+                log(level::error, "event=fatal worker=%d what=epoll_wait errno=%d", env_.id, errno);
+                break;
+            }
+            now_ = mono_s();
+            for (int i = 0; i < n; ++i) dispatch(evs[i]);
+            if (now_ != last_tick) {
+                last_tick = now_;
+                tick();
+            }
+            if (stopping_ && (live_ == 0 || now_ >= stop_deadline_)) break;
+        }
+        for (std::uint32_t i = 0; i < conns_.size(); ++i)
+            if (conns_[i] && conns_[i]->fd >= 0) destroy(i, "shutdown_timeout");
+        ::close(ep_);
+        return 0;
+    }
+
+  private:
+    void dispatch(const epoll_event& ev) {
+        const std::uint64_t tag = ev.data.u64 & 0xFF;
+        const auto idx = static_cast<std::uint32_t>((ev.data.u64 >> 8) & 0xFFFFFFFF);
+        const auto gen = static_cast<std::uint32_t>(ev.data.u64 >> 40);
+        if (tag == tag_listener) return accept_all(idx);
+        if (tag == tag_wake) {
+            std::uint64_t v;
+            ssize_t r = ::read(env_.wake_fd, &v, sizeof v);
+            (void)r;
+            return begin_stop();
+        }
+        if (idx >= conns_.size() || !conns_[idx] || (conns_[idx]->gen & 0xFFFFFF) != gen) return;
+        if (ev.events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) {
+            if (!on_readable(idx)) return;
+        }
+        if (conns_[idx] && (ev.events & EPOLLOUT)) flush(idx);
+    }
+
+    void accept_all(std::uint32_t li) {
+        if (stopping_) return;
+        const int lfd = env_.listen_fds[li];
+        for (int k = 0; k < 256; ++k) {
+            sockaddr_storage ss{};
+            socklen_t len = sizeof ss;
+            const int fd = accept4(lfd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd < 0) {
+                if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) return;
+                unsigned sup = 0;
+                if (accept_rl_.allow(now_, sup))
+                    log(level::error, "event=accept_failed worker=%d errno=%d error=\"%s\" suppressed=%u",
+                        env_.id, errno, std::strerror(errno), sup);
+                return;
+            }
+            if (live_ >= env_.max_conns) {
+                env_.stats->conns_rejected.add();
+                unsigned sup = 0;
+                if (accept_rl_.allow(now_, sup))
+                    log(level::warn, "event=limit_reached worker=%d limit=max-connections value=%u suppressed=%u",
+                        env_.id, env_.max_conns, sup);
+                ::close(fd);
+                continue;
+            }
+            if (env_.listen_is_tcp[li]) {
+                const int one = 1;
+                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            }
+            add_conn(fd, peer_name(ss, len));
+        }
+    }
+
+    void add_conn(int fd, std::string peer) {
+        std::uint32_t idx;
+        if (!free_.empty()) {
+            idx = free_.back();
+            free_.pop_back();
+        } else {
+            idx = static_cast<std::uint32_t>(conns_.size());
+            conns_.emplace_back();
+        }
+        auto e = std::make_unique<econn>(svc_, pool_, env_.conn_cfg);
+        e->fd = fd;
+        e->gen = ++gen_;
+        e->created = e->last_active = now_;
+        e->peer = std::move(peer);
+        e->events = EPOLLIN | EPOLLRDHUP;
+        epoll_event ev{e->events, {.u64 = pack(tag_conn, idx, e->gen)}};
+        epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev);
+        conns_[idx] = std::move(e);
+        ++live_;
+        env_.stats->conns_current.add();
+        env_.stats->conns_total.add();
+        log(level::debug, "event=accept worker=%d peer=%s fd=%d", env_.id, conns_[idx]->peer.c_str(), fd);
+    }
+
+    /// Returns false if the connection was destroyed.
+    bool on_readable(std::uint32_t idx) {
+        econn& e = *conns_[idx];
+        for (int k = 0; k < 16; ++k) {
+            const ssize_t r = ::recv(e.fd, rbuf_.get(), read_chunk, 0);
+            if (r > 0) {
+                env_.stats->bytes_in.add(static_cast<std::uint64_t>(r));
+                if (e.draining || !e.c.wants_input()) {
+                    if (e.draining) continue;
+                    // Back-pressured but the kernel had more: the connection stashes it (bounded).
+                }
+                e.last_active = now_;
+                const std::uint64_t t0 = mono_ns();
+                const spop::feed_result fr = e.c.feed({rbuf_.get(), static_cast<std::size_t>(r)});
+                account(e, fr, t0);
+                if (!e.c.wants_input()) break;
+                if (static_cast<std::size_t>(r) < read_chunk) break;
+                continue;
+            }
+            if (r == 0) {
+                if (!e.draining) e.c.on_peer_closed();
+                destroy(idx, "eof");
+                return false;
+            }
+            if (errno == EAGAIN || errno == EINTR) break;
+            e.c.on_peer_closed();
+            destroy(idx, errno == ECONNRESET ? "rst" : "error");
+            return false;
+        }
+        return flush(idx);
+    }
+
+    void account(econn& e, const spop::feed_result& fr, std::uint64_t t0) {
+        if (fr.frames) env_.stats->frames_in.add(fr.frames);
+        if (fr.notifies) {
+            env_.stats->notify_frames.add(fr.notifies);
+            env_.stats->acks.add(fr.notifies);
+            env_.stats->observe_latency_ns(mono_ns() - t0);
+        }
+        if (!e.hello_seen && e.c.state() != spop::conn_state::awaiting_hello &&
+            (e.c.state() == spop::conn_state::established || e.c.is_healthcheck())) {
+            e.hello_seen = true;
+            env_.stats->hello_frames.add();
+        }
+    }
+
+    /// Writes pending output; updates interest; starts draining when done. False if destroyed.
+    bool flush(std::uint32_t idx) {
+        econn& e = *conns_[idx];
+        for (int k = 0; k < 8; ++k) {
+            const auto out = e.c.output();
+            if (out.empty()) break;
+            const ssize_t w = ::send(e.fd, out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (w < 0) {
+                if (errno == EAGAIN || errno == EINTR) break;
+                e.c.on_peer_closed();
+                destroy(idx, errno == EPIPE || errno == ECONNRESET ? "rst" : "error");
+                return false;
+            }
+            env_.stats->bytes_out.add(static_cast<std::uint64_t>(w));
+            const std::uint64_t t0 = mono_ns();
+            const spop::feed_result fr = e.c.consume_output(static_cast<std::size_t>(w));
+            account(e, fr, t0);
+        }
+        if (!e.counted_disconnect && e.c.state() >= spop::conn_state::closing) {
+            e.counted_disconnect = true;
+            count_disconnect(env_, e.c);
+            if (e.c.is_healthcheck()) env_.stats->healthchecks.add();
+        }
+        if (!e.draining && e.c.should_close()) {
+            if (e.c.state() == spop::conn_state::closed) {
+                destroy(idx, "closed");
+                return false;
+            }
+            note_close(env_, e.c, e.peer.c_str(), "agent", errors_rl_);
+            ::shutdown(e.fd, SHUT_WR);
+            e.draining = true;
+            e.drain_deadline = now_ + drain_seconds;
+        }
+        std::uint32_t want = EPOLLRDHUP;
+        if (e.draining || e.c.wants_input()) want |= EPOLLIN;
+        if (!e.c.output().empty()) want |= EPOLLOUT;
+        if (want != e.events) {
+            e.events = want;
+            epoll_event ev{want, {.u64 = pack(tag_conn, idx, e.gen)}};
+            epoll_ctl(ep_, EPOLL_CTL_MOD, e.fd, &ev);
+        }
+        return true;
+    }
+
+    void destroy(std::uint32_t idx, const char* how) {
+        econn& e = *conns_[idx];
+        if (!e.draining) note_close(env_, e.c, e.peer.c_str(), how, errors_rl_);
+        epoll_ctl(ep_, EPOLL_CTL_DEL, e.fd, nullptr);
+        ::close(e.fd);
+        conns_[idx].reset();
+        free_.push_back(idx);
+        --live_;
+        env_.stats->conns_current.sub();
+    }
+
+    void begin_stop() {
+        if (stopping_) return;
+        stopping_ = true;
+        stop_deadline_ = now_ + env_.opt->shutdown_timeout_s;
+        for (int fd : env_.listen_fds) epoll_ctl(ep_, EPOLL_CTL_DEL, fd, nullptr);
+        for (std::uint32_t i = 0; i < conns_.size(); ++i) {
+            if (!conns_[i] || conns_[i]->draining) continue;
+            conns_[i]->c.shutdown();
+            flush(i);
+        }
+    }
+
+    void tick() {
+        const options& o = *env_.opt;
+        for (std::uint32_t i = 0; i < conns_.size(); ++i) {
+            if (!conns_[i]) continue;
+            econn& e = *conns_[i];
+            if (e.draining) {
+                if (now_ >= e.drain_deadline) destroy(i, "drain_timeout");
+                continue;
+            }
+            const auto st = e.c.state();
+            if (st == spop::conn_state::awaiting_hello && now_ - e.created >= o.hello_timeout_s) {
+                e.c.close_with(spop::errc::timeout);
+                flush(i);
+            } else if (st == spop::conn_state::established && o.idle_timeout_s != 0 &&
+                       now_ - e.last_active >= o.idle_timeout_s && e.c.output().empty()) {
+                e.c.close_with(spop::errc::timeout);
+                flush(i);
+            } else if (st == spop::conn_state::closing && now_ - e.last_active >= 30) {
+                // The peer stopped reading our final frame: give up on it.
+                e.c.on_peer_closed();
+                destroy(i, "write_timeout");
+            }
+        }
+    }
+
+    worker_env& env_;
+    spop::buffer_pool pool_;
+    iprep_service svc_;
+    std::unique_ptr<std::uint8_t[]> rbuf_;
+    std::vector<std::unique_ptr<econn>> conns_;
+    std::vector<std::uint32_t> free_;
+    rate_limiter errors_rl_{10};
+    rate_limiter accept_rl_{5};
+    int ep_ = -1;
+    std::uint32_t now_ = 0;
+    std::uint32_t gen_ = 0;
+    std::uint32_t live_ = 0;
+    bool stopping_ = false;
+    std::uint32_t stop_deadline_ = 0;
+};
+
+} // namespace
+
+int run_epoll_worker(worker_env& env) {
+    epoll_worker w(env);
+    return w.run();
+}
+
+} // namespace agent

@@ -1,0 +1,561 @@
+// The io_uring engine: one ring per worker thread, nothing shared.
+//
+// Loop rules (one turn = submit_and_wait, then every ready CQE, then one cq_advance):
+// - accept is multishot per listener; recv is multishot on a provided-buffer ring, so no
+//   buffer is pinned by an idle connection;
+// - a receive completion is fed to the connection in place (zero copy) and its buffer goes
+//   straight back to the ring at the end of the turn; -ENOBUFS means the ring ran dry: the
+//   recv is re-armed after this turn's buffers are returned (back-pressure, not an error);
+// - when F_MORE is clear the multishot recv ended and is re-armed, unless the connection is
+//   back-pressured (its ACKs are not being read), in which case it waits until they are;
+// - after all CQEs of a turn, one send per connection that has new output: ACKs of a whole
+//   batch leave in one send, always whole frames;
+// - a connection is freed only when none of its requests are in flight (user_data carries a
+//   generation so a late CQE can never reach a reused slot).
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <liburing.h>
+#include <memory>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "engine.hpp"
+
+namespace agent {
+namespace {
+
+constexpr unsigned sq_entries = 1024;
+constexpr unsigned buf_count = 256; // power of two
+constexpr unsigned buf_size = 16 * 1024;
+constexpr unsigned short buf_group = 1;
+constexpr std::uint32_t drain_seconds = 2;
+
+enum op : std::uint8_t { op_accept = 1, op_recv, op_send, op_wake, op_timer, op_cancel };
+
+constexpr std::uint64_t pack(op o, std::uint32_t idx, std::uint32_t gen) {
+    return std::uint64_t{o} | (std::uint64_t{idx} << 8) | (std::uint64_t{gen & 0xFFFFFF} << 40);
+}
+
+struct uconn {
+    uconn(iprep_service& svc, spop::buffer_pool& pool, const spop::connection_config& cfg)
+        : c(svc, pool, cfg) {}
+    conn_t c;
+    int fd = -1;
+    std::uint32_t gen = 0;
+    std::uint32_t created = 0;
+    std::uint32_t last_active = 0;
+    std::uint32_t drain_deadline = 0;
+    std::uint32_t send_inflight = 0; ///< bytes of output() handed to the kernel
+    std::uint8_t ops = 0;            ///< requests in flight (recv, send)
+    bool recv_armed = false;
+    bool recv_cancelled = false;
+    bool draining = false;
+    bool dead = false;
+    bool dirty = false;
+    bool counted_disconnect = false;
+    bool hello_seen = false;
+    std::string peer;
+};
+
+int ring_setup(io_uring& ring, std::string& why) {
+    const unsigned attempts[] = {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+                                 IORING_SETUP_COOP_TASKRUN, 0};
+    int rc = -EINVAL;
+    for (unsigned flags : attempts) {
+        io_uring_params p{};
+        p.flags = flags | IORING_SETUP_CQSIZE;
+        p.cq_entries = sq_entries * 4;
+        rc = io_uring_queue_init_params(sq_entries, &ring, &p);
+        if (rc == 0) return 0;
+        if (rc != -EINVAL) break;
+    }
+    std::string disabled;
+    {
+        std::ifstream f("/proc/sys/kernel/io_uring_disabled");
+        std::getline(f, disabled);
+    }
+    if (rc == -EPERM) {
+        why = "io_uring_setup: operation not permitted (kernel.io_uring_disabled=" +
+              (disabled.empty() ? std::string("?") : disabled) + ", or a seccomp profile such as "
+              "Docker's default blocks io_uring)";
+    } else if (rc == -ENOSYS) {
+        why = "io_uring_setup: not implemented (kernel without io_uring, or the syscall is filtered)";
+    } else if (rc == -ENOMEM) {
+        why = "io_uring_setup: cannot allocate the ring (RLIMIT_MEMLOCK too low?)";
+    } else {
+        why = std::string("io_uring_setup: ") + std::strerror(-rc);
+    }
+    return rc;
+}
+
+class uring_worker {
+  public:
+    explicit uring_worker(worker_env& env)
+        : env_(env), pool_(spop::buffer_size_for(env.conn_cfg.limits.max_frame_size), 1024),
+          svc_(env.svc_cfg, *env.rep, *env.stats, env.seed) {}
+
+    ~uring_worker() {
+        if (br_ != nullptr) {
+            io_uring_unregister_buf_ring(&ring_, buf_group);
+            munmap(br_, br_bytes_);
+        }
+        if (bufs_ != nullptr) munmap(bufs_, std::size_t{buf_count} * buf_size);
+        if (ring_ok_) io_uring_queue_exit(&ring_);
+    }
+
+    int run() {
+        std::string why;
+        if (ring_setup(ring_, why) != 0) {
+            log(level::error, "event=fatal worker=%d reason=\"%s\"", env_.id, why.c_str());
+            return 1;
+        }
+        ring_ok_ = true;
+        if (!setup_buffers()) return 1;
+        for (std::uint32_t i = 0; i < env_.listen_fds.size(); ++i) arm_accept(i);
+        arm_wake();
+        arm_timer();
+        now_ = mono_s();
+        while (true) {
+            const int rc = io_uring_submit_and_wait(&ring_, 1);
+            if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+                log(level::error, "event=fatal worker=%d what=submit_and_wait error=\"%s\"", env_.id,
+                    std::strerror(-rc));
+                break;
+            }
+            now_ = mono_s();
+            io_uring_cqe* cqe;
+            unsigned head;
+            unsigned seen = 0;
+            io_uring_for_each_cqe(&ring_, head, cqe) {
+                handle(cqe);
+                ++seen;
+            }
+            io_uring_cq_advance(&ring_, seen);
+            end_of_turn();
+            if (stopping_ && (live_ == 0 || now_ >= stop_deadline_)) break;
+        }
+        for (std::uint32_t i = 0; i < conns_.size(); ++i)
+            if (conns_[i] && !conns_[i]->dead) ::close(conns_[i]->fd);
+        return 0;
+    }
+
+  private:
+    bool setup_buffers() {
+        br_bytes_ = buf_count * sizeof(io_uring_buf);
+        void* mem = mmap(nullptr, br_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+        void* data = mmap(nullptr, std::size_t{buf_count} * buf_size, PROT_READ | PROT_WRITE,
+                          MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+        if (mem == MAP_FAILED || data == MAP_FAILED) {
+            log(level::error, "event=fatal worker=%d what=mmap error=\"%s\"", env_.id, std::strerror(errno));
+            return false;
+        }
+        br_ = static_cast<io_uring_buf_ring*>(mem);
+        bufs_ = static_cast<std::uint8_t*>(data);
+        io_uring_buf_ring_init(br_);
+        io_uring_buf_reg reg{};
+        reg.ring_addr = reinterpret_cast<std::uint64_t>(br_);
+        reg.ring_entries = buf_count;
+        reg.bgid = buf_group;
+        if (const int rc = io_uring_register_buf_ring(&ring_, &reg, 0); rc != 0) {
+            log(level::error, "event=fatal worker=%d what=register_buf_ring error=\"%s\"", env_.id,
+                std::strerror(-rc));
+            munmap(br_, br_bytes_);
+            br_ = nullptr;
+            return false;
+        }
+        for (unsigned i = 0; i < buf_count; ++i)
+            io_uring_buf_ring_add(br_, bufs_ + std::size_t{i} * buf_size, buf_size,
+                                  static_cast<unsigned short>(i), io_uring_buf_ring_mask(buf_count),
+                                  static_cast<int>(i));
+        io_uring_buf_ring_advance(br_, static_cast<int>(buf_count));
+        return true;
+    }
+
+    io_uring_sqe* sqe() {
+        io_uring_sqe* s = io_uring_get_sqe(&ring_);
+        while (s == nullptr) {
+            io_uring_submit(&ring_);
+            s = io_uring_get_sqe(&ring_);
+        }
+        return s;
+    }
+
+    void arm_accept(std::uint32_t li) {
+        io_uring_sqe* s = sqe();
+        io_uring_prep_multishot_accept(s, env_.listen_fds[li], nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        io_uring_sqe_set_data64(s, pack(op_accept, li, 0));
+    }
+    void arm_wake() {
+        io_uring_sqe* s = sqe();
+        io_uring_prep_read(s, env_.wake_fd, &wake_val_, sizeof wake_val_, 0);
+        io_uring_sqe_set_data64(s, pack(op_wake, 0, 0));
+    }
+    void arm_timer() {
+        timer_ts_.tv_sec = 1;
+        timer_ts_.tv_nsec = 0;
+        io_uring_sqe* s = sqe();
+        io_uring_prep_timeout(s, &timer_ts_, 0, 0);
+        io_uring_sqe_set_data64(s, pack(op_timer, 0, 0));
+    }
+    void arm_recv(std::uint32_t idx) {
+        uconn& e = *conns_[idx];
+        io_uring_sqe* s = sqe();
+        io_uring_prep_recv_multishot(s, e.fd, nullptr, 0, 0);
+        s->flags |= IOSQE_BUFFER_SELECT;
+        s->buf_group = buf_group;
+        io_uring_sqe_set_data64(s, pack(op_recv, idx, e.gen));
+        e.recv_armed = true;
+        e.recv_cancelled = false;
+        ++e.ops;
+    }
+    void cancel_recv(std::uint32_t idx) {
+        uconn& e = *conns_[idx];
+        if (!e.recv_armed || e.recv_cancelled) return;
+        io_uring_sqe* s = sqe();
+        io_uring_prep_cancel64(s, pack(op_recv, idx, e.gen), 0);
+        io_uring_sqe_set_data64(s, pack(op_cancel, idx, e.gen));
+        e.recv_cancelled = true;
+    }
+
+    void handle(io_uring_cqe* cqe) {
+        const std::uint64_t ud = io_uring_cqe_get_data64(cqe);
+        const auto o = static_cast<op>(ud & 0xFF);
+        const auto idx = static_cast<std::uint32_t>((ud >> 8) & 0xFFFFFFFF);
+        const auto gen = static_cast<std::uint32_t>(ud >> 40);
+        switch (o) {
+        case op_accept: return on_accept(idx, cqe);
+        case op_recv: return on_recv(idx, gen, cqe);
+        case op_send: return on_send(idx, gen, cqe);
+        case op_wake: return begin_stop();
+        case op_timer:
+            tick();
+            if (!stopping_ || live_ != 0) arm_timer();
+            return;
+        case op_cancel: return;
+        }
+    }
+
+    uconn* live_conn(std::uint32_t idx, std::uint32_t gen) {
+        if (idx >= conns_.size() || !conns_[idx]) return nullptr;
+        uconn* e = conns_[idx].get();
+        return (e->gen & 0xFFFFFF) == gen ? e : nullptr;
+    }
+
+    void on_accept(std::uint32_t li, io_uring_cqe* cqe) {
+        const bool more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+        if (cqe->res < 0) {
+            if (cqe->res != -ECANCELED) {
+                unsigned sup = 0;
+                if (accept_rl_.allow(now_, sup))
+                    log(level::error, "event=accept_failed worker=%d error=\"%s\" suppressed=%u",
+                        env_.id, std::strerror(-cqe->res), sup);
+                // Re-armed by the timer: retrying at once on EMFILE would spin.
+                if (!more) accept_rearm_.push_back(li);
+            }
+            return;
+        }
+        if (!more && !stopping_) arm_accept(li);
+        const int fd = cqe->res;
+        if (stopping_) {
+            ::close(fd);
+            return;
+        }
+        if (live_ >= env_.max_conns) {
+            env_.stats->conns_rejected.add();
+            unsigned sup = 0;
+            if (accept_rl_.allow(now_, sup))
+                log(level::warn, "event=limit_reached worker=%d limit=max-connections value=%u suppressed=%u",
+                    env_.id, env_.max_conns, sup);
+            ::close(fd);
+            return;
+        }
+        if (env_.listen_is_tcp[li]) {
+            const int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        }
+        std::uint32_t idx;
+        if (!free_.empty()) {
+            idx = free_.back();
+            free_.pop_back();
+        } else {
+            idx = static_cast<std::uint32_t>(conns_.size());
+            conns_.emplace_back();
+        }
+        auto e = std::make_unique<uconn>(svc_, pool_, env_.conn_cfg);
+        e->fd = fd;
+        e->gen = ++gen_;
+        e->created = e->last_active = now_;
+        if (log_enabled(level::warn)) {
+            sockaddr_storage ss{};
+            socklen_t len = sizeof ss;
+            if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) e->peer = peer_name(ss, len);
+        }
+        conns_[idx] = std::move(e);
+        ++live_;
+        env_.stats->conns_current.add();
+        env_.stats->conns_total.add();
+        log(level::debug, "event=accept worker=%d peer=%s fd=%d", env_.id, conns_[idx]->peer.c_str(), fd);
+        arm_recv(idx);
+    }
+
+    void on_recv(std::uint32_t idx, std::uint32_t gen, io_uring_cqe* cqe) {
+        const bool has_buf = (cqe->flags & IORING_CQE_F_BUFFER) != 0;
+        const auto bid = static_cast<unsigned short>(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+        uconn* e = live_conn(idx, gen);
+        if (!(cqe->flags & IORING_CQE_F_MORE) && e != nullptr) {
+            e->recv_armed = false;
+            --e->ops;
+        }
+        if (e == nullptr || e->dead) {
+            if (has_buf) recycle(bid);
+            if (e != nullptr) maybe_free(idx);
+            return;
+        }
+        const int res = cqe->res;
+        if (res > 0) {
+            env_.stats->bytes_in.add(static_cast<std::uint64_t>(res));
+            if (!e->draining) {
+                e->last_active = now_;
+                const std::uint64_t t0 = mono_ns();
+                const spop::feed_result fr =
+                    e->c.feed({bufs_ + std::size_t{bid} * buf_size, static_cast<std::size_t>(res)});
+                account(*e, fr, t0);
+                mark_dirty(idx);
+            }
+            if (has_buf) recycle(bid);
+        } else if (res == 0) {
+            if (!e->draining) e->c.on_peer_closed();
+            kill(idx, "eof");
+            return;
+        } else if (res == -ENOBUFS) {
+            mark_dirty(idx); // re-armed at the end of the turn, once buffers are back
+        } else if (res == -ECANCELED && e->recv_cancelled) {
+            // We paused it (back-pressure); it is re-armed when the peer reads its ACKs.
+        } else {
+            e->c.on_peer_closed();
+            kill(idx, res == -ECONNRESET ? "rst" : "error");
+            return;
+        }
+        if (!e->recv_armed) mark_dirty(idx);
+    }
+
+    void on_send(std::uint32_t idx, std::uint32_t gen, io_uring_cqe* cqe) {
+        uconn* e = live_conn(idx, gen);
+        if (e == nullptr) return;
+        --e->ops;
+        e->send_inflight = 0;
+        if (e->dead) return maybe_free(idx);
+        if (cqe->res < 0) {
+            e->c.on_peer_closed();
+            kill(idx, cqe->res == -EPIPE || cqe->res == -ECONNRESET ? "rst" : "error");
+            return;
+        }
+        env_.stats->bytes_out.add(static_cast<std::uint64_t>(cqe->res));
+        const std::uint64_t t0 = mono_ns();
+        const spop::feed_result fr = e->c.consume_output(static_cast<std::size_t>(cqe->res));
+        account(*e, fr, t0);
+        mark_dirty(idx);
+    }
+
+    void account(uconn& e, const spop::feed_result& fr, std::uint64_t t0) {
+        if (fr.frames) env_.stats->frames_in.add(fr.frames);
+        if (fr.notifies) {
+            env_.stats->notify_frames.add(fr.notifies);
+            env_.stats->acks.add(fr.notifies);
+            env_.stats->observe_latency_ns(mono_ns() - t0);
+        }
+        if (!e.hello_seen && (e.c.state() == spop::conn_state::established || e.c.is_healthcheck())) {
+            e.hello_seen = true;
+            env_.stats->hello_frames.add();
+        }
+    }
+
+    void mark_dirty(std::uint32_t idx) {
+        uconn& e = *conns_[idx];
+        if (!e.dirty) {
+            e.dirty = true;
+            dirty_.push_back(idx);
+        }
+    }
+
+    void recycle(unsigned short bid) {
+        io_uring_buf_ring_add(br_, bufs_ + std::size_t{bid} * buf_size, buf_size, bid,
+                              io_uring_buf_ring_mask(buf_count), recycled_++);
+    }
+
+    /// After every CQE of a turn: give buffers back, then one send per connection, re-arm recvs.
+    void end_of_turn() {
+        if (recycled_ != 0) {
+            io_uring_buf_ring_advance(br_, recycled_);
+            recycled_ = 0;
+        }
+        for (std::size_t k = 0; k < dirty_.size(); ++k) {
+            const std::uint32_t idx = dirty_[k];
+            if (!conns_[idx]) continue;
+            uconn& e = *conns_[idx];
+            e.dirty = false;
+            if (e.dead) continue;
+            service(idx);
+        }
+        dirty_.clear();
+    }
+
+    void service(std::uint32_t idx) {
+        uconn& e = *conns_[idx];
+        if (!e.counted_disconnect && e.c.state() >= spop::conn_state::closing) {
+            e.counted_disconnect = true;
+            count_disconnect(env_, e.c);
+            if (e.c.is_healthcheck()) env_.stats->healthchecks.add();
+        }
+        const auto out = e.c.output();
+        if (e.send_inflight == 0 && !out.empty()) {
+            io_uring_sqe* s = sqe();
+            io_uring_prep_send(s, e.fd, out.data(), out.size(), MSG_NOSIGNAL);
+            io_uring_sqe_set_data64(s, pack(op_send, idx, e.gen));
+            e.send_inflight = static_cast<std::uint32_t>(out.size());
+            ++e.ops;
+        }
+        if (!e.draining && e.c.should_close() && e.send_inflight == 0) {
+            if (e.c.state() == spop::conn_state::closed) return kill(idx, "closed");
+            note_close(env_, e.c, e.peer.c_str(), "agent", errors_rl_);
+            ::shutdown(e.fd, SHUT_WR);
+            e.draining = true;
+            e.drain_deadline = now_ + drain_seconds;
+        }
+        const bool want_recv = e.draining || e.c.wants_input();
+        if (want_recv && !e.recv_armed) arm_recv(idx);
+        else if (!want_recv && e.recv_armed) cancel_recv(idx);
+    }
+
+    void kill(std::uint32_t idx, const char* how) {
+        uconn& e = *conns_[idx];
+        if (e.dead) return;
+        if (!e.draining) note_close(env_, e.c, e.peer.c_str(), how, errors_rl_);
+        e.dead = true;
+        ::shutdown(e.fd, SHUT_RDWR); // completes whatever is still in flight
+        cancel_recv(idx);
+        maybe_free(idx);
+    }
+
+    void maybe_free(std::uint32_t idx) {
+        uconn& e = *conns_[idx];
+        if (!e.dead || e.ops != 0) return;
+        ::close(e.fd);
+        conns_[idx].reset();
+        free_.push_back(idx);
+        --live_;
+        env_.stats->conns_current.sub();
+    }
+
+    void begin_stop() {
+        if (stopping_) return;
+        stopping_ = true;
+        stop_deadline_ = now_ + env_.opt->shutdown_timeout_s;
+        for (std::uint32_t i = 0; i < env_.listen_fds.size(); ++i) {
+            io_uring_sqe* s = sqe();
+            io_uring_prep_cancel64(s, pack(op_accept, i, 0), 0);
+            io_uring_sqe_set_data64(s, pack(op_cancel, 0, 0));
+        }
+        for (std::uint32_t i = 0; i < conns_.size(); ++i) {
+            if (!conns_[i] || conns_[i]->dead || conns_[i]->draining) continue;
+            conns_[i]->c.shutdown();
+            mark_dirty(i);
+        }
+    }
+
+    void tick() {
+        for (std::uint32_t li : accept_rearm_)
+            if (!stopping_) arm_accept(li);
+        accept_rearm_.clear();
+        const options& o = *env_.opt;
+        for (std::uint32_t i = 0; i < conns_.size(); ++i) {
+            if (!conns_[i] || conns_[i]->dead) continue;
+            uconn& e = *conns_[i];
+            if (e.draining) {
+                if (now_ >= e.drain_deadline) kill(i, "drain_timeout");
+                continue;
+            }
+            const auto st = e.c.state();
+            if (st == spop::conn_state::awaiting_hello && now_ - e.created >= o.hello_timeout_s) {
+                e.c.close_with(spop::errc::timeout);
+                mark_dirty(i);
+            } else if (st == spop::conn_state::established && o.idle_timeout_s != 0 &&
+                       now_ - e.last_active >= o.idle_timeout_s && e.c.output().empty()) {
+                e.c.close_with(spop::errc::timeout);
+                mark_dirty(i);
+            } else if (st == spop::conn_state::closing && now_ - e.last_active >= 30) {
+                e.c.on_peer_closed();
+                kill(i, "write_timeout");
+            }
+        }
+    }
+
+    worker_env& env_;
+    spop::buffer_pool pool_;
+    iprep_service svc_;
+    io_uring ring_{};
+    bool ring_ok_ = false;
+    io_uring_buf_ring* br_ = nullptr;
+    std::size_t br_bytes_ = 0;
+    std::uint8_t* bufs_ = nullptr;
+    int recycled_ = 0;
+    std::vector<std::unique_ptr<uconn>> conns_;
+    std::vector<std::uint32_t> free_;
+    std::vector<std::uint32_t> dirty_;
+    std::vector<std::uint32_t> accept_rearm_;
+    rate_limiter errors_rl_{10};
+    rate_limiter accept_rl_{5};
+    std::uint64_t wake_val_ = 0;
+    __kernel_timespec timer_ts_{};
+    std::uint32_t now_ = 0;
+    std::uint32_t gen_ = 0;
+    std::uint32_t live_ = 0;
+    bool stopping_ = false;
+    std::uint32_t stop_deadline_ = 0;
+};
+
+} // namespace
+
+bool uring_usable(std::string& why) {
+    utsname u{};
+    if (uname(&u) == 0) {
+        int major = 0, minor = 0;
+        if (std::sscanf(u.release, "%d.%d", &major, &minor) == 2 && (major < 6)) {
+            why = std::string("kernel ") + u.release + " lacks multishot recv (needs 6.0+)";
+            return false;
+        }
+    }
+    io_uring ring{};
+    if (ring_setup(ring, why) != 0) return false;
+    bool ok = true;
+    io_uring_probe* p = io_uring_get_probe_ring(&ring);
+    if (p == nullptr) {
+        why = "io_uring probe failed";
+        ok = false;
+    } else {
+        const int needed[] = {IORING_OP_ACCEPT, IORING_OP_RECV, IORING_OP_SEND, IORING_OP_READ,
+                              IORING_OP_TIMEOUT, IORING_OP_ASYNC_CANCEL};
+        for (int opcode : needed) {
+            if (!io_uring_opcode_supported(p, opcode)) {
+                why = "io_uring opcode " + std::to_string(opcode) + " not supported";
+                ok = false;
+                break;
+            }
+        }
+        io_uring_free_probe(p);
+    }
+    io_uring_queue_exit(&ring);
+    return ok;
+}
+
+int run_uring_worker(worker_env& env) {
+    uring_worker w(env);
+    return w.run();
+}
+
+} // namespace agent

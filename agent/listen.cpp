@@ -1,0 +1,132 @@
+#include "listen.hpp"
+
+#include <arpa/inet.h>
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+namespace agent {
+
+bool resolve_listen_specs(const options& o, std::vector<listen_spec>& out, std::string& err) {
+    std::vector<std::string> addrs = o.addresses;
+    if (addrs.empty() && o.unix_path.empty()) addrs.emplace_back("0.0.0.0");
+    bool have_v4 = false;
+    for (const auto& a : addrs) {
+        in_addr v4{};
+        if (inet_pton(AF_INET, a.c_str(), &v4) == 1) have_v4 = true;
+    }
+    for (const auto& a0 : addrs) {
+        std::string a = a0;
+        if (a.size() > 2 && a.front() == '[' && a.back() == ']') a = a.substr(1, a.size() - 2);
+        listen_spec s;
+        in_addr v4{};
+        in6_addr v6{};
+        if (inet_pton(AF_INET, a.c_str(), &v4) == 1) {
+            auto* sin = reinterpret_cast<sockaddr_in*>(&s.addr);
+            sin->sin_family = AF_INET;
+            sin->sin_port = htons(static_cast<uint16_t>(o.port));
+            sin->sin_addr = v4;
+            s.len = sizeof(sockaddr_in);
+            s.desc = a + ":" + std::to_string(o.port);
+        } else if (inet_pton(AF_INET6, a.c_str(), &v6) == 1) {
+            auto* sin6 = reinterpret_cast<sockaddr_in6*>(&s.addr);
+            sin6->sin6_family = AF_INET6;
+            sin6->sin6_port = htons(static_cast<uint16_t>(o.port));
+            sin6->sin6_addr = v6;
+            s.len = sizeof(sockaddr_in6);
+            s.desc = "[" + a + "]:" + std::to_string(o.port);
+            // `::` alone serves both families; next to an IPv4 address it must not overlap.
+            s.v6only = have_v4 || !IN6_IS_ADDR_UNSPECIFIED(&v6);
+        } else {
+            err = "invalid --address '" + a0 + "' (expected an IPv4 or IPv6 address)";
+            return false;
+        }
+        out.push_back(s);
+    }
+    if (!o.unix_path.empty()) {
+        listen_spec s;
+        auto* sun = reinterpret_cast<sockaddr_un*>(&s.addr);
+        if (o.unix_path.size() >= sizeof(sun->sun_path)) {
+            err = "unix socket path too long: " + o.unix_path;
+            return false;
+        }
+        sun->sun_family = AF_UNIX;
+        std::memcpy(sun->sun_path, o.unix_path.c_str(), o.unix_path.size() + 1);
+        s.len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + o.unix_path.size() + 1);
+        s.desc = "unix:" + o.unix_path;
+        s.is_unix = true;
+        out.push_back(s);
+    }
+    return true;
+}
+
+static std::string bind_error(const listen_spec& s, int e) {
+    if (e == EADDRINUSE) return "cannot listen on " + s.desc + ": address already in use";
+    if (e == EACCES) return "cannot listen on " + s.desc + ": permission denied";
+    if (e == EADDRNOTAVAIL) return "cannot listen on " + s.desc + ": address not available on this host";
+    return "cannot listen on " + s.desc + ": " + std::strerror(e);
+}
+
+bool check_port_free(const listen_spec& s, std::string& err) {
+    if (s.is_unix) return true;
+    const int fd = ::socket(s.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        err = "socket(): " + std::string(std::strerror(errno));
+        return false;
+    }
+    const int one = 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (s.addr.ss_family == AF_INET6) {
+        const int v6only = s.v6only ? 1 : 0;
+        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
+    }
+    const bool ok = ::bind(fd, reinterpret_cast<const sockaddr*>(&s.addr), s.len) == 0;
+    if (!ok) err = bind_error(s, errno);
+    ::close(fd);
+    return ok;
+}
+
+int open_listener(const listen_spec& s, int backlog, bool reuseport, std::string& err) {
+    if (s.is_unix) {
+        const auto* sun = reinterpret_cast<const sockaddr_un*>(&s.addr);
+        struct stat st{};
+        // Replace a stale socket file, never a regular file.
+        if (::stat(sun->sun_path, &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(sun->sun_path);
+    }
+    const int fd = ::socket(s.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        err = "socket(): " + std::string(std::strerror(errno));
+        return -1;
+    }
+    const int one = 1;
+    if (!s.is_unix) {
+        (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+            err = "SO_REUSEPORT: " + std::string(std::strerror(errno));
+            ::close(fd);
+            return -1;
+        }
+        if (s.addr.ss_family == AF_INET6) {
+            const int v6only = s.v6only ? 1 : 0;
+            (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
+        }
+    }
+    if (::bind(fd, reinterpret_cast<const sockaddr*>(&s.addr), s.len) != 0) {
+        err = bind_error(s, errno);
+        ::close(fd);
+        return -1;
+    }
+    if (::listen(fd, backlog) != 0) {
+        err = "listen(" + s.desc + "): " + std::strerror(errno);
+        ::close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+} // namespace agent

@@ -1,0 +1,197 @@
+// agent: an SPOP agent serving IP reputation to HAProxy 2.6-3.4.
+//
+// The main thread parses flags, opens listeners, drops privileges, starts one worker thread
+// per -n, then only waits for signals. Workers share nothing but read-only configuration and
+// the reputation snapshot.
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <grp.h>
+#include <pwd.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <thread>
+#include <unistd.h>
+
+#include "engine.hpp"
+#include "listen.hpp"
+#include "options.hpp"
+
+using namespace agent;
+
+namespace {
+
+int die(const std::string& msg) {
+    std::fprintf(stderr, "agent: %s\n", msg.c_str());
+    return 1;
+}
+
+void raise_nofile() {
+    rlimit rl{};
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+bool drop_privileges(const std::string& user, std::string& err) {
+    errno = 0;
+    const passwd* pw = getpwnam(user.c_str());
+    if (pw == nullptr) {
+        err = "unknown user '" + user + "' for --user";
+        return false;
+    }
+    if (setgroups(0, nullptr) != 0 && errno != EPERM) {
+        err = "setgroups: " + std::string(std::strerror(errno));
+        return false;
+    }
+    if (setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0) {
+        err = "cannot switch to user '" + user + "': " + std::strerror(errno);
+        return false;
+    }
+    return true;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    options opt;
+    switch (parse_options(argc, argv, opt)) {
+    case parse_outcome::exit_ok: return 0;
+    case parse_outcome::exit_error: return 2;
+    case parse_outcome::run: break;
+    }
+    if (opt.debug) g_log_level.store(static_cast<int>(level::debug));
+
+    bool use_uring = false;
+    if (opt.engine != engine_kind::epoll) {
+        std::string why;
+        if (uring_usable(why)) {
+            use_uring = true;
+        } else if (opt.engine == engine_kind::uring) {
+            return die("io_uring unavailable: " + why);
+        } else {
+            log(level::warn, "event=engine_fallback engine=epoll reason=\"io_uring unavailable: %s\"",
+                why.c_str());
+        }
+    }
+
+    std::vector<listen_spec> specs;
+    std::string err;
+    if (!resolve_listen_specs(opt, specs, err)) return die(err);
+    for (const auto& s : specs)
+        if (!check_port_free(s, err)) return die(err);
+
+    raise_nofile();
+    // Signals are taken by the main thread only (sigwait); workers inherit the mask.
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);
+
+    const int nworkers = opt.workers;
+    std::vector<worker_env> envs(static_cast<std::size_t>(nworkers));
+    std::vector<std::unique_ptr<worker_stats>> stats;
+    std::vector<int> shared_fds;
+    for (const auto& s : specs) {
+        if (!s.is_unix) continue;
+        const int fd = open_listener(s, opt.backlog, false, err);
+        if (fd < 0) return die(err);
+        shared_fds.push_back(fd);
+    }
+    reputation_source rep;
+    const std::uint64_t seed = static_cast<std::uint64_t>(mono_ns()) ^ static_cast<std::uint64_t>(getpid());
+    for (int i = 0; i < nworkers; ++i) {
+        worker_env& env = envs[static_cast<std::size_t>(i)];
+        env.id = i;
+        env.opt = &opt;
+        env.conn_cfg.limits.max_frame_size = opt.max_frame_size;
+        env.conn_cfg.limits.pipelining = opt.pipelining;
+        env.svc_cfg.default_score = opt.default_score;
+        env.svc_cfg.var_name = opt.var_name;
+        env.svc_cfg.category_var = opt.category_var;
+        env.rep = &rep;
+        stats.push_back(std::make_unique<worker_stats>());
+        env.stats = stats.back().get();
+        env.max_conns = (opt.max_connections + static_cast<std::uint32_t>(nworkers) - 1) /
+                        static_cast<std::uint32_t>(nworkers);
+        env.seed = seed + static_cast<std::uint64_t>(i) * 0x9E3779B97F4A7C15ull;
+        env.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (env.wake_fd < 0) return die("eventfd: " + std::string(std::strerror(errno)));
+        for (const auto& s : specs) {
+            if (s.is_unix) continue;
+            const int fd = open_listener(s, opt.backlog, true, err);
+            if (fd < 0) return die(err);
+            env.listen_fds.push_back(fd);
+            env.listen_is_tcp.push_back(true);
+        }
+        for (int fd : shared_fds) {
+            env.listen_fds.push_back(fd);
+            env.listen_is_tcp.push_back(false);
+        }
+    }
+    if (!opt.user.empty() && !drop_privileges(opt.user, err)) return die(err);
+
+    std::string where;
+    for (const auto& s : specs) where += (where.empty() ? "" : ",") + s.desc;
+    log(level::info,
+        "event=start listening on %s workers=%d engine=%s max_frame_size=%u pipelining=%d "
+        "default_score=%s",
+        where.c_str(), nworkers, use_uring ? "io_uring" : "epoll", opt.max_frame_size,
+        opt.pipelining ? 1 : 0,
+        opt.default_score < 0 ? "random" : std::to_string(opt.default_score).c_str());
+
+    std::vector<std::thread> threads;
+    std::atomic<int> failures{0};
+    for (auto& env : envs) {
+        threads.emplace_back([&env, use_uring, &failures] {
+            const int rc = use_uring ? run_uring_worker(env) : run_epoll_worker(env);
+            if (rc != 0) failures.fetch_add(1);
+        });
+    }
+
+    auto wake_all = [&] {
+        for (auto& env : envs) {
+            const std::uint64_t one = 1;
+            ssize_t w = ::write(env.wake_fd, &one, sizeof one);
+            (void)w;
+        }
+    };
+    int exit_code = 0;
+    while (true) {
+        int sig = 0;
+        if (sigwait(&sigs, &sig) != 0) continue;
+        if (sig == SIGTERM || sig == SIGINT) {
+            log(level::info, "event=stopping signal=%s shutdown_timeout_s=%u",
+                sig == SIGTERM ? "SIGTERM" : "SIGINT", opt.shutdown_timeout_s);
+            wake_all();
+            break;
+        }
+        if (sig == SIGHUP) {
+            log(level::info, "event=reload what=reputation lists=%zu", opt.lists.size());
+        }
+    }
+    for (auto& t : threads) t.join();
+    for (auto& env : envs) {
+        for (std::size_t i = 0; i < env.listen_fds.size(); ++i)
+            if (env.listen_is_tcp[i]) ::close(env.listen_fds[i]);
+        ::close(env.wake_fd);
+    }
+    for (int fd : shared_fds) ::close(fd);
+    if (!opt.unix_path.empty()) ::unlink(opt.unix_path.c_str());
+    if (failures.load() != 0) exit_code = 1;
+    std::uint64_t notifies = 0, conns = 0;
+    for (auto& s : stats) {
+        notifies += s->notify_frames.get();
+        conns += s->conns_total.get();
+    }
+    log(level::info, "event=stopped connections_total=%llu notify_total=%llu exit=%d",
+        static_cast<unsigned long long>(conns), static_cast<unsigned long long>(notifies), exit_code);
+    return exit_code;
+}

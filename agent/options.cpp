@@ -1,0 +1,238 @@
+#include "options.hpp"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <getopt.h>
+#include <string_view>
+
+namespace agent {
+
+void print_usage(const char* argv0) {
+    std::printf(
+        "Usage: %s [options]\n"
+        "An SPOP agent (SPOA) for HAProxy 2.6-3.4: IP reputation for `check-client-ip`.\n"
+        "A drop-in replacement for HAProxy's spoa-example.\n"
+        "\n"
+        "Reference-compatible options:\n"
+        "  -h, --help                  show this help and exit\n"
+        "  -d, --debug                 debug logging (every connection, frame errors)\n"
+        "  -p, --port PORT             TCP port to listen on (default 12345)\n"
+        "  -n, --workers N             worker threads, one event loop each (default 5)\n"
+        "  -m, --max-frame-size SIZE   largest frame accepted/sent, 256..16777216 (default 16380)\n"
+        "  -c, --capability CAP        announce CAP; only `pipelining` is supported (on by default);\n"
+        "                              `async` and `fragmentation` are refused\n"
+        "\n"
+        "Listening:\n"
+        "  -a, --address ADDR          address to bind (IPv4 or IPv6; repeatable; default 0.0.0.0;\n"
+        "                              `::` alone listens on IPv6 and IPv4)\n"
+        "  -u, --unix PATH             also listen on a Unix socket\n"
+        "      --backlog N             listen backlog (default 4096; HAProxy opens ~50 connections\n"
+        "                              at once after every start or reload)\n"
+        "      --engine auto|uring|epoll  I/O engine (default auto: io_uring, else epoll with a warning)\n"
+        "      --no-pipelining         do not announce pipelining (one NOTIFY in flight per connection)\n"
+        "\n"
+        "Limits:\n"
+        "      --max-connections N     total connections; more are refused (default 100000)\n"
+        "      --idle-timeout SEC      close established connections idle that long with\n"
+        "                              AGENT-DISCONNECT 2 (default 0 = never; HAProxy pools them)\n"
+        "      --hello-timeout SEC     close connections that send no HELLO in time (default 10)\n"
+        "      --shutdown-timeout SEC  on SIGTERM, wait at most that long for peers (default 5)\n"
+        "      --user NAME             drop privileges to NAME after binding\n"
+        "\n"
+        "Reputation (scores 0..100, 100 = trusted):\n"
+        "      --default-score N|random  score for unlisted addresses (default random, as the reference)\n"
+        "      --list FILE=SCORE       IP/CIDR list (FireHOL .ipset/.netset format); repeatable\n"
+        "      --allow FILE            allow-list: listed addresses always score 100; repeatable\n"
+        "      --csv FILE              Suricata-style `ip-or-cidr,category,score` lines; repeatable\n"
+        "      --mmdb FILE             MaxMind DB (see README for the field-to-score mapping)\n"
+        "      --category-var NAME     also set sess.<prefix>.NAME to the list's category\n"
+        "      --var-name NAME         score variable name (default ip_score)\n"
+        "\n"
+        "Operations:\n"
+        "      --metrics ADDR:PORT     serve Prometheus metrics at http://ADDR:PORT/metrics\n"
+        "  -V, --version               print the version and exit\n"
+        "\n"
+        "Signals: SIGTERM/SIGINT stop gracefully (pending NOTIFYs answered, AGENT-DISCONNECT 0);\n"
+        "SIGHUP reloads reputation files.\n",
+        argv0);
+}
+
+namespace {
+
+bool parse_int(const char* s, long lo, long hi, long& out) {
+    if (s == nullptr || *s == '\0') return false;
+    errno = 0;
+    char* end = nullptr;
+    const long v = std::strtol(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < lo || v > hi) return false;
+    out = v;
+    return true;
+}
+
+parse_outcome fail(const char* what, const char* arg) {
+    if (arg)
+        std::fprintf(stderr, "agent: %s: '%s' (see --help)\n", what, arg);
+    else
+        std::fprintf(stderr, "agent: %s (see --help)\n", what);
+    return parse_outcome::exit_error;
+}
+
+enum long_only : int {
+    opt_backlog = 256,
+    opt_engine,
+    opt_no_pipelining,
+    opt_max_connections,
+    opt_idle_timeout,
+    opt_hello_timeout,
+    opt_shutdown_timeout,
+    opt_user,
+    opt_default_score,
+    opt_list,
+    opt_allow,
+    opt_csv,
+    opt_mmdb,
+    opt_category_var,
+    opt_var_name,
+    opt_metrics,
+};
+
+} // namespace
+
+parse_outcome parse_options(int argc, char** argv, options& o) {
+    static const option longs[] = {
+        {"help", no_argument, nullptr, 'h'},
+        {"debug", no_argument, nullptr, 'd'},
+        {"port", required_argument, nullptr, 'p'},
+        {"workers", required_argument, nullptr, 'n'},
+        {"max-frame-size", required_argument, nullptr, 'm'},
+        {"capability", required_argument, nullptr, 'c'},
+        {"address", required_argument, nullptr, 'a'},
+        {"unix", required_argument, nullptr, 'u'},
+        {"version", no_argument, nullptr, 'V'},
+        {"backlog", required_argument, nullptr, opt_backlog},
+        {"engine", required_argument, nullptr, opt_engine},
+        {"no-pipelining", no_argument, nullptr, opt_no_pipelining},
+        {"max-connections", required_argument, nullptr, opt_max_connections},
+        {"idle-timeout", required_argument, nullptr, opt_idle_timeout},
+        {"hello-timeout", required_argument, nullptr, opt_hello_timeout},
+        {"shutdown-timeout", required_argument, nullptr, opt_shutdown_timeout},
+        {"user", required_argument, nullptr, opt_user},
+        {"default-score", required_argument, nullptr, opt_default_score},
+        {"list", required_argument, nullptr, opt_list},
+        {"allow", required_argument, nullptr, opt_allow},
+        {"csv", required_argument, nullptr, opt_csv},
+        {"mmdb", required_argument, nullptr, opt_mmdb},
+        {"category-var", required_argument, nullptr, opt_category_var},
+        {"var-name", required_argument, nullptr, opt_var_name},
+        {"metrics", required_argument, nullptr, opt_metrics},
+        {nullptr, 0, nullptr, 0},
+    };
+    opterr = 0;
+    optind = 1;
+    int c;
+    long v = 0;
+    while ((c = getopt_long(argc, argv, ":hdp:n:m:c:a:u:V", longs, nullptr)) != -1) {
+        switch (c) {
+        case 'h': print_usage(argv[0]); return parse_outcome::exit_ok;
+        case 'V': std::printf("agent (spop) 0.1.0\n"); return parse_outcome::exit_ok;
+        case 'd': o.debug = true; break;
+        case 'p':
+            if (!parse_int(optarg, 1, 65535, v)) return fail("invalid port (1..65535)", optarg);
+            o.port = static_cast<int>(v);
+            break;
+        case 'n':
+            if (!parse_int(optarg, 1, 256, v)) return fail("invalid number of workers (1..256)", optarg);
+            o.workers = static_cast<int>(v);
+            break;
+        case 'm':
+            if (!parse_int(optarg, 256, 16777216, v))
+                return fail("invalid max-frame-size (256..16777216)", optarg);
+            o.max_frame_size = static_cast<std::uint32_t>(v);
+            break;
+        case 'c': {
+            const std::string_view cap = optarg;
+            if (cap == "pipelining") {
+                o.pipelining = true;
+            } else if (cap == "async") {
+                return fail("capability not supported: async (removed in HAProxy 3.1; ACKs always "
+                            "go back on the NOTIFY's connection)", nullptr);
+            } else if (cap == "fragmentation") {
+                return fail("capability not supported: fragmentation (HAProxy 3.1+ removed it; "
+                            "raise -m instead)", nullptr);
+            } else {
+                return fail("unknown capability", optarg);
+            }
+            break;
+        }
+        case 'a': o.addresses.emplace_back(optarg); break;
+        case 'u': o.unix_path = optarg; break;
+        case opt_backlog:
+            if (!parse_int(optarg, 1, 1 << 20, v)) return fail("invalid backlog", optarg);
+            o.backlog = static_cast<int>(v);
+            break;
+        case opt_engine: {
+            const std::string_view e = optarg;
+            if (e == "auto") o.engine = engine_kind::automatic;
+            else if (e == "uring" || e == "io_uring") o.engine = engine_kind::uring;
+            else if (e == "epoll") o.engine = engine_kind::epoll;
+            else return fail("invalid engine (auto, uring or epoll)", optarg);
+            break;
+        }
+        case opt_no_pipelining: o.pipelining = false; break;
+        case opt_max_connections:
+            if (!parse_int(optarg, 1, 10000000, v)) return fail("invalid max-connections", optarg);
+            o.max_connections = static_cast<std::uint32_t>(v);
+            break;
+        case opt_idle_timeout:
+            if (!parse_int(optarg, 0, 86400 * 7, v)) return fail("invalid idle-timeout", optarg);
+            o.idle_timeout_s = static_cast<std::uint32_t>(v);
+            break;
+        case opt_hello_timeout:
+            if (!parse_int(optarg, 1, 3600, v)) return fail("invalid hello-timeout (1..3600)", optarg);
+            o.hello_timeout_s = static_cast<std::uint32_t>(v);
+            break;
+        case opt_shutdown_timeout:
+            if (!parse_int(optarg, 0, 3600, v)) return fail("invalid shutdown-timeout", optarg);
+            o.shutdown_timeout_s = static_cast<std::uint32_t>(v);
+            break;
+        case opt_user: o.user = optarg; break;
+        case opt_default_score:
+            if (std::string_view(optarg) == "random") {
+                o.default_score = -1;
+            } else {
+                if (!parse_int(optarg, 0, 100, v))
+                    return fail("invalid default-score (0..100 or random)", optarg);
+                o.default_score = static_cast<int>(v);
+            }
+            break;
+        case opt_list: {
+            const std::string_view s = optarg;
+            const std::size_t eq = s.rfind('=');
+            if (eq == std::string_view::npos || eq == 0)
+                return fail("invalid --list, expected FILE=SCORE", optarg);
+            const std::string score(s.substr(eq + 1));
+            if (!parse_int(score.c_str(), 0, 100, v))
+                return fail("invalid --list score (0..100)", optarg);
+            o.lists.push_back({std::string(s.substr(0, eq)), static_cast<int>(v)});
+            break;
+        }
+        case opt_allow: o.allow_lists.emplace_back(optarg); break;
+        case opt_csv: o.csv_files.emplace_back(optarg); break;
+        case opt_mmdb: o.mmdb = optarg; break;
+        case opt_category_var: o.category_var = optarg; break;
+        case opt_var_name:
+            if (*optarg == '\0') return fail("empty --var-name", nullptr);
+            o.var_name = optarg;
+            break;
+        case opt_metrics: o.metrics = optarg; break;
+        case ':': return fail("missing argument for option", argv[optind - 1]);
+        default: return fail("unknown option", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) return fail("unexpected argument", argv[optind]);
+    return parse_outcome::run;
+}
+
+} // namespace agent

@@ -1,0 +1,49 @@
+// Command-line options. The reference agent's flags (-h -d -p -n -m -c) keep their meaning.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace agent {
+
+enum class engine_kind { automatic, uring, epoll };
+
+struct list_spec {
+    std::string path;
+    int score = 0;
+};
+
+struct options {
+    bool debug = false;
+    int port = 12345;
+    int workers = 5;
+    std::uint32_t max_frame_size = 16380;
+    bool pipelining = true;
+    std::vector<std::string> addresses;   ///< empty = 0.0.0.0
+    std::string unix_path;
+    engine_kind engine = engine_kind::automatic;
+    int default_score = -1;               ///< -1 = random
+    std::uint32_t max_connections = 100000;
+    std::uint32_t idle_timeout_s = 0;     ///< 0 = never close idle established connections
+    std::uint32_t hello_timeout_s = 10;
+    std::uint32_t shutdown_timeout_s = 5;
+    int backlog = 4096;
+    std::string user;
+    std::string metrics;                  ///< ADDR:PORT, empty = off
+    std::vector<list_spec> lists;
+    std::vector<std::string> allow_lists;
+    std::vector<std::string> csv_files;
+    std::string mmdb;
+    std::string category_var;
+    std::string var_name = "ip_score";
+};
+
+enum class parse_outcome { run, exit_ok, exit_error };
+
+/// Parses argv. On error prints one line "agent: <what>" to stderr.
+parse_outcome parse_options(int argc, char** argv, options& out);
+
+void print_usage(const char* argv0);
+
+} // namespace agent
