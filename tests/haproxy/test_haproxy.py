@@ -62,6 +62,9 @@ BODY_FORMAT = ("score=%[var(sess.iprep.ip_score)] error=%[var(txn.iprep.error)]"
 
 HTTP_AGENT = "iprep-agent-http"
 
+# What ASan/UBSan/LSan print when the agent is built with sanitizers.
+SANITIZER_REPORT = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:")
+
 
 class TestFailure(AssertionError):
     pass
@@ -233,9 +236,10 @@ class Process:
 
 
 class Agent:
-    def __init__(self, path, port, workdir):
+    def __init__(self, path, port, workdir, extra_args=()):
         self.path = path
         self.port = port
+        self.extra_args = list(extra_args)
         self.workdir = workdir
         self.process = None
         self.generation = 0
@@ -244,6 +248,7 @@ class Agent:
         """Start the agent on 127.0.0.1:port and wait (bounded) until it accepts connections."""
         check(self.process is None or not self.process.running(), "agent already running")
         cmd = [self.path, "-p", str(self.port), "-n", "2", "--address", "127.0.0.1"]
+        cmd += self.extra_args
         if default_score is not None:
             cmd += ["--default-score", str(default_score)]
         self.generation += 1
@@ -267,6 +272,25 @@ class Agent:
         if self.process is None:
             return None, 0.0, False
         return self.process.stop()
+
+    def stop_checked(self):
+        """Stop; fail unless the agent exited with 0 on SIGTERM (a sanitizer report at exit,
+        a leak for example, makes it abort)."""
+        tail = self.log_tail()
+        rc, took, killed = self.stop()
+        check(not killed, f"agent ignored SIGTERM for {took:.1f}s (SIGKILLed)\n{tail}")
+        check(rc in (0, None), f"agent exited with {rc} on SIGTERM, want 0\n{tail}")
+
+    def sanitizer_reports(self):
+        """Sanitizer findings in any agent output so far."""
+        found = []
+        for name in sorted(os.listdir(self.workdir)):
+            if name.startswith("agent-") and name.endswith(".log"):
+                with open(os.path.join(self.workdir, name), "rb") as f:
+                    text = f.read().decode("utf-8", "replace")
+                found += [f"{name}: {line.strip()}" for line in text.splitlines()
+                          if SANITIZER_REPORT.search(line)]
+        return found
 
     def log_tail(self):
         return self.process.log_tail() if self.process else ""
@@ -448,7 +472,7 @@ class Env:
         self.agent = agent
 
     def restart_agent(self, default_score=None):
-        self.agent.stop()
+        self.agent.stop_checked()
         self.agent.start(default_score)
 
     def wait_agent_up(self, timeout=20):
@@ -611,9 +635,7 @@ def test_agent_stop_reports_errors_and_restart_recovers(env):
     port = env.haproxy.ports["http"]
     check(env.good_response(port) is not None, "no good response before stopping the agent")
 
-    rc, took, killed = env.agent.stop()
-    check(not killed, f"agent ignored SIGTERM for {took:.1f}s (SIGKILLed)")
-    check(rc == 0, f"agent exited with {rc} on SIGTERM, want 0")
+    env.agent.stop_checked()
     log_start = env.haproxy.log_size()
 
     def failing_body():
@@ -663,6 +685,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--agent", required=True, help="path to the agent binary")
     ap.add_argument("--haproxy", default="haproxy", help="path to haproxy")
+    ap.add_argument("--agent-arg", action="append", default=[], metavar="ARG",
+                    help="extra agent argument, e.g. --agent-arg=--engine=epoll (repeatable)")
     ap.add_argument("-k", dest="pattern", default="", help="run only tests whose name contains this")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
@@ -687,7 +711,7 @@ def main():
     passed = failed = 0
     agent = haproxy = None
     try:
-        agent = Agent(agent_path, free_port(), tmp)
+        agent = Agent(agent_path, free_port(), tmp, args.agent_arg)
         haproxy = HAProxy(haproxy_path, tmp, agent.port)
         env = Env(haproxy, agent)
         try:
@@ -724,7 +748,15 @@ def main():
         if haproxy is not None:
             haproxy.stop()
         if agent is not None:
-            agent.stop()
+            # Not a test of its own, but a failure: the agent must exit cleanly at the end too,
+            # and no run may have printed a sanitizer report.
+            try:
+                agent.stop_checked()
+                reports = agent.sanitizer_reports()
+                check(not reports, "sanitizer reports:\n" + "\n".join(reports[:20]))
+            except TestFailure as e:
+                failed += 1
+                print(f"FAIL agent teardown: {e}")
         if args.keep:
             print(f"kept {tmp}")
         else:
