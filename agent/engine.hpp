@@ -32,7 +32,31 @@ struct worker_env {
     int wake_fd = -1;                 ///< eventfd: main writes 1 to ask for a graceful stop
     std::uint32_t max_conns = 0;      ///< this worker's share of --max-connections
     std::uint64_t seed = 0;
+    /// Connection hand-off (see hand_off()): accepted fds arrive on this pipe as ints.
+    int handoff_rfd = -1;
+    int handoff_wfd = -1;
+    /// Connections handed to this worker and not adopted yet.
+    std::atomic<int> pending_handoffs{0};
+    /// Every worker, this one included (read-only after start).
+    const std::vector<worker_env*>* peers = nullptr;
 };
+
+/// SO_REUSEPORT spreads connections by hash, which is uneven for HAProxy's few long-lived
+/// connections (measured: 4 connections on 5 workers typically land 2-2-0-0-0 or 3-1-0-0-0).
+/// So after accepting, a worker hands the connection to the least-loaded worker when that one
+/// has fewer connections than itself. Accept time only: never on the per-frame path.
+/// Returns true if `fd` now belongs to another worker.
+bool hand_off(worker_env& env, int fd);
+
+/// Takes the connections handed to this worker: calls adopt(fd) for each int in `bytes`.
+template <class F>
+void adopt_handed_off(worker_env& env, const void* bytes, std::size_t n, F&& adopt) {
+    const auto* fds = static_cast<const int*>(bytes);
+    for (std::size_t i = 0; i < n / sizeof(int); ++i) {
+        env.pending_handoffs.fetch_sub(1, std::memory_order_relaxed);
+        adopt(fds[i]);
+    }
+}
 
 /// Runs an epoll event loop until a graceful stop completes. Returns 0, or 1 on a fatal error.
 int run_epoll_worker(worker_env& env);

@@ -1,6 +1,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include "engine.hpp"
 
@@ -23,6 +24,32 @@ std::string peer_name(const sockaddr_storage& ss, socklen_t len) {
         std::snprintf(buf, sizeof buf, "unix");
     }
     return buf;
+}
+
+bool hand_off(worker_env& env, int fd) {
+    if (env.peers == nullptr || env.peers->size() < 2) return false;
+    const auto load = [](const worker_env* w) {
+        return static_cast<long>(w->stats->conns_current.get()) +
+               w->pending_handoffs.load(std::memory_order_relaxed);
+    };
+    const long mine = load(&env);
+    worker_env* best = nullptr;
+    long best_load = mine;
+    for (worker_env* w : *env.peers) {
+        if (w == &env) continue;
+        const long l = load(w);
+        if (l < best_load) {
+            best = w;
+            best_load = l;
+        }
+    }
+    if (best == nullptr) return false;
+    best->pending_handoffs.fetch_add(1, std::memory_order_relaxed);
+    if (::write(best->handoff_wfd, &fd, sizeof fd) != static_cast<ssize_t>(sizeof fd)) {
+        best->pending_handoffs.fetch_sub(1, std::memory_order_relaxed);
+        return false; // pipe full or gone: keep it here
+    }
+    return true;
 }
 
 void count_disconnect(worker_env& env, const conn_t& c) {

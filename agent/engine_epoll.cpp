@@ -39,7 +39,7 @@ struct econn {
     std::string peer;
 };
 
-enum : std::uint64_t { tag_conn = 0, tag_listener = 1, tag_wake = 2 };
+enum : std::uint64_t { tag_conn = 0, tag_listener = 1, tag_wake = 2, tag_handoff = 3 };
 
 std::uint64_t pack(std::uint64_t tag, std::uint32_t idx, std::uint32_t gen) {
     return tag | (static_cast<std::uint64_t>(idx) << 8) | (static_cast<std::uint64_t>(gen & 0xFFFFFF) << 40);
@@ -63,6 +63,10 @@ class epoll_worker {
         }
         epoll_event wev{EPOLLIN, {.u64 = pack(tag_wake, 0, 0)}};
         epoll_ctl(ep_, EPOLL_CTL_ADD, env_.wake_fd, &wev);
+        if (env_.handoff_rfd >= 0) {
+            epoll_event hev{EPOLLIN, {.u64 = pack(tag_handoff, 0, 0)}};
+            epoll_ctl(ep_, EPOLL_CTL_ADD, env_.handoff_rfd, &hev);
+        }
 
         epoll_event evs[256];
         std::uint32_t last_tick = mono_s();
@@ -82,6 +86,7 @@ class epoll_worker {
         }
         for (std::uint32_t i = 0; i < conns_.size(); ++i)
             if (conns_[i] && conns_[i]->fd >= 0) destroy(i, "shutdown_timeout");
+        take_handoffs(); // closes what arrived during the stop
         ::close(ep_);
         return 0;
     }
@@ -92,6 +97,7 @@ class epoll_worker {
         const auto idx = static_cast<std::uint32_t>((ev.data.u64 >> 8) & 0xFFFFFFFF);
         const auto gen = static_cast<std::uint32_t>(ev.data.u64 >> 40);
         if (tag == tag_listener) return accept_all(idx);
+        if (tag == tag_handoff) return take_handoffs();
         if (tag == tag_wake) {
             std::uint64_t v;
             ssize_t r = ::read(env_.wake_fd, &v, sizeof v);
@@ -133,7 +139,27 @@ class epoll_worker {
                 const int one = 1;
                 setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
             }
+            if (hand_off(env_, fd)) continue;
             add_conn(fd, peer_name(ss, len));
+        }
+    }
+
+    void take_handoffs() {
+        if (env_.handoff_rfd < 0) return;
+        int fds[64];
+        while (true) {
+            const ssize_t r = ::read(env_.handoff_rfd, fds, sizeof fds);
+            if (r <= 0) return;
+            adopt_handed_off(env_, fds, static_cast<std::size_t>(r), [this](int fd) {
+                if (stopping_) {
+                    ::close(fd);
+                    return;
+                }
+                sockaddr_storage ss{};
+                socklen_t len = sizeof ss;
+                getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+                add_conn(fd, peer_name(ss, len));
+            });
         }
     }
 
@@ -266,7 +292,10 @@ class epoll_worker {
         if (stopping_) return;
         stopping_ = true;
         stop_deadline_ = now_ + env_.opt->shutdown_timeout_s;
-        for (int fd : env_.listen_fds) epoll_ctl(ep_, EPOLL_CTL_DEL, fd, nullptr);
+        for (int fd : env_.listen_fds) {
+            epoll_ctl(ep_, EPOLL_CTL_DEL, fd, nullptr);
+            ::shutdown(fd, SHUT_RDWR); // leave the SO_REUSEPORT group now, not at close
+        }
         for (std::uint32_t i = 0; i < conns_.size(); ++i) {
             if (!conns_[i] || conns_[i]->draining) continue;
             conns_[i]->c.shutdown();

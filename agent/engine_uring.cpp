@@ -35,7 +35,7 @@ constexpr unsigned buf_size = 16 * 1024;
 constexpr unsigned short buf_group = 1;
 constexpr std::uint32_t drain_seconds = 2;
 
-enum op : std::uint8_t { op_accept = 1, op_recv, op_send, op_wake, op_timer, op_cancel };
+enum op : std::uint8_t { op_accept = 1, op_recv, op_send, op_wake, op_timer, op_cancel, op_handoff };
 
 constexpr std::uint64_t pack(op o, std::uint32_t idx, std::uint32_t gen) {
     return std::uint64_t{o} | (std::uint64_t{idx} << 8) | (std::uint64_t{gen & 0xFFFFFF} << 40);
@@ -119,6 +119,7 @@ class uring_worker {
         for (std::uint32_t i = 0; i < env_.listen_fds.size(); ++i) arm_accept(i);
         arm_wake();
         arm_timer();
+        arm_handoff();
         now_ = mono_s();
         while (true) {
             const int rc = io_uring_submit_and_wait(&ring_, 1);
@@ -141,6 +142,10 @@ class uring_worker {
         }
         for (std::uint32_t i = 0; i < conns_.size(); ++i)
             if (conns_[i] && !conns_[i]->dead) ::close(conns_[i]->fd);
+        // Connections handed over during the stop: close them.
+        int fds[64];
+        for (ssize_t r; (r = ::read(env_.handoff_rfd, fds, sizeof fds)) > 0;)
+            adopt_handed_off(env_, fds, static_cast<std::size_t>(r), [](int fd) { ::close(fd); });
         return 0;
     }
 
@@ -195,6 +200,19 @@ class uring_worker {
         io_uring_prep_read(s, env_.wake_fd, &wake_val_, sizeof wake_val_, 0);
         io_uring_sqe_set_data64(s, pack(op_wake, 0, 0));
     }
+    void arm_handoff() {
+        if (env_.handoff_rfd < 0) return;
+        io_uring_sqe* s = sqe();
+        io_uring_prep_read(s, env_.handoff_rfd, handoff_buf_, sizeof handoff_buf_, 0);
+        io_uring_sqe_set_data64(s, pack(op_handoff, 0, 0));
+    }
+    void on_handoff(io_uring_cqe* cqe) {
+        if (cqe->res > 0) {
+            adopt_handed_off(env_, handoff_buf_, static_cast<std::size_t>(cqe->res),
+                             [this](int fd) { adopt(fd, false); });
+        }
+        if (cqe->res != -ECANCELED) arm_handoff();
+    }
     void arm_timer() {
         timer_ts_.tv_sec = 1;
         timer_ts_.tv_nsec = 0;
@@ -237,6 +255,7 @@ class uring_worker {
             if (!stopping_ || live_ != 0) arm_timer();
             return;
         case op_cancel: return;
+        case op_handoff: return on_handoff(cqe);
         }
     }
 
@@ -249,7 +268,7 @@ class uring_worker {
     void on_accept(std::uint32_t li, io_uring_cqe* cqe) {
         const bool more = (cqe->flags & IORING_CQE_F_MORE) != 0;
         if (cqe->res < 0) {
-            if (cqe->res != -ECANCELED) {
+            if (cqe->res != -ECANCELED && !stopping_) {
                 unsigned sup = 0;
                 if (accept_rl_.allow(now_, sup))
                     log(level::error, "event=accept_failed worker=%d error=\"%s\" suppressed=%u",
@@ -278,6 +297,16 @@ class uring_worker {
             const int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
+        if (hand_off(env_, fd)) return;
+        adopt(fd, true);
+    }
+
+    void adopt(int fd, bool local) {
+        if (stopping_) {
+            ::close(fd);
+            return;
+        }
+        (void)local;
         std::uint32_t idx;
         if (!free_.empty()) {
             idx = free_.back();
@@ -456,7 +485,10 @@ class uring_worker {
         if (stopping_) return;
         stopping_ = true;
         stop_deadline_ = now_ + env_.opt->shutdown_timeout_s;
+        // Leave the SO_REUSEPORT group at once: a listener kept alive by a pending accept
+        // would otherwise take (and then reset) connections meant for a restarted agent.
         for (std::uint32_t i = 0; i < env_.listen_fds.size(); ++i) {
+            ::shutdown(env_.listen_fds[i], SHUT_RDWR);
             io_uring_sqe* s = sqe();
             io_uring_prep_cancel64(s, pack(op_accept, i, 0), 0);
             io_uring_sqe_set_data64(s, pack(op_cancel, 0, 0));
@@ -511,6 +543,7 @@ class uring_worker {
     rate_limiter errors_rl_{10};
     rate_limiter accept_rl_{5};
     std::uint64_t wake_val_ = 0;
+    int handoff_buf_[64]{};
     __kernel_timespec timer_ts_{};
     std::uint32_t now_ = 0;
     std::uint32_t gen_ = 0;

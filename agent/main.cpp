@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cerrno>
 #include <csignal>
+#include <fcntl.h>
 #include <cstdio>
 #include <cstring>
 #include <grp.h>
@@ -107,8 +108,15 @@ int main(int argc, char** argv) {
     }
     reputation_source rep;
     const std::uint64_t seed = static_cast<std::uint64_t>(mono_ns()) ^ static_cast<std::uint64_t>(getpid());
+    std::vector<worker_env*> peers;
+    for (auto& env : envs) peers.push_back(&env);
     for (int i = 0; i < nworkers; ++i) {
         worker_env& env = envs[static_cast<std::size_t>(i)];
+        int pfd[2];
+        if (pipe2(pfd, O_NONBLOCK | O_CLOEXEC) != 0) return die("pipe2: " + std::string(std::strerror(errno)));
+        env.handoff_rfd = pfd[0];
+        env.handoff_wfd = pfd[1];
+        env.peers = &peers;
         env.id = i;
         env.opt = &opt;
         env.conn_cfg.limits.max_frame_size = opt.max_frame_size;
@@ -182,6 +190,8 @@ int main(int argc, char** argv) {
         for (std::size_t i = 0; i < env.listen_fds.size(); ++i)
             if (env.listen_is_tcp[i]) ::close(env.listen_fds[i]);
         ::close(env.wake_fd);
+        ::close(env.handoff_rfd);
+        ::close(env.handoff_wfd);
     }
     for (int fd : shared_fds) ::close(fd);
     if (!opt.unix_path.empty()) ::unlink(opt.unix_path.c_str());
