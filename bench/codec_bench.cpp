@@ -1,0 +1,452 @@
+// Codec micro-benchmarks (Google Benchmark). Every benchmark checks its output once before the
+// timed loop and skips with an error on a mismatch, so a fast wrong answer never lands in a
+// baseline. Items are frames (frames/s), bytes are input bytes.
+//
+//   build-bench/bench/codec_bench --benchmark_filter=NotifyToAck
+#include <benchmark/benchmark.h>
+
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <spop/spop.hpp>
+
+#include "ack_parser.hpp"
+#include "iprep_service.hpp"
+
+namespace {
+
+using bytes = std::vector<std::uint8_t>;
+using spop_bench::ip_handler;
+using spop_bench::iprep_service;
+using spop_bench::score_of;
+
+constexpr std::uint32_t mfs = spop::default_max_frame_size;
+
+bytes from_hex(std::string_view hex) {
+    bytes out;
+    auto nib = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+    };
+    int hi = -1;
+    for (const char c : hex) {
+        const int v = nib(c);
+        if (v < 0) continue;
+        if (hi < 0) {
+            hi = v;
+        } else {
+            out.push_back(static_cast<std::uint8_t>(hi << 4 | v));
+            hi = -1;
+        }
+    }
+    return out;
+}
+
+// PROTOCOL-NOTES §11 vectors.
+const bytes v1_hello =
+    from_hex("0000007b 01 00000001 00 00"
+             "12 737570706f727465642d76657273696f6e73 08 03 322e30"
+             "0e 6d61782d6672616d652d73697a65 03 fcf006"
+             "0c 6361706162696c6974696573 08 0a 706970656c696e696e67"
+             "09 656e67696e652d6964 08 24"
+             "62633235303236322d666565632d343431312d616565372d363939646365666161323266");
+const bytes v4_agent_hello =
+    from_hex("00000040 65 00000001 00 00 07 76657273696f6e 08 03 322e30"
+             "0e 6d61782d6672616d652d73697a65 03 fcf006 0c 6361706162696c6974696573 08 0a "
+             "706970656c696e696e67");
+const bytes v5_notify =
+    from_hex("00000020 03 00000001 01 01 0f 636865636b2d636c69656e742d6970 01 02 6970 06 7f000001");
+const bytes v7_ack = from_hex("00000015 67 00000001 01 01 01 03 01 08 69705f73636f7265 03 2a");
+
+/// A NOTIFY frame built with the library's own writer.
+template <class Fill>
+bytes make_notify(std::uint64_t sid, std::uint64_t fid, Fill fill) {
+    bytes out(mfs + 4);
+    spop::notify_writer w(out, sid, fid, mfs);
+    fill(w);
+    const spop::result r = w.finish();
+    out.resize(r ? r.consumed : 0);
+    return out;
+}
+
+const std::array<std::uint8_t, 4> ip4_local{127, 0, 0, 1};
+const std::array<std::uint8_t, 16> ip6_doc{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0,
+                                           0,    0,    0,    0,    0, 0, 0, 1};
+
+bytes notify_ipv6() {
+    return make_notify(1, 1, [](spop::notify_writer& w) {
+        w.message("check-client-ip", 1);
+        w.arg("ip", spop::value::from_ipv6(ip6_doc));
+    });
+}
+
+/// 5 arguments, 2 NULL + 2 strings + 1 IPv4: a NOTIFY of about 125 bytes.
+bytes notify_fat() {
+    return make_notify(1, 1, [](spop::notify_writer& w) {
+        w.message("check-client-ip", 5);
+        w.arg("h_xff", spop::value::null());
+        w.arg("host", spop::value::from_string("www.example.com"));
+        w.arg("ua", spop::value::from_string("Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101"));
+        w.arg("h_cookie", spop::value::null());
+        w.arg("ip", spop::value::from_ipv4(ip4_local));
+    });
+}
+
+/// One big string argument: a NOTIFY whose FRAME-LENGTH is near the 16380 limit.
+bytes notify_16k() {
+    return make_notify(1, 1, [](spop::notify_writer& w) {
+        static const std::string blob(16300, 'x');
+        w.message("check-client-ip", 2);
+        w.arg("ip", spop::value::from_ipv4(ip4_local));
+        w.arg("body", spop::value::from_string(blob));
+    });
+}
+
+/// The ACK the service must produce for a NOTIFY carrying `ip` with the given ids.
+bytes expected_ack(std::uint64_t sid, std::uint64_t fid, std::string_view ip) {
+    bytes out(256);
+    spop::ack_writer w(out, sid, fid, mfs);
+    spop_bench::write_score(w, ip);
+    const spop::result r = w.finish();
+    out.resize(r.consumed);
+    return out;
+}
+
+std::string_view view(const std::array<std::uint8_t, 4>& a) {
+    return {reinterpret_cast<const char*>(a.data()), a.size()};
+}
+
+/// split_frame + parse_notify with the ip handler: what the agent does before answering.
+bool parse_one(std::span<const std::uint8_t> in, ip_handler& h) noexcept {
+    spop::frame f;
+    const spop::result r = spop::split_frame(in, mfs, f);
+    if (!r || f.type != spop::frame_type::notify) return false;
+    return static_cast<bool>(spop::parse_notify(f.payload, h));
+}
+
+void notify_parse(benchmark::State& state, const bytes& in, std::string_view want_ip) {
+    {
+        ip_handler h;
+        if (in.empty() || !parse_one(in, h) || h.ip != want_ip) {
+            state.SkipWithError("NOTIFY did not parse to the expected ip");
+            return;
+        }
+    }
+    const std::span<const std::uint8_t> s(in);
+    for (auto _ : state) {
+        benchmark::DoNotOptimize(s.data());
+        ip_handler h;
+        const bool ok = parse_one(s, h);
+        benchmark::DoNotOptimize(ok);
+        benchmark::DoNotOptimize(h.ip);
+        benchmark::ClobberMemory();
+    }
+    state.SetItemsProcessed(state.iterations());
+    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(in.size()));
+}
+
+void BM_NotifyParseIPv4(benchmark::State& state) {
+    notify_parse(state, v5_notify, view(ip4_local));
+}
+BENCHMARK(BM_NotifyParseIPv4);
+
+void BM_NotifyParseIPv6(benchmark::State& state) {
+    static const bytes in = notify_ipv6();
+    notify_parse(state, in, {reinterpret_cast<const char*>(ip6_doc.data()), ip6_doc.size()});
+}
+BENCHMARK(BM_NotifyParseIPv6);
+
+void BM_NotifyParseFat(benchmark::State& state) {
+    static const bytes in = notify_fat();
+    state.counters["frame_bytes"] = static_cast<double>(in.size());
+    notify_parse(state, in, view(ip4_local));
+}
+BENCHMARK(BM_NotifyParseFat);
+
+void BM_NotifyParse16K(benchmark::State& state) {
+    static const bytes in = notify_16k();
+    state.counters["frame_bytes"] = static_cast<double>(in.size());
+    notify_parse(state, in, view(ip4_local));
+}
+BENCHMARK(BM_NotifyParse16K);
+
+/// Error path: the NOTIFY's last value is cut short; the parser must say truncated.
+void BM_NotifyParseTruncated(benchmark::State& state) {
+    spop::frame f;
+    if (!spop::split_frame(v5_notify, mfs, f)) {
+        state.SkipWithError("split failed");
+        return;
+    }
+    const std::span<const std::uint8_t> cut = f.payload.first(f.payload.size() - 2);
+    {
+        spop::null_notify_handler h;
+        if (spop::parse_notify(cut, h).ec != spop::errc::truncated) {
+            state.SkipWithError("truncated payload not reported");
+            return;
+        }
+    }
+    for (auto _ : state) {
+        benchmark::DoNotOptimize(cut.data());
+        spop::null_notify_handler h;
+        const spop::result r = spop::parse_notify(cut, h);
+        benchmark::DoNotOptimize(r);
+        benchmark::ClobberMemory();
+    }
+    state.SetItemsProcessed(state.iterations());
+    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(cut.size()));
+}
+BENCHMARK(BM_NotifyParseTruncated);
+
+/// Error path: a length prefix above max-frame-size is refused before any payload is read.
+void BM_SplitFrameTooBig(benchmark::State& state) {
+    const std::array<std::uint8_t, 16> in{0x00, 0x01, 0x00, 0x00, 0x03, 0, 0, 0, 1, 1, 1};
+    spop::frame f;
+    if (spop::split_frame(in, mfs, f).ec != spop::errc::frame_too_big) {
+        state.SkipWithError("oversize frame not refused");
+        return;
+    }
+    for (auto _ : state) {
+        benchmark::DoNotOptimize(in.data());
+        const spop::result r = spop::split_frame(in, mfs, f);
+        benchmark::DoNotOptimize(r);
+        benchmark::ClobberMemory();
+    }
+    state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_SplitFrameTooBig);
+
+void BM_AckEncode(benchmark::State& state) {
+    std::array<std::uint8_t, 256> out{};
+    auto encode = [&out](std::uint32_t score) noexcept {
+        spop::ack_writer w(out, 1, 1, mfs);
+        w.set_var(spop::var_scope::sess, "ip_score", spop::value::from_uint32(score));
+        return w.finish();
+    };
+    {
+        const spop::result r = encode(42);
+        if (!r ||
+            !std::equal(v7_ack.begin(), v7_ack.end(), out.begin(), out.begin() + r.consumed) ||
+            r.consumed != v7_ack.size()) {
+            state.SkipWithError("ACK differs from PROTOCOL-NOTES V7");
+            return;
+        }
+    }
+    std::uint32_t score = 42;
+    std::size_t total = 0;
+    for (auto _ : state) {
+        benchmark::DoNotOptimize(score);
+        const spop::result r = encode(score);
+        total += r.consumed;
+        benchmark::DoNotOptimize(out.data());
+        benchmark::ClobberMemory();
+    }
+    state.SetItemsProcessed(state.iterations());
+    state.SetBytesProcessed(static_cast<std::int64_t>(total));
+}
+BENCHMARK(BM_AckEncode);
+
+/// The headline: one check-client-ip NOTIFY (V5) in, one ACK out, single thread, no I/O.
+/// split_frame + parse_notify (handler extracts the ip) + ack_writer SET-VAR + finish.
+void BM_NotifyToAck(benchmark::State& state) {
+    std::array<std::uint8_t, 256> out{};
+    const std::span<const std::uint8_t> in(v5_notify);
+    auto step = [&out](std::span<const std::uint8_t> frame_bytes) noexcept -> spop::result {
+        spop::frame f;
+        const spop::result s = spop::split_frame(frame_bytes, mfs, f);
+        if (!s) return s;
+        ip_handler h;
+        const spop::result p = spop::parse_notify(f.payload, h);
+        if (!p) return p;
+        spop::ack_writer w(out, f.stream_id, f.frame_id, mfs);
+        spop_bench::write_score(w, h.ip);
+        return w.finish();
+    };
+    {
+        const bytes want = expected_ack(1, 1, view(ip4_local));
+        const spop::result r = step(in);
+        if (!r || r.consumed != want.size() || !std::equal(want.begin(), want.end(), out.begin())) {
+            state.SkipWithError("ACK does not match the expected bytes");
+            return;
+        }
+        // Cross-check with the independent ACK parser: ip_score in 0..100.
+        spop::frame f;
+        spop_bench::ip_score_handler sh;
+        if (!spop::split_frame(std::span<const std::uint8_t>(out.data(), r.consumed), mfs, f) ||
+            !spop_bench::parse_actions(f.payload, sh) || !sh.valid()) {
+            state.SkipWithError("ACK does not carry a valid ip_score");
+            return;
+        }
+    }
+    std::size_t out_bytes = 0;
+    for (auto _ : state) {
+        benchmark::DoNotOptimize(in.data());
+        const spop::result r = step(in);
+        out_bytes += r.consumed;
+        benchmark::DoNotOptimize(out.data());
+        benchmark::ClobberMemory();
+    }
+    if (out_bytes != state.iterations() * (v7_ack.size())) {
+        state.SkipWithError("an ACK failed during the timed loop");
+        return;
+    }
+    state.SetItemsProcessed(state.iterations());
+    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(in.size()));
+}
+BENCHMARK(BM_NotifyToAck);
+
+/// An established connection over the bench service, its handshake already consumed.
+struct established {
+    iprep_service svc;
+    spop::connection_config cfg;
+    spop::buffer_pool pool{spop::buffer_size_for(mfs)};
+    spop::connection<iprep_service> conn{svc, pool, cfg};
+
+    bool ok = false;
+    established() {
+        (void)conn.feed(v1_hello);
+        const auto out = conn.output();
+        ok = conn.state() == spop::conn_state::established &&
+             std::equal(out.begin(), out.end(), v4_agent_hello.begin(), v4_agent_hello.end());
+        (void)conn.consume_output(out.size());
+    }
+};
+
+/// Checks that `acks` holds exactly one valid ACK per NOTIFY in `sids`/`ips`, in order.
+bool check_acks(std::span<const std::uint8_t> acks, const std::vector<std::uint64_t>& sids,
+                const std::vector<std::array<std::uint8_t, 4>>& ips) {
+    std::size_t i = 0;
+    while (!acks.empty()) {
+        spop::frame f;
+        const spop::result r = spop::split_frame(acks, mfs, f);
+        if (!r || i >= sids.size() || f.type != spop::frame_type::ack || !f.fin() ||
+            f.stream_id != sids[i] || f.frame_id != 1)
+            return false;
+        spop_bench::ip_score_handler h;
+        if (!spop_bench::parse_actions(f.payload, h) || !h.valid() ||
+            h.score != static_cast<std::int64_t>(score_of(view(ips[i]))))
+            return false;
+        acks = acks.subspan(r.consumed);
+        ++i;
+    }
+    return i == sids.size();
+}
+
+/// Full NOTIFY -> ACK through spop::connection, N frames per feed(), output consumed after each
+/// feed (as an engine does after one receive completion). 3.x-style ids: odd sids, fid 1.
+void BM_ConnectionBatch(benchmark::State& state) {
+    const auto n = static_cast<std::size_t>(state.range(0));
+    bytes batch;
+    std::vector<std::uint64_t> sids;
+    std::vector<std::array<std::uint8_t, 4>> ips;
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::uint64_t sid = 2 * i + 1;
+        const std::array<std::uint8_t, 4> ip{10, static_cast<std::uint8_t>(i >> 8),
+                                             static_cast<std::uint8_t>(i), 7};
+        const bytes f = make_notify(sid, 1, [&ip](spop::notify_writer& w) {
+            w.message("check-client-ip", 1);
+            w.arg("ip", spop::value::from_ipv4(ip));
+        });
+        batch.insert(batch.end(), f.begin(), f.end());
+        sids.push_back(sid);
+        ips.push_back(ip);
+    }
+    established e;
+    if (!e.ok) {
+        state.SkipWithError("handshake failed");
+        return;
+    }
+    {
+        const spop::feed_result fr = e.conn.feed(batch);
+        const auto out = e.conn.output();
+        if (fr.notifies != n || !check_acks(out, sids, ips)) {
+            state.SkipWithError("connection output is not one valid ACK per NOTIFY");
+            return;
+        }
+        (void)e.conn.consume_output(out.size());
+    }
+    std::uint64_t acked = 0;
+    for (auto _ : state) {
+        benchmark::DoNotOptimize(batch.data());
+        const spop::feed_result fr = e.conn.feed(batch);
+        const auto out = e.conn.output();
+        benchmark::DoNotOptimize(out.data());
+        acked += fr.notifies;
+        (void)e.conn.consume_output(out.size());
+    }
+    if (acked != state.iterations() * n || e.conn.state() != spop::conn_state::established) {
+        state.SkipWithError("frames were lost during the timed loop");
+        return;
+    }
+    state.SetItemsProcessed(static_cast<std::int64_t>(acked));
+    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(batch.size()));
+}
+BENCHMARK(BM_ConnectionBatch)->Arg(1)->Arg(16)->Arg(256);
+
+/// HAPROXY-HELLO (V1) -> AGENT-HELLO (V4) through a fresh connection (buffers from a warm pool).
+void BM_Handshake(benchmark::State& state) {
+    iprep_service svc;
+    const spop::connection_config cfg;
+    spop::buffer_pool pool(spop::buffer_size_for(mfs));
+    auto handshake = [&]() noexcept {
+        spop::connection<iprep_service> c(svc, pool, cfg);
+        (void)c.feed(v1_hello);
+        const auto out = c.output();
+        const bool ok =
+            c.state() == spop::conn_state::established &&
+            std::equal(out.begin(), out.end(), v4_agent_hello.begin(), v4_agent_hello.end());
+        (void)c.consume_output(out.size());
+        return ok;
+    };
+    if (!handshake()) {
+        state.SkipWithError("AGENT-HELLO differs from PROTOCOL-NOTES V4");
+        return;
+    }
+    std::int64_t failures = 0;
+    for (auto _ : state) {
+        benchmark::DoNotOptimize(v1_hello.data());
+        failures += handshake() ? 0 : 1;
+        benchmark::ClobberMemory();
+    }
+    if (failures != 0) {
+        state.SkipWithError("a handshake failed during the timed loop");
+        return;
+    }
+    state.SetItemsProcessed(state.iterations());
+    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(v1_hello.size()));
+}
+BENCHMARK(BM_Handshake);
+
+/// Memory per idle established connection: the object itself plus the buffers it holds (none,
+/// when the pool design works). The timed loop only reads the counter.
+void BM_IdleConnectionBytes(benchmark::State& state) {
+    established e;
+    if (!e.ok) {
+        state.SkipWithError("handshake failed");
+        return;
+    }
+    // One NOTIFY round trip first: an idle connection is one that has served traffic.
+    (void)e.conn.feed(v5_notify);
+    (void)e.conn.consume_output(e.conn.output().size());
+    std::size_t buffered = 0;
+    for (auto _ : state) {
+        buffered = e.conn.buffered_bytes();
+        benchmark::DoNotOptimize(buffered);
+    }
+    const auto object = sizeof(spop::connection<iprep_service>);
+    state.counters["sizeof_connection"] = static_cast<double>(object);
+    state.counters["buffered_bytes"] = static_cast<double>(buffered);
+    state.counters["bytes_per_idle_conn"] = static_cast<double>(object + buffered);
+    state.counters["pool_block_bytes"] = static_cast<double>(e.pool.block_size());
+}
+BENCHMARK(BM_IdleConnectionBytes);
+
+} // namespace
+
+BENCHMARK_MAIN();
