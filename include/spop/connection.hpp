@@ -126,6 +126,7 @@ class connection {
             n -= take;
             if (have + take < total) return res;
             if (!output_room()) {
+                if (!accepting()) return res;
                 paused_ = true;
                 stash(p, n);
                 return res;
@@ -144,6 +145,7 @@ class connection {
             const std::size_t total = frame_length_size + len;
             if (n < total) break;
             if (!output_room()) {
+                if (!accepting()) return res;
                 paused_ = true;
                 stash(p, n);
                 return res;
@@ -208,7 +210,13 @@ class connection {
 
     /// Room for one more reply plus a final AGENT-DISCONNECT.
     [[nodiscard]] bool output_room() noexcept {
-        if (!ensure_output()) return false;
+        if (!ensure_output()) {
+            // Out of memory: nothing could ever drain, so do not wait for it.
+            state_ = conn_state::closed;
+            error_ = errc::input_overflow;
+            release_buffers();
+            return false;
+        }
         return pool_.block_size() - out_tail_ >= ack_reserve() + max_agent_disconnect_size;
     }
 
@@ -261,7 +269,7 @@ class connection {
             const std::size_t total = frame_length_size + len;
             if (in_tail_ - in_head_ < total) break;
             if (!output_room()) {
-                paused_ = true;
+                if (accepting()) paused_ = true;
                 return;
             }
             process(in_ + in_head_, total, res);
