@@ -418,8 +418,8 @@ class id_map {
 
 struct stats {
     latency_histogram hist;
-    latency_histogram
-        send_lag; ///< open loop: actual - intended send time (the loadgen's own lateness)
+    /// Open loop: actual minus intended send time, i.e. the loadgen's own lateness.
+    latency_histogram send_lag;
     std::uint64_t sent = 0;
     std::uint64_t acked = 0;        ///< valid ACKs, whole run
     std::uint64_t acked_window = 0; ///< valid ACKs received inside the measurement window
@@ -545,6 +545,8 @@ class worker {
     }
 
     [[nodiscard]] const stats& result() const noexcept { return st_; }
+    /// The agent did not announce pipelining, so this thread kept one NOTIFY in flight.
+    [[nodiscard]] bool pipelining_refused() const noexcept { return pipelining_refused_; }
 
   private:
     // --- socket plumbing -----------------------------------------------------------------
@@ -1143,8 +1145,6 @@ class worker {
     std::uint64_t measure_start_ = 0;
     std::uint64_t send_end_ = 0;
     std::uint64_t window_end_ = 0;
-
-  public:
     bool pipelining_refused_ = false;
 };
 
@@ -1310,7 +1310,7 @@ int main(int argc, char** argv) {
     bool pipelining_refused = false;
     for (auto& w : workers) {
         total.merge(w->result());
-        pipelining_refused = pipelining_refused || w->pipelining_refused_;
+        pipelining_refused = pipelining_refused || w->pipelining_refused();
     }
 
     // The measurement window: [start + warmup, end of sending], or up to the last ACK with --frames
