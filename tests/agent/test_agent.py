@@ -960,6 +960,15 @@ class ServiceTests(AgentCase):
                     c.send(notify(1, 1, [ip_msg()]))
                     self.check_ack_score(c.recv_frame(), 1, 1)
 
+    def test_supported_versions_lists(self):
+        for versions in ("2.0", " 2.0 ", "1.0,2.0", "2.0, 3.0", "2.00"):
+            with self.subTest(versions=versions):
+                with self.conn() as c:
+                    self.check_agent_hello(c.handshake(hello(versions=versions)), 16380)
+        for versions in ("2.1", "3.0", "1.0, 1.5", "", "2", "two"):
+            with self.subTest(versions=versions):
+                self.bad_input(hello(versions=versions), 8)
+
     def test_hello_smaller_max_frame_size(self):
         with self.conn() as c:
             self.check_agent_hello(c.handshake(hello(mfs=300)), 300)
@@ -1775,6 +1784,15 @@ class CliTests(AgentCase):
             c.handshake()
             c.send(V6_NOTIFY_UNNAMED)
             self.check_ack_score(c.recv_frame(), 1, 1)
+        # both loopbacks at once (-a repeated), same port
+        d = Agent(["-a", "::1"])
+        self._agents.append(d)
+        d.start()
+        for addr, fam in (("127.0.0.1", socket.AF_INET), ("::1", socket.AF_INET6)):
+            with Conn((addr, d.port), fam) as c:
+                c.handshake()
+                c.send(notify(1, 1, [ip_msg(addr)]))
+                self.check_ack_score(c.recv_frame(), 1, 1)
 
     def test_unix_socket(self):
         d = tempfile.mkdtemp(prefix="agent-unix-")
@@ -1790,6 +1808,7 @@ class CliTests(AgentCase):
                     c.send(haproxy_disconnect(0, "normal"))
                     self.expect_disconnect(c, 0)
             self.assertEqual(a.stop(), 0)
+            self.assertFalse(os.path.exists(path), "socket file left behind after exit")
         finally:
             try:
                 os.unlink(path)
