@@ -1484,10 +1484,21 @@ class HostileTests(AgentCase):
         self.assertTrue(a.alive())
 
     def test_deep_pipeline_with_reading_peer(self):
-        """3000 NOTIFYs (108 KB) in one write while a thread reads the ACKs: a peer that reads
-        its ACKs is back-pressured if needed, never disconnected (the flood test's contrast)."""
-        n = 3000
+        """Many NOTIFYs in one write while a thread reads the ACKs: a peer that reads its ACKs
+        is back-pressured if needed, never disconnected (the flood test's contrast).
+        Cases: 3000 check-client-ip NOTIFYs (108 KB); 6000 empty NOTIFYs (77 KB, §12.15)."""
         a = self.start_agent()
+        cases = [
+            ("3000 check-client-ip", [notify(2 * i + 1, 1, [ip_msg()]) for i in range(3000)]),
+            ("6000 empty", [frame(T_NOTIFY, b"", 2 * i + 1, 1) for i in range(6000)]),
+        ]
+        for label, frames in cases:
+            with self.subTest(case=label):
+                self._deep_pipeline(a, frames)
+        self.assert_serves(a)
+
+    def _deep_pipeline(self, a, frames):
+        n = len(frames)
         c = self.conn(a, timeout=10)
         c.handshake()
         got = {"acks": [], "other": None, "error": None}
@@ -1505,9 +1516,10 @@ class HostileTests(AgentCase):
 
         th = threading.Thread(target=reader, daemon=True)
         th.start()
-        c.send(b"".join(notify(2 * i + 1, 1, [ip_msg()]) for i in range(n)))
+        c.send(b"".join(frames))
         th.join(20)
         self.assertFalse(th.is_alive(), "reader still running after 20 s")
+        c.close()
         other = got["other"]
         if other is not None and other.type == T_AGENT_DISCONNECT:
             self.fail("AGENT-DISCONNECT %r after %d of %d ACKs, although the peer reads its ACKs"
@@ -1515,7 +1527,6 @@ class HostileTests(AgentCase):
         self.assertIsNone(got["error"])
         self.assertIsNone(other, "unexpected %r after %d ACKs" % (other, len(got["acks"])))
         self.assertEqual(sorted(got["acks"]), [2 * i + 1 for i in range(n)])
-        self.assert_serves(a)
 
     def test_fd_exhaustion_does_not_spin(self):
         """RLIMIT_NOFILE 64 (soft = hard), 100 connections: accept() fails with EMFILE; the agent
@@ -1536,8 +1547,9 @@ class HostileTests(AgentCase):
             lines = a.log_since(mark).splitlines()
             print("\n    EMFILE: agent used %.2f s CPU in 2 s, %d log lines" % (used, len(lines)),
                   file=sys.stderr)
-            self.assertLess(len(lines), 40, "log flood")
             self.assertLess(used, 0.3, "the agent busy-loops while accept() fails with EMFILE")
+            # rate-limited: a few lines per worker and second over these ~2.5 s, not thousands
+            self.assertLess(len(lines), 100, "log flood")
         finally:
             for s in conns:
                 s.close()
