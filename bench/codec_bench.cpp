@@ -177,6 +177,37 @@ void BM_NotifyParse16K(benchmark::State& state) {
 }
 BENCHMARK(BM_NotifyParse16K);
 
+/// The V5 payload through each handler policy: what the handler itself costs over a bare
+/// validating parse (one BENCHMARK_TEMPLATE per policy).
+template <class Handler>
+void BM_NotifyParsePolicy(benchmark::State& state) {
+    spop::frame f;
+    if (!spop::split_frame(v5_notify, mfs, f)) {
+        state.SkipWithError("split failed");
+        return;
+    }
+    const std::span<const std::uint8_t> payload = f.payload;
+    {
+        Handler h;
+        if (!spop::parse_notify(payload, h)) {
+            state.SkipWithError("payload did not parse");
+            return;
+        }
+    }
+    for (auto _ : state) {
+        benchmark::DoNotOptimize(payload.data());
+        Handler h;
+        const spop::result r = spop::parse_notify(payload, h);
+        benchmark::DoNotOptimize(r);
+        benchmark::DoNotOptimize(h);
+        benchmark::ClobberMemory();
+    }
+    state.SetItemsProcessed(state.iterations());
+    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(payload.size()));
+}
+BENCHMARK_TEMPLATE(BM_NotifyParsePolicy, spop::null_notify_handler);
+BENCHMARK_TEMPLATE(BM_NotifyParsePolicy, ip_handler);
+
 /// Error path: the NOTIFY's last value is cut short; the parser must say truncated.
 void BM_NotifyParseTruncated(benchmark::State& state) {
     spop::frame f;
