@@ -1,0 +1,419 @@
+// Encoders (ACK, AGENT-HELLO, AGENT-DISCONNECT, KV and NOTIFY writers), their limits, and the
+// status/errc tables against the wire strings of PROTOCOL-NOTES §6.
+#include <spop/status.hpp>
+#include <spop/writer.hpp>
+
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdint>
+#include <limits>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "support/frames.hpp"
+#include "support/hex.hpp"
+
+namespace {
+
+using spop::errc;
+using spop::status;
+using spop::value;
+using spop::var_scope;
+using spop_test::bytes;
+using spop_test::norm_hex;
+using spop_test::to_hex;
+using spop_test::unhex;
+
+constexpr std::uint32_t mfs = spop::default_max_frame_size;
+constexpr std::array<std::uint8_t, 4> ipv4_addr{192, 0, 2, 1};
+constexpr std::array<std::uint8_t, 16> ipv6_addr{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0,
+                                                 0,    0,    0,    0,    0, 0, 0, 1};
+
+std::string frame_hex(const bytes& buf, spop::result r) {
+    if (!r) return std::string("error: ") + std::string(spop::message(r.ec));
+    return to_hex(std::span<const std::uint8_t>(buf).first(r.consumed));
+}
+
+// --- ACK: SET-VAR with every scope and every type --------------------------------------------
+
+struct typed {
+    const char* name;
+    value v;
+    const char* hex;
+};
+
+std::vector<typed> all_types() {
+    return {
+        {"null", value::null(), "00"},
+        {"true", value::from_bool(true), "11"},
+        {"false", value::from_bool(false), "01"},
+        {"int32", value::from_int32(-5), "02 fbf0fefefefefefefe0e"},
+        {"uint32", value::from_uint32(16380), "03 fcf006"},
+        {"int64", value::from_int64(-1), "04 fff0fefefefefefefe0e"},
+        {"uint64", value::from_uint64(std::numeric_limits<std::uint64_t>::max()),
+         "05 fff0fefefefefefefe0e"},
+        {"ipv4", value::from_ipv4(ipv4_addr), "06 c0000201"},
+        {"ipv6", value::from_ipv6(ipv6_addr), "07 20010db8000000000000000000000001"},
+        {"string", value::from_string("abc"), "08 03 616263"},
+        {"binary", value::from_binary(std::string_view("\x00\xff", 2)), "09 02 00ff"},
+    };
+}
+
+TEST(AckWriter, SetVarEveryScopeEveryType) {
+    for (std::uint8_t scope = 0; scope <= 4; ++scope) {
+        for (const auto& t : all_types()) {
+            SCOPED_TRACE(std::string(t.name) + " scope " + std::to_string(scope));
+            bytes buf(256);
+            spop::ack_writer w(buf, 1, 1, mfs);
+            EXPECT_TRUE(w.empty());
+            ASSERT_TRUE(w.set_var(static_cast<var_scope>(scope), "ip_score", t.v));
+            EXPECT_FALSE(w.empty());
+            EXPECT_TRUE(w.ok());
+            const std::string action = norm_hex("01 03") + to_hex(bytes{scope}) +
+                                       norm_hex("08 69705f73636f7265") + norm_hex(t.hex);
+            const std::size_t len = 7 + action.size() / 2;
+            bytes prefix(4);
+            spop::store_be32(prefix.data(), static_cast<std::uint32_t>(len));
+            EXPECT_EQ(frame_hex(buf, w.finish()),
+                      to_hex(prefix) + norm_hex("67 00000001 01 01") + action);
+        }
+    }
+}
+
+TEST(AckWriter, ScopeValues) {
+    EXPECT_EQ(static_cast<int>(var_scope::proc), 0);
+    EXPECT_EQ(static_cast<int>(var_scope::sess), 1);
+    EXPECT_EQ(static_cast<int>(var_scope::txn), 2);
+    EXPECT_EQ(static_cast<int>(var_scope::req), 3);
+    EXPECT_EQ(static_cast<int>(var_scope::res), 4);
+}
+
+TEST(AckWriter, UnsetVarEveryScope) {
+    for (std::uint8_t scope = 0; scope <= 4; ++scope) {
+        bytes buf(64);
+        spop::ack_writer w(buf, 3, 1, mfs);
+        ASSERT_TRUE(w.unset_var(static_cast<var_scope>(scope), "ip_score"));
+        EXPECT_EQ(frame_hex(buf, w.finish()), norm_hex("00000013 67 00000001 03 01 02 02") +
+                                                  to_hex(bytes{scope}) +
+                                                  norm_hex("08 69705f73636f7265"))
+            << int(scope);
+    }
+}
+
+TEST(AckWriter, ManyActionsParseBack) {
+    bytes buf(4096);
+    spop::ack_writer w(buf, 241, std::uint64_t{1} << 40, mfs);
+    for (const auto& t : all_types()) ASSERT_TRUE(w.set_var(var_scope::txn, t.name, t.v));
+    ASSERT_TRUE(w.unset_var(var_scope::res, "gone"));
+    const spop::result r = w.finish();
+    ASSERT_TRUE(r);
+    const auto frames =
+        spop_test::split_frames(std::span<const std::uint8_t>(buf).first(r.consumed));
+    ASSERT_EQ(frames.size(), 1u);
+    EXPECT_EQ(frames[0].type, spop::frame_type::ack);
+    EXPECT_EQ(frames[0].stream_id, 241u);
+    EXPECT_EQ(frames[0].frame_id, std::uint64_t{1} << 40);
+    const auto p = spop_test::parse_ack_payload(frames[0].payload);
+    EXPECT_EQ(p.error, "");
+    ASSERT_EQ(p.actions.size(), all_types().size() + 1);
+    EXPECT_EQ(p.actions[3].name, "int32");
+    EXPECT_EQ(p.actions[3].value, "int32:-5");
+    EXPECT_EQ(p.actions.back().type, spop::action_type::unset_var);
+    EXPECT_EQ(p.actions.back().scope, var_scope::res);
+}
+
+TEST(AckWriter, NoBufferSpaceVersusExceedsMaxFrameSize) {
+    const std::string big(300, 'v');
+    {
+        // The caller's buffer is the limit.
+        bytes buf(40);
+        spop::ack_writer w(buf, 1, 1, mfs);
+        EXPECT_FALSE(w.set_var(var_scope::sess, "x", value::from_string(big)));
+        EXPECT_EQ(w.error(), errc::no_buffer_space);
+        EXPECT_EQ(w.finish().ec, errc::no_buffer_space);
+    }
+    {
+        // max-frame-size is the limit (the buffer would have room).
+        bytes buf(4096);
+        spop::ack_writer w(buf, 1, 1, 256);
+        EXPECT_FALSE(w.set_var(var_scope::sess, "x", value::from_string(big)));
+        EXPECT_EQ(w.error(), errc::exceeds_max_frame_size);
+        EXPECT_EQ(w.finish().ec, errc::exceeds_max_frame_size);
+    }
+    {
+        // The header alone does not fit.
+        bytes buf(10);
+        spop::ack_writer w(buf, 1, 1, mfs);
+        EXPECT_FALSE(w.ok());
+        EXPECT_EQ(w.error(), errc::no_buffer_space);
+        EXPECT_FALSE(w.unset_var(var_scope::sess, "x"));
+        EXPECT_EQ(w.finish().ec, errc::no_buffer_space);
+    }
+    {
+        // A default-constructed writer refuses everything and never writes.
+        spop::ack_writer w;
+        EXPECT_FALSE(w.set_var(var_scope::sess, "x", value::null()));
+        EXPECT_NE(w.finish().ec, errc::ok);
+    }
+}
+
+TEST(AckWriter, OversizeFrameIsExceedsMaxFrameSizeEvenWithASmallBuffer) {
+    // writer.hpp: "exceeds_max_frame_size (checked first, because it is what the peer would
+    // reject)". A 300-byte value can never fit a 256-byte max-frame-size, whatever the buffer:
+    // the error must not depend on how much buffer the caller happened to pass.
+    const std::string big(300, 'v');
+    for (const std::size_t buf_size : {4096u, 261u, 260u, 259u, 200u, 100u}) {
+        SCOPED_TRACE(buf_size);
+        bytes buf(buf_size);
+        spop::ack_writer w(buf, 1, 1, 256);
+        EXPECT_FALSE(w.set_var(var_scope::sess, "x", value::from_string(big)));
+        EXPECT_EQ(w.error(), errc::exceeds_max_frame_size);
+    }
+}
+
+TEST(AckWriter, FrameLengthExactlyAtMaxFrameSize) {
+    // FRAME-LENGTH = 7 (header) + 3 (action, nb-args, scope) + 2 (name "x") + value.
+    // A STRING of n bytes takes 1 + (n < 240 ? 1 : 2) + n.
+    constexpr std::uint32_t limit = 300;
+    for (std::size_t n = 200; n < 320; ++n) {
+        const std::size_t frame_len = 7 + 3 + 2 + 1 + (n < 240 ? 1 : 2) + n;
+        for (const bool buffer_is_limit : {false, true}) {
+            SCOPED_TRACE(std::to_string(n) + (buffer_is_limit ? " buffer" : " mfs"));
+            bytes buf(buffer_is_limit ? 4 + limit : 4096);
+            spop::ack_writer w(buf, 1, 1, buffer_is_limit ? 100000 : limit);
+            const bool ok = w.set_var(var_scope::req, "x", value::from_string(std::string(n, 'a')));
+            EXPECT_EQ(ok, frame_len <= limit);
+            const spop::result r = w.finish();
+            if (frame_len <= limit) {
+                EXPECT_EQ(r, (spop::result{errc::ok, 4 + frame_len}));
+            } else {
+                EXPECT_EQ(r.ec,
+                          buffer_is_limit ? errc::no_buffer_space : errc::exceeds_max_frame_size);
+            }
+        }
+    }
+}
+
+TEST(AckWriter, RollbackKeepsEarlierActions) {
+    bytes buf(1024, 0xEE); // larger than 4 + max-frame-size: the limit is max-frame-size
+    spop::ack_writer w(buf, 1, 1, 256);
+    ASSERT_TRUE(w.set_var(var_scope::sess, "ip_score", value::from_uint32(42)));
+    // The first action, as V7 has it.
+    const std::string first =
+        norm_hex("00000000 67 00000001 01 01 01 03 01 08 69705f73636f7265 03 2a");
+    ASSERT_EQ(to_hex(std::span<const std::uint8_t>(buf).first(25)), first);
+    // A second action too big for max-frame-size fails as a whole...
+    EXPECT_FALSE(w.set_var(var_scope::sess, "blob", value::from_binary(std::string(400, 'b'))));
+    EXPECT_EQ(w.error(), errc::exceeds_max_frame_size);
+    // ...and leaves the first untouched; the writer is not empty.
+    EXPECT_EQ(to_hex(std::span<const std::uint8_t>(buf).first(25)), first);
+    EXPECT_FALSE(w.empty());
+    // The error is sticky: later actions are refused and finish() reports the first error.
+    EXPECT_FALSE(w.unset_var(var_scope::sess, "x"));
+    EXPECT_EQ(w.finish().ec, errc::exceeds_max_frame_size);
+}
+
+TEST(AckWriter, EmptyAck) {
+    bytes buf(64);
+    spop::ack_writer w(buf, 1, 1, mfs);
+    EXPECT_TRUE(w.empty());
+    EXPECT_EQ(frame_hex(buf, w.finish()), norm_hex("00000007 67 00000001 01 01"));
+}
+
+// --- AGENT-HELLO ----------------------------------------------------------------------------
+
+TEST(AgentHello, ExactBytes) {
+    bytes buf(256);
+    EXPECT_EQ(frame_hex(buf, spop::encode_agent_hello(buf, 16380, "pipelining")),
+              norm_hex("00000040 65 00000001 00 00 07 76657273696f6e 08 03 322e30 0e "
+                       "6d61782d6672616d652d73697a65 03 fcf006 0c 6361706162696c6974696573 08 0a "
+                       "706970656c696e696e67"));
+    EXPECT_EQ(frame_hex(buf, spop::encode_agent_hello(buf, 256, "")),
+              norm_hex("00000035 65 00000001 00 00 07 76657273696f6e 08 03 322e30 0e "
+                       "6d61782d6672616d652d73697a65 03 f001 0c 6361706162696c6974696573 08 00"));
+}
+
+TEST(AgentHello, Limits) {
+    bytes small(60);
+    EXPECT_EQ(spop::encode_agent_hello(small, 16380, "pipelining").ec, errc::no_buffer_space);
+    bytes big(256);
+    // A max-frame-size below the AGENT-HELLO's own length cannot be honoured.
+    EXPECT_EQ(spop::encode_agent_hello(big, 40, "pipelining").ec, errc::exceeds_max_frame_size);
+    bytes exact(68);
+    EXPECT_EQ(spop::encode_agent_hello(exact, 16380, "pipelining"), (spop::result{errc::ok, 68}));
+}
+
+// --- AGENT-DISCONNECT ------------------------------------------------------------------------
+
+TEST(AgentDisconnect, MessageCutTo255Bytes) {
+    for (const std::size_t n : {0u, 1u, 254u, 255u, 256u, 300u, 5000u}) {
+        SCOPED_TRACE(n);
+        const std::string msg(n, 'm');
+        bytes buf(8192);
+        const spop::result r = spop::encode_agent_disconnect(buf, 16380, 13, msg);
+        ASSERT_TRUE(r);
+        const auto frames =
+            spop_test::split_frames(std::span<const std::uint8_t>(buf).first(r.consumed));
+        ASSERT_EQ(frames.size(), 1u);
+        EXPECT_EQ(frames[0].type, spop::frame_type::agent_disconnect);
+        const auto d = spop_test::read_disconnect(frames[0]);
+        EXPECT_TRUE(d.well_formed);
+        EXPECT_EQ(d.status, 13u);
+        EXPECT_EQ(d.message, msg.substr(0, 255));
+    }
+}
+
+TEST(AgentDisconnect, MaxSizeBoundIsTight) {
+    bytes buf(1024);
+    const spop::result r = spop::encode_agent_disconnect(
+        buf, 16380, std::numeric_limits<std::uint32_t>::max(), std::string(1000, 'z'));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r.consumed, spop::max_agent_disconnect_size);
+    // And it fits in exactly that many bytes.
+    bytes exact(spop::max_agent_disconnect_size);
+    EXPECT_TRUE(spop::encode_agent_disconnect(exact, 16380, 0xFFFFFFFFu, std::string(255, 'z')));
+}
+
+TEST(AgentDisconnect, StandardStatusCarriesTheWireMessage) {
+    for (const std::uint32_t code :
+         {0u, 1u, 2u, 3u, 4u, 5u, 6u, 7u, 8u, 9u, 10u, 11u, 12u, 13u, 99u}) {
+        SCOPED_TRACE(code);
+        bytes buf(512);
+        const spop::result r = spop::encode_agent_disconnect(buf, 16380, static_cast<status>(code));
+        ASSERT_TRUE(r);
+        const auto frames =
+            spop_test::split_frames(std::span<const std::uint8_t>(buf).first(r.consumed));
+        ASSERT_EQ(frames.size(), 1u);
+        const auto d = spop_test::read_disconnect(frames[0]);
+        EXPECT_TRUE(d.well_formed);
+        EXPECT_EQ(d.status, code);
+        EXPECT_EQ(d.message, spop::status_message(static_cast<status>(code)));
+    }
+}
+
+// --- KV and NOTIFY writers -------------------------------------------------------------------
+
+TEST(KvWriter, CustomFlags) {
+    bytes buf(64);
+    spop::kv_writer w(buf, mfs, spop::frame_type::haproxy_hello, 0);
+    EXPECT_TRUE(w.put("a", value::null()));
+    EXPECT_EQ(frame_hex(buf, w.finish()), norm_hex("0000000a 01 00000000 00 00 01 61 00"));
+    spop::kv_writer w2(buf, mfs, spop::frame_type::haproxy_disconnect, 0x80000003u);
+    EXPECT_EQ(frame_hex(buf, w2.finish()), norm_hex("00000007 02 80000003 00 00"));
+}
+
+TEST(KvWriter, FailedPutIsRolledBack) {
+    bytes buf(20, 0xEE);
+    spop::kv_writer w(buf, mfs, spop::frame_type::haproxy_hello);
+    EXPECT_TRUE(w.put("a", value::null()));
+    EXPECT_FALSE(w.put("bbbb", value::from_string("too long for the buffer")));
+    EXPECT_EQ(w.finish().ec, errc::no_buffer_space);
+}
+
+TEST(NotifyWriter, BuildsV5) {
+    bytes buf(64);
+    spop::notify_writer w(buf, 1, 1, mfs);
+    const std::array<std::uint8_t, 4> lo{127, 0, 0, 1};
+    EXPECT_TRUE(w.message("check-client-ip", 1));
+    EXPECT_TRUE(w.arg("ip", value::from_ipv4(lo)));
+    EXPECT_EQ(frame_hex(buf, w.finish()),
+              norm_hex("00000020 03 00000001 01 01 0f 636865636b2d636c69656e742d6970 01 02 6970 "
+                       "06 7f000001"));
+    spop::notify_writer tiny(buf, 1, 1, 10);
+    EXPECT_FALSE(tiny.message("check-client-ip", 1));
+    EXPECT_EQ(tiny.finish().ec, errc::exceeds_max_frame_size);
+}
+
+// --- status and errc tables ------------------------------------------------------------------
+
+TEST(Status, WireMessages) {
+    // PROTOCOL-NOTES §6: the strings HAProxy puts on the wire.
+    const std::pair<std::uint32_t, const char*> table[] = {
+        {0, "normal"},
+        {1, "I/O error"},
+        {2, "a timeout occurred"},
+        {3, "frame is too big"},
+        {4, "invalid frame received"},
+        {5, "version value not found"},
+        {6, "max-frame-size value not found"},
+        {7, "capabilities value not found"},
+        {8, "unsupported version"},
+        {9, "max-frame-size too big or too small"},
+        {10, "fragmentation not supported"},
+        {11, "invalid interlaced frames"},
+        {12, "frame-id not found"},
+        {13, "resource allocation error"},
+        {99, "an unknown error occurred"},
+    };
+    for (const auto& [code, msg] : table) {
+        EXPECT_EQ(spop::status_message(static_cast<status>(code)), msg) << code;
+    }
+    for (const std::uint32_t code : {14u, 50u, 98u, 100u, 255u, 0xFFFFFFFFu}) {
+        EXPECT_EQ(spop::status_message(static_cast<status>(code)), "an unknown error occurred")
+            << code;
+    }
+}
+
+TEST(Errc, MessagesAreNonEmptyAndDistinct) {
+    EXPECT_EQ(spop::errc_count, 25u);
+    std::set<std::string_view> seen;
+    for (std::size_t i = 0; i < spop::errc_count; ++i) {
+        const std::string_view m = spop::message(static_cast<errc>(i));
+        EXPECT_FALSE(m.empty()) << i;
+        EXPECT_NE(m, "unknown error") << i << " has no message of its own";
+        EXPECT_TRUE(seen.insert(m).second) << i << " repeats \"" << m << "\"";
+    }
+    EXPECT_EQ(spop::message(static_cast<errc>(spop::errc_count)), "unknown error");
+}
+
+TEST(Errc, ToStatusMapping) {
+    // Hard-coded on purpose: a changed mapping changes what HAProxy logs.
+    const std::pair<errc, std::uint32_t> table[] = {
+        {errc::ok, 0},
+        {errc::need_more, 4},
+        {errc::stopped, 4},
+        {errc::varint_overflow, 4},
+        {errc::truncated, 4},
+        {errc::bad_data_type, 4},
+        {errc::frame_too_big, 3},
+        {errc::frame_too_small, 4},
+        {errc::unexpected_frame, 4},
+        {errc::bad_frame_type, 4},
+        {errc::bad_frame_ids, 4},
+        {errc::fragmented_frame, 10},
+        {errc::bad_kv_type, 4},
+        {errc::no_version, 5},
+        {errc::bad_version, 8},
+        {errc::no_frame_size, 6},
+        {errc::bad_frame_size, 9},
+        {errc::no_capabilities, 7},
+        {errc::no_buffer_space, 13},
+        {errc::exceeds_max_frame_size, 3},
+        {errc::input_overflow, 13},
+        {errc::nb_args_overflow, 13},
+        {errc::peer_disconnect, 0},
+        {errc::shutdown, 0},
+        {errc::timeout, 2},
+    };
+    ASSERT_EQ(std::size(table), spop::errc_count);
+    for (std::size_t i = 0; i < spop::errc_count; ++i) {
+        EXPECT_EQ(static_cast<std::size_t>(table[i].first), i) << "table order";
+        const auto s = static_cast<std::uint32_t>(spop::to_status(table[i].first));
+        EXPECT_EQ(s, table[i].second) << spop::message(table[i].first);
+        EXPECT_TRUE(s <= 13 || s == 99) << i;
+    }
+    EXPECT_EQ(spop::to_status(static_cast<errc>(200)), status::unknown);
+}
+
+TEST(Result, BoolAndEquality) {
+    constexpr spop::result ok{errc::ok, 3};
+    static_assert(static_cast<bool>(ok));
+    static_assert(!static_cast<bool>(spop::result{errc::need_more, 0}));
+    static_assert(ok == spop::result{errc::ok, 3});
+    static_assert(ok != spop::result{errc::ok, 4});
+    SUCCEED();
+}
+
+} // namespace
