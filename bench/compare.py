@@ -214,6 +214,11 @@ def machine_meta():
     try:
         meta["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                         text=True, timeout=5, check=False).stdout.strip()
+        # Measured code that differs from the commit (include/, agent/, bench/ sources).
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "include", "agent", "bench"],
+                               capture_output=True, text=True, timeout=5, check=False).stdout
+        if any(not line.endswith(".json") for line in dirty.splitlines()):
+            meta["commit"] += "-dirty"
     except (OSError, subprocess.SubprocessError):
         pass
     return meta
