@@ -6,6 +6,7 @@
 // - output is written right after the batch that produced it; EPOLLOUT only while it is stuck;
 // - after the last frame, the write side is shut and the socket drained until EOF (bounded),
 //   so unread input cannot turn our final frame into an RST.
+#include <algorithm>
 #include <cerrno>
 #include <memory>
 #include <netinet/in.h>
@@ -21,7 +22,7 @@ namespace agent {
 namespace {
 
 constexpr std::uint32_t drain_seconds = 2;
-constexpr std::size_t read_chunk = 64 * 1024;
+constexpr std::size_t read_chunk = spop::default_feed_chunk;
 
 struct econn {
     econn(iprep_service& svc, spop::buffer_pool& pool, const spop::connection_config& cfg)
@@ -32,6 +33,7 @@ struct econn {
     std::uint32_t created = 0;
     std::uint32_t last_active = 0;
     std::uint32_t drain_deadline = 0;
+    std::uint32_t last_progress = 0; ///< last time a send wrote something
     std::uint32_t events = 0;
     bool draining = false;
     bool counted_disconnect = false;
@@ -124,6 +126,10 @@ class epoll_worker {
                 if (accept_rl_.allow(now_, sup))
                     log(level::error, "event=accept_failed worker=%d errno=%d error=\"%s\" suppressed=%u",
                         env_.id, errno, std::strerror(errno), sup);
+                // EMFILE and friends leave the listener readable: stop polling it until the
+                // next tick instead of spinning on it.
+                epoll_ctl(ep_, EPOLL_CTL_DEL, lfd, nullptr);
+                paused_listeners_.push_back(li);
                 return;
             }
             if (live_ >= env_.max_conns) {
@@ -194,10 +200,7 @@ class epoll_worker {
             const ssize_t r = ::recv(e.fd, rbuf_.get(), read_chunk, 0);
             if (r > 0) {
                 env_.stats->bytes_in.add(static_cast<std::uint64_t>(r));
-                if (e.draining || !e.c.wants_input()) {
-                    if (e.draining) continue;
-                    // Back-pressured but the kernel had more: the connection stashes it (bounded).
-                }
+                if (e.draining) continue; // discarding until EOF
                 e.last_active = now_;
                 const std::uint64_t t0 = mono_ns();
                 const spop::feed_result fr = e.c.feed({rbuf_.get(), static_cast<std::size_t>(r)});
@@ -247,6 +250,7 @@ class epoll_worker {
                 return false;
             }
             env_.stats->bytes_out.add(static_cast<std::uint64_t>(w));
+            e.last_progress = now_;
             const std::uint64_t t0 = mono_ns();
             const spop::feed_result fr = e.c.consume_output(static_cast<std::size_t>(w));
             account(e, fr, t0);
@@ -304,6 +308,13 @@ class epoll_worker {
     }
 
     void tick() {
+        if (!stopping_) {
+            for (std::uint32_t li : paused_listeners_) {
+                epoll_event ev{EPOLLIN, {.u64 = pack(tag_listener, li, 0)}};
+                epoll_ctl(ep_, EPOLL_CTL_ADD, env_.listen_fds[li], &ev);
+            }
+        }
+        paused_listeners_.clear();
         const options& o = *env_.opt;
         for (std::uint32_t i = 0; i < conns_.size(); ++i) {
             if (!conns_[i]) continue;
@@ -324,6 +335,11 @@ class epoll_worker {
                 // The peer stopped reading our final frame: give up on it.
                 e.c.on_peer_closed();
                 destroy(i, "write_timeout");
+            } else if (!e.c.wants_input() && !e.c.output().empty() &&
+                       now_ - std::max(e.last_active, e.last_progress) >= 30) {
+                // Back-pressured for 30 s: the peer stopped reading altogether.
+                e.c.on_peer_closed();
+                destroy(i, "write_timeout");
             }
         }
     }
@@ -334,6 +350,7 @@ class epoll_worker {
     std::unique_ptr<std::uint8_t[]> rbuf_;
     std::vector<std::unique_ptr<econn>> conns_;
     std::vector<std::uint32_t> free_;
+    std::vector<std::uint32_t> paused_listeners_;
     rate_limiter errors_rl_{10};
     rate_limiter accept_rl_{5};
     int ep_ = -1;

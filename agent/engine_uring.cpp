@@ -12,6 +12,7 @@
 //   batch leave in one send, always whole frames;
 // - a connection is freed only when none of its requests are in flight (user_data carries a
 //   generation so a late CQE can never reach a reused slot).
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -31,7 +32,9 @@ namespace {
 
 constexpr unsigned sq_entries = 1024;
 constexpr unsigned buf_count = 256; // power of two
-constexpr unsigned buf_size = 16 * 1024;
+constexpr unsigned buf_size = spop::default_feed_chunk;
+/// Receive buffers a back-pressured connection may hold before it is disconnected (status 13).
+constexpr unsigned max_held = 8;
 constexpr unsigned short buf_group = 1;
 constexpr std::uint32_t drain_seconds = 2;
 
@@ -59,6 +62,15 @@ struct uconn {
     bool dirty = false;
     bool counted_disconnect = false;
     bool hello_seen = false;
+    /// Receive buffers that arrived while the connection was back-pressured, in order. They
+    /// are fed when it asks for input again, and go back to the ring only then.
+    struct held_buf {
+        std::uint16_t bid;
+        std::uint32_t len;
+    };
+    held_buf held[max_held]{};
+    std::uint8_t held_n = 0;
+    std::uint32_t stalled_since = 0; ///< last time a send completed
     std::string peer;
 };
 
@@ -348,21 +360,25 @@ class uring_worker {
         const int res = cqe->res;
         if (res > 0) {
             env_.stats->bytes_in.add(static_cast<std::uint64_t>(res));
-            if (!e->draining) {
+            if (e->draining || !has_buf) {
+                if (has_buf) recycle(bid);
+            } else if (e->held_n != 0 || !e->c.wants_input()) {
+                hold(idx, bid, static_cast<std::uint32_t>(res));
+            } else {
                 e->last_active = now_;
-                const std::uint64_t t0 = mono_ns();
-                const spop::feed_result fr =
-                    e->c.feed({bufs_ + std::size_t{bid} * buf_size, static_cast<std::size_t>(res)});
-                account(*e, fr, t0);
-                mark_dirty(idx);
+                feed_buffer(*e, bid, static_cast<std::uint32_t>(res));
+                recycle(bid);
             }
-            if (has_buf) recycle(bid);
+            mark_dirty(idx);
         } else if (res == 0) {
             if (!e->draining) e->c.on_peer_closed();
             kill(idx, "eof");
             return;
         } else if (res == -ENOBUFS) {
-            mark_dirty(idx); // re-armed at the end of the turn, once buffers are back
+            // The ring ran dry: re-armed once buffers come back (end of a turn that returned
+            // some, or the next tick), never in a tight loop.
+            starved_.push_back(idx);
+            return;
         } else if (res == -ECANCELED && e->recv_cancelled) {
             // We paused it (back-pressure); it is re-armed when the peer reads its ACKs.
         } else {
@@ -371,6 +387,47 @@ class uring_worker {
             return;
         }
         if (!e->recv_armed) mark_dirty(idx);
+    }
+
+    void feed_buffer(uconn& e, unsigned short bid, std::uint32_t len) {
+        const std::uint64_t t0 = mono_ns();
+        const spop::feed_result fr = e.c.feed({bufs_ + std::size_t{bid} * buf_size, len});
+        account(e, fr, t0);
+    }
+
+    /// Keeps a receive buffer for a back-pressured connection (bounded; beyond it the peer,
+    /// which sends without reading its ACKs, gets AGENT-DISCONNECT 13).
+    void hold(std::uint32_t idx, unsigned short bid, std::uint32_t len) {
+        uconn& e = *conns_[idx];
+        if (e.held_n == max_held || held_total_ >= buf_count / 2) {
+            recycle(bid);
+            e.c.close_with(spop::errc::input_overflow);
+            release_held(e);
+            return;
+        }
+        e.held[e.held_n++] = {bid, len};
+        ++held_total_;
+        cancel_recv(idx);
+    }
+
+    /// Feeds held buffers while the connection wants input.
+    void feed_held(uconn& e) {
+        std::uint8_t i = 0;
+        while (i < e.held_n && e.c.wants_input()) {
+            feed_buffer(e, e.held[i].bid, e.held[i].len);
+            recycle(e.held[i].bid);
+            ++i;
+        }
+        if (i == 0) return;
+        for (std::uint8_t k = i; k < e.held_n; ++k) e.held[k - i] = e.held[k];
+        e.held_n = static_cast<std::uint8_t>(e.held_n - i);
+        held_total_ -= i;
+    }
+
+    void release_held(uconn& e) {
+        for (std::uint8_t k = 0; k < e.held_n; ++k) recycle(e.held[k].bid);
+        held_total_ -= e.held_n;
+        e.held_n = 0;
     }
 
     void on_send(std::uint32_t idx, std::uint32_t gen, io_uring_cqe* cqe) {
@@ -388,6 +445,8 @@ class uring_worker {
         const std::uint64_t t0 = mono_ns();
         const spop::feed_result fr = e->c.consume_output(static_cast<std::size_t>(cqe->res));
         account(*e, fr, t0);
+        e->stalled_since = now_;
+        if (e->held_n != 0) feed_held(*e);
         mark_dirty(idx);
     }
 
@@ -422,6 +481,7 @@ class uring_worker {
         if (recycled_ != 0) {
             io_uring_buf_ring_advance(br_, recycled_);
             recycled_ = 0;
+            rearm_starved();
         }
         for (std::size_t k = 0; k < dirty_.size(); ++k) {
             const std::uint32_t idx = dirty_[k];
@@ -432,6 +492,13 @@ class uring_worker {
             service(idx);
         }
         dirty_.clear();
+    }
+
+    void rearm_starved() {
+        for (std::uint32_t idx : starved_) {
+            if (idx < conns_.size() && conns_[idx] && !conns_[idx]->dead) mark_dirty(idx);
+        }
+        starved_.clear();
     }
 
     void service(std::uint32_t idx) {
@@ -456,7 +523,7 @@ class uring_worker {
             e.draining = true;
             e.drain_deadline = now_ + drain_seconds;
         }
-        const bool want_recv = e.draining || e.c.wants_input();
+        const bool want_recv = e.draining || (e.c.wants_input() && e.held_n == 0);
         if (want_recv && !e.recv_armed) arm_recv(idx);
         else if (!want_recv && e.recv_armed) cancel_recv(idx);
     }
@@ -466,6 +533,7 @@ class uring_worker {
         if (e.dead) return;
         if (!e.draining) note_close(env_, e.c, e.peer.c_str(), how, errors_rl_);
         e.dead = true;
+        release_held(e);
         ::shutdown(e.fd, SHUT_RDWR); // completes whatever is still in flight
         cancel_recv(idx);
         maybe_free(idx);
@@ -501,6 +569,7 @@ class uring_worker {
     }
 
     void tick() {
+        rearm_starved();
         for (std::uint32_t li : accept_rearm_)
             if (!stopping_) arm_accept(li);
         accept_rearm_.clear();
@@ -523,6 +592,11 @@ class uring_worker {
             } else if (st == spop::conn_state::closing && now_ - e.last_active >= 30) {
                 e.c.on_peer_closed();
                 kill(i, "write_timeout");
+            } else if (!e.c.wants_input() && !e.c.output().empty() &&
+                       now_ - std::max(e.last_active, e.stalled_since) >= 30) {
+                // Back-pressured for 30 s: the peer stopped reading altogether.
+                e.c.on_peer_closed();
+                kill(i, "write_timeout");
             }
         }
     }
@@ -540,6 +614,8 @@ class uring_worker {
     std::vector<std::uint32_t> free_;
     std::vector<std::uint32_t> dirty_;
     std::vector<std::uint32_t> accept_rearm_;
+    std::vector<std::uint32_t> starved_;
+    unsigned held_total_ = 0;
     rate_limiter errors_rl_{10};
     rate_limiter accept_rl_{5};
     std::uint64_t wake_val_ = 0;

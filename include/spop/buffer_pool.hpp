@@ -15,10 +15,20 @@
 
 namespace spop {
 
-/// The buffer size a connection needs for a given max-frame-size: room for two whole frames
-/// (one being sent while the next is written) plus an AGENT-DISCONNECT.
-[[nodiscard]] constexpr std::size_t buffer_size_for(std::uint32_t max_frame_size) noexcept {
-    return 2 * (std::size_t{max_frame_size} + frame_length_size) + 512;
+/// The largest chunk an embedder should hand to connection::feed() in one call: the receive
+/// size of the agent's engines.
+inline constexpr std::size_t default_feed_chunk = 16 * 1024;
+
+/// The buffer size a connection needs for a given max-frame-size: the output side holds two
+/// whole frames (one being sent while the next is written) plus an AGENT-DISCONNECT; the input
+/// side holds one partial frame plus one more chunk of at most `max_chunk` bytes, which is what
+/// arrives while the connection is back-pressured.
+[[nodiscard]] constexpr std::size_t buffer_size_for(std::uint32_t max_frame_size,
+                                                    std::size_t max_chunk = default_feed_chunk) noexcept {
+    const std::size_t frame = std::size_t{max_frame_size} + frame_length_size;
+    const std::size_t in = frame + max_chunk;
+    const std::size_t out = 2 * frame;
+    return (in > out ? in : out) + 512;
 }
 
 class buffer_pool {

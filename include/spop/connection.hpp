@@ -3,12 +3,15 @@
 // An embedder (epoll loop, io_uring ring, asio, a test) owns the socket and calls:
 //   feed(bytes)          with whatever arrived; bytes may be split anywhere, even inside the
 //                        4-byte length prefix. Every complete frame is processed at once
-//                        (a batch); the span need not outlive the call.
+//                        (a batch); the span need not outlive the call. Feed chunks of at most
+//                        the `max_chunk` given to buffer_size_for() (16 KiB by default).
 //   output()             the bytes to send: whole frames, in order, one contiguous region.
 //   consume_output(n)    after n of them were written. Bytes past those already handed to
 //                        the kernel may be appended meanwhile, but never moved.
 //   wants_input()        false while back-pressured (the peer does not read its ACKs) or
-//                        closing: stop reading until it turns true again.
+//                        closing: stop reading until it turns true again. Bytes that arrive
+//                        anyway may be fed once more (one chunk); hold any further ones until
+//                        wants_input() is true, or the peer gets AGENT-DISCONNECT 13.
 //   should_close()       true once closing and every byte was sent: close the socket.
 //   on_peer_closed()     on EOF or RST. Normal for HAProxy 3.x, which rarely says goodbye.
 //   shutdown()           graceful stop: answers what was received, then AGENT-DISCONNECT 0.
