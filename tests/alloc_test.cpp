@@ -130,9 +130,11 @@ bytes notify_frame(std::uint64_t sid) {
 TEST(Alloc, CountingIsActive) {
     // The replacement must really be in effect, or the zero checks below prove nothing.
     alloc_window w;
-    auto* p = new int(3);
-    delete p;
-    std::vector<int> v(100);
+    // Direct operator calls: unlike new-expressions, the compiler may not elide them.
+    void* p = ::operator new(16);
+    ::operator delete(p);
+    void* q = ::operator new[](32, std::nothrow);
+    ::operator delete[](q);
     w.stop();
     EXPECT_GE(w.news(), 2u);
     EXPECT_GE(w.deletes(), 1u);

@@ -409,6 +409,30 @@ TEST(ConnectionError, OversizeFromTheLengthPrefixAlone) {
     }
 }
 
+TEST(ConnectionError, BadLengthPrefixSplitAnywhere) {
+    // The same verdicts when the prefix arrives in pieces (the reassembly path).
+    const std::pair<const char*, std::uint32_t> prefixes[] = {
+        {"00003ffd", 3}, // max-frame-size + 1
+        {"ffffffff", 3},
+        {"00000000", 4},
+        {"00000006", 4},
+    };
+    for (const auto& [hex, code] : prefixes) {
+        const bytes prefix = unhex(hex);
+        for (std::size_t k = 1; k < 4; ++k) {
+            SCOPED_TRACE(std::string(hex) + " split at " + std::to_string(k));
+            conn_harness h;
+            establish(h);
+            h.feed(std::span<const std::uint8_t>(prefix).first(k));
+            EXPECT_EQ(h.conn.state(), conn_state::established);
+            EXPECT_TRUE(h.conn.output().empty());
+            expect_disconnect(h,
+                              bytes(prefix.begin() + static_cast<std::ptrdiff_t>(k), prefix.end()),
+                              code, code == 3 ? errc::frame_too_big : errc::frame_too_small);
+        }
+    }
+}
+
 TEST(ConnectionError, OversizeAgainstTheNegotiatedSize) {
     conn_harness h;
     h.feed(spop_test::make_hello({{"supported-versions", value::from_string("2.0")},

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -63,6 +64,8 @@ struct payload_case {
     std::string name;
     kind k;
     bytes payload;
+
+    friend void PrintTo(const payload_case& c, std::ostream* os) { *os << c.name; }
 };
 
 bytes payload_of(const bytes& frame) {

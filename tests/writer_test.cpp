@@ -143,6 +143,13 @@ TEST(AckWriter, NoBufferSpaceVersusExceedsMaxFrameSize) {
         EXPECT_EQ(w.finish().ec, errc::exceeds_max_frame_size);
     }
     {
+        // A buffer of exactly 4 + max-frame-size: the frame is too big for the peer.
+        bytes buf(4 + 256);
+        spop::ack_writer w(buf, 1, 1, 256);
+        EXPECT_FALSE(w.set_var(var_scope::sess, "x", value::from_string(big)));
+        EXPECT_EQ(w.error(), errc::exceeds_max_frame_size);
+    }
+    {
         // The header alone does not fit.
         bytes buf(10);
         spop::ack_writer w(buf, 1, 1, mfs);
@@ -213,6 +220,11 @@ TEST(AckWriter, RollbackKeepsEarlierActions) {
     // The error is sticky: later actions are refused and finish() reports the first error.
     EXPECT_FALSE(w.unset_var(var_scope::sess, "x"));
     EXPECT_EQ(w.finish().ec, errc::exceeds_max_frame_size);
+
+    // A failed first action leaves nothing written: the writer is still empty.
+    spop::ack_writer w2(buf, 1, 1, 256);
+    EXPECT_FALSE(w2.set_var(var_scope::sess, "blob", value::from_binary(std::string(400, 'b'))));
+    EXPECT_TRUE(w2.empty());
 }
 
 TEST(AckWriter, EmptyAck) {

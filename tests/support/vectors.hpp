@@ -2,6 +2,7 @@
 // Abbreviated vectors ("0b…65") are written out in full.
 #pragma once
 
+#include <ostream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -131,6 +132,8 @@ inline constexpr std::string_view cap_agent_disc_idle =
 struct named {
     std::string name;
     bytes frame;
+
+    friend void PrintTo(const named& n, std::ostream* os) { *os << n.name; }
 };
 
 /// Every whole frame above (the V9 fragments included).
