@@ -1,30 +1,97 @@
 // Where scores come from besides randomness: reputation tables (lists, allow-lists, CSV,
 // MaxMind DB), built off the hot path and swapped in atomically. Workers read the current
 // snapshot without locks and without a virtual call.
+//
+// Snapshot lifetime: the reloader publishes a new snapshot with one atomic exchange, then
+// frees the old one only after every lookup that might still read it has finished (see
+// iprep/rcu.hpp: per-thread sequence numbers written only by their own worker, and
+// membarrier() on the reloader's side). If a worker stayed inside a lookup for longer than
+// the timeout (it cannot, short of being stopped by a debugger), the old snapshot is kept on a
+// retired list and freed at a later publish instead of being freed under the worker's feet.
+//
+// A lookup result's category points into the process-wide category pool (iprep/value.hpp),
+// not into the snapshot, so it stays valid after the lookup returns.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <string_view>
+#include <vector>
+
+#include "iprep/rcu.hpp"
+#include "iprep/table.hpp"
+#include "iprep/value.hpp"
 
 namespace agent {
 
-inline constexpr std::size_t reputation_max_category = 64;
+inline constexpr std::size_t reputation_max_category = iprep::category_max_len;
 
 enum class lookup_outcome : std::uint8_t { unlisted, listed, allowed };
 
 struct lookup_result {
     lookup_outcome outcome = lookup_outcome::unlisted;
     int score = 0;
-    std::string_view category{}; ///< at most reputation_max_category bytes; lives with the snapshot
+    std::string_view category{}; ///< at most reputation_max_category bytes; never dangles
 };
 
-/// The tables the service consults. With no list configured every address is unlisted and
+/// The tables the service consults. With no snapshot published every address is unlisted and
 /// the service falls back to --default-score (random by default).
 class reputation_source {
   public:
-    /// `ip` is 4 or 16 bytes in network order.
-    [[nodiscard]] lookup_result lookup(const std::uint8_t*, bool) const noexcept { return {}; }
+    reputation_source() noexcept { iprep::rcu::init(); }
+    ~reputation_source() {
+        delete cur_.load(std::memory_order_acquire);
+        for (const auto* s : retired_) delete s;
+    }
+    reputation_source(const reputation_source&) = delete;
+    reputation_source& operator=(const reputation_source&) = delete;
+
+    /// `ip` is 4 or 16 bytes in network order. Wait-free: a few loads, no allocation.
+    [[nodiscard]] lookup_result lookup(const std::uint8_t* ip, bool v6) const noexcept {
+        std::uint32_t v;
+        {
+            iprep::rcu::read_guard g;
+            const iprep::snapshot* s = cur_.load(std::memory_order_acquire);
+            if (s == nullptr) return {};
+            v = s->lookup(ip, v6);
+        }
+        const std::uint32_t o = iprep::value_outcome(v);
+        if (o == 0) return {};
+        return {
+            o == static_cast<std::uint32_t>(iprep::outcome_bits::allowed) ? lookup_outcome::allowed
+                                                                          : lookup_outcome::listed,
+            iprep::value_score(v), iprep::category_pool::instance().get(iprep::value_category(v))};
+    }
+
+    /// Makes `next` the snapshot every worker sees from now on (nullptr = no tables), then
+    /// frees the previous one once no lookup can still be reading it. Not for the hot path:
+    /// it may wait a few microseconds (a membarrier and the lookups in progress).
+    void publish(std::unique_ptr<iprep::snapshot> next) {
+        std::lock_guard<std::mutex> lk(publish_mu_);
+        const iprep::snapshot* old = cur_.exchange(next.release(), std::memory_order_acq_rel);
+        if (old != nullptr) retired_.push_back(old);
+        if (retired_.empty()) return;
+        if (iprep::rcu::synchronize()) {
+            for (const auto* s : retired_) delete s;
+            retired_.clear();
+        }
+    }
+
+    [[nodiscard]] bool loaded() const noexcept {
+        return cur_.load(std::memory_order_acquire) != nullptr;
+    }
+    /// Snapshots waiting to be freed (0 in normal operation).
+    [[nodiscard]] std::size_t retired() const {
+        std::lock_guard<std::mutex> lk(publish_mu_);
+        return retired_.size();
+    }
+
+  private:
+    std::atomic<const iprep::snapshot*> cur_{nullptr};
+    mutable std::mutex publish_mu_;
+    std::vector<const iprep::snapshot*> retired_;
 };
 
 } // namespace agent
