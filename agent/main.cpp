@@ -17,7 +17,10 @@
 #include <unistd.h>
 
 #include "engine.hpp"
+#include "iprep/mmdb.hpp"
+#include "iprep/reloader.hpp"
 #include "listen.hpp"
+#include "metrics.hpp"
 #include "options.hpp"
 
 using namespace agent;
@@ -65,6 +68,16 @@ int main(int argc, char** argv) {
     case parse_outcome::run: break;
     }
     if (opt.debug) g_log_level.store(static_cast<int>(level::debug));
+    if (!opt.mmdb.empty() && !iprep::mmdb_supported()) {
+        std::fprintf(stderr, "agent: --mmdb: this agent was built without libmaxminddb "
+                             "(rebuild with -Dmmdb=enabled)\n");
+        return 2;
+    }
+    iprep::sources_config sources;
+    for (const auto& l : opt.lists) sources.lists.push_back({l.path, l.score});
+    sources.allow = opt.allow_lists;
+    sources.csv = opt.csv_files;
+    sources.mmdb = opt.mmdb;
 
     bool use_uring = false;
     if (opt.engine != engine_kind::epoll) {
@@ -144,16 +157,44 @@ int main(int argc, char** argv) {
             env.listen_is_tcp.push_back(false);
         }
     }
+    metrics_server metrics;
+    if (!opt.metrics.empty() && !metrics.open(opt.metrics, err)) return die(err);
     if (!opt.user.empty() && !drop_privileges(opt.user, err)) return die(err);
+
+    // Reputation tables: loaded before any worker starts (as the user the agent runs as, so a
+    // file it could not read at reload time fails here already). A bad file is fatal here.
+    iprep::reload_stats reload_stats;
+    iprep::reloader reloader(rep, sources, reload_stats);
+    if (!sources.empty()) {
+        iprep::parse_error perr;
+        if (!reloader.load(perr)) {
+            std::fprintf(stderr, "agent: cannot load reputation data: %s\n",
+                         perr.to_string().c_str());
+            return 2;
+        }
+    }
+    if (!reloader.start(err)) return die(err);
+    if (!opt.metrics.empty()) {
+        metrics_sources msrc;
+        for (auto& s : stats) msrc.workers.push_back(s.get());
+        msrc.reload = &reload_stats;
+        timespec ts{};
+        clock_gettime(CLOCK_REALTIME, &ts);
+        msrc.start_unix_ms = static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+        msrc.engine = use_uring ? "io_uring" : "epoll";
+        msrc.version = SPOP_AGENT_VERSION;
+        if (!metrics.start(std::move(msrc), err)) return die(err);
+    }
 
     std::string where;
     for (const auto& s : specs) where += (where.empty() ? "" : ",") + s.desc;
     log(level::info,
         "event=start listening on %s workers=%d engine=%s max_frame_size=%u pipelining=%d "
-        "default_score=%s",
+        "default_score=%s metrics=%s",
         where.c_str(), nworkers, use_uring ? "io_uring" : "epoll", opt.max_frame_size,
         opt.pipelining ? 1 : 0,
-        opt.default_score < 0 ? "random" : std::to_string(opt.default_score).c_str());
+        opt.default_score < 0 ? "random" : std::to_string(opt.default_score).c_str(),
+        opt.metrics.empty() ? "off" : metrics.address().c_str());
 
     std::vector<std::thread> threads;
     std::atomic<int> failures{0};
@@ -182,10 +223,14 @@ int main(int argc, char** argv) {
             break;
         }
         if (sig == SIGHUP) {
-            log(level::info, "event=reload what=reputation lists=%zu", opt.lists.size());
+            log(level::info, "event=reload_requested signal=SIGHUP sources=%zu",
+                sources.files().size());
+            reloader.request();
         }
     }
     for (auto& t : threads) t.join();
+    reloader.stop();
+    metrics.stop();
     for (auto& env : envs) {
         for (std::size_t i = 0; i < env.listen_fds.size(); ++i)
             if (env.listen_is_tcp[i]) ::close(env.listen_fds[i]);

@@ -1,0 +1,766 @@
+// Unit tests for the reputation sources: the file parsers (good and bad lines), the Poptrie
+// against a brute-force reference, precedence (allow-list, longest prefix, lowest score),
+// IPv4-mapped lookups, MaxMind DB import, snapshot publication under concurrent lookups, the
+// reloader (bad file keeps the old tables, inotify) and the /metrics page.
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <string>
+#include <sys/stat.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+#include "../iprep/lpm.hpp"
+#include "../iprep/mmdb.hpp"
+#include "../iprep/parse.hpp"
+#include "../iprep/reloader.hpp"
+#include "../iprep/table.hpp"
+#include "../iprep/value.hpp"
+#include "../metrics.hpp"
+#include "../reputation.hpp"
+
+using namespace agent;
+using namespace agent::iprep;
+
+namespace {
+
+struct ip {
+    std::uint8_t b[16]{};
+    bool v6 = false;
+};
+
+ip addr(const char* s) {
+    ip r;
+    if (std::string_view(s).find(':') != std::string_view::npos) {
+        r.v6 = true;
+        EXPECT_EQ(inet_pton(AF_INET6, s, r.b), 1) << s;
+    } else {
+        EXPECT_EQ(inet_pton(AF_INET, s, r.b), 1) << s;
+    }
+    return r;
+}
+
+lookup_result look(const reputation_source& rep, const char* s) {
+    const ip a = addr(s);
+    return rep.lookup(a.b, a.v6);
+}
+
+class temp_dir {
+  public:
+    temp_dir() {
+        char tmpl[] = "/tmp/iprep-test-XXXXXX";
+        path_ = mkdtemp(tmpl);
+    }
+    ~temp_dir() {
+        const std::string cmd = "rm -rf '" + path_ + "'";
+        [[maybe_unused]] int rc = std::system(cmd.c_str());
+    }
+    std::string file(const std::string& name, const std::string& content) const {
+        const std::string p = path_ + "/" + name;
+        std::ofstream(p, std::ios::binary) << content;
+        return p;
+    }
+    /// Writes to a temporary name and renames into place (what deployment tools do).
+    std::string replace(const std::string& name, const std::string& content) const {
+        const std::string tmp = file("." + name + ".tmp", content);
+        const std::string p = path_ + "/" + name;
+        EXPECT_EQ(std::rename(tmp.c_str(), p.c_str()), 0);
+        return p;
+    }
+    const std::string& path() const { return path_; }
+
+  private:
+    std::string path_;
+};
+
+std::unique_ptr<snapshot> load(const sources_config& cfg, parse_error& err) {
+    load_stats st;
+    return load_snapshot(cfg, st, err);
+}
+
+} // namespace
+
+// ---- prefixes --------------------------------------------------------------------------------
+
+TEST(ParsePrefix, Ipv4) {
+    net_prefix p;
+    std::string why;
+    ASSERT_TRUE(parse_prefix("192.0.2.1", p, why));
+    EXPECT_FALSE(p.v6);
+    EXPECT_EQ(p.len, 32);
+    EXPECT_EQ(p.v4, 0xC0000201u);
+    ASSERT_TRUE(parse_prefix("198.51.100.0/24", p, why));
+    EXPECT_EQ(p.len, 24);
+    EXPECT_EQ(p.v4, 0xC6336400u);
+    ASSERT_TRUE(parse_prefix("10.1.2.3/8", p, why)); // host bits cleared
+    EXPECT_EQ(p.v4, 0x0A000000u);
+    ASSERT_TRUE(parse_prefix("0.0.0.0/0", p, why));
+    EXPECT_EQ(p.len, 0);
+}
+
+TEST(ParsePrefix, Ipv6AndMapped) {
+    net_prefix p;
+    std::string why;
+    ASSERT_TRUE(parse_prefix("2001:db8::/32", p, why));
+    EXPECT_TRUE(p.v6);
+    EXPECT_EQ(p.len, 32);
+    EXPECT_EQ(static_cast<std::uint64_t>(p.v6addr >> 64), 0x20010db800000000ull);
+    ASSERT_TRUE(parse_prefix("2001:db8::1", p, why));
+    EXPECT_EQ(p.len, 128);
+    ASSERT_TRUE(parse_prefix("2001:db8:ffff::1/33", p, why));
+    EXPECT_EQ(static_cast<std::uint64_t>(p.v6addr >> 64), 0x20010db880000000ull);
+    EXPECT_EQ(static_cast<std::uint64_t>(p.v6addr), 0u);
+    // IPv4-mapped entries are IPv4 entries.
+    ASSERT_TRUE(parse_prefix("::ffff:192.0.2.0/120", p, why));
+    EXPECT_FALSE(p.v6);
+    EXPECT_EQ(p.len, 24);
+    EXPECT_EQ(p.v4, 0xC0000200u);
+    ASSERT_TRUE(parse_prefix("::ffff:203.0.113.9", p, why));
+    EXPECT_FALSE(p.v6);
+    EXPECT_EQ(p.len, 32);
+}
+
+TEST(ParsePrefix, Bad) {
+    net_prefix p;
+    for (const char* s :
+         {"", "1.2.3", "1.2.3.4/33", "1.2.3.4/", "1.2.3.4/x", "1.2.3.256", "abc", "::1/129",
+          "1.2.3.4/-1", "1.2.3.4/0032", "2001:db8:::1", "1.2.3.4/24/8", " 1.2.3.4"}) {
+        std::string why;
+        EXPECT_FALSE(parse_prefix(s, p, why)) << "'" << s << "'";
+        EXPECT_FALSE(why.empty());
+    }
+}
+
+// ---- list files ------------------------------------------------------------------------------
+
+TEST(ParseList, FireholFormat) {
+    const std::string text = "#\n"
+                             "# firehol_level1 (sample)\n"
+                             "#\n"
+                             "\n"
+                             "0.0.0.0/8\n"
+                             "1.10.16.0/20\r\n"
+                             "   5.5.5.5   \n"
+                             "203.0.113.7 # trailing comment\n"
+                             "2001:db8::/32\n"
+                             "\t# indented comment\n"
+                             "192.0.2.9";
+    entry_sink out;
+    parse_error err;
+    ASSERT_TRUE(parse_list(text, "level1.netset", 7, out, err)) << err.to_string();
+    ASSERT_EQ(out.v4.size(), 5u);
+    ASSERT_EQ(out.v6.size(), 1u);
+    EXPECT_EQ(out.v4[0].len, 8);
+    EXPECT_EQ(out.v4[1].addr, key4(0x010A1000u));
+    EXPECT_EQ(out.v4[1].len, 20);
+    EXPECT_EQ(out.v4[2].addr, key4(0x05050505u));
+    EXPECT_EQ(out.v4[3].addr, key4(0xCB007107u));
+    EXPECT_EQ(out.v4[4].addr, key4(0xC0000209u));
+    EXPECT_EQ(out.v4[0].value, 7u);
+}
+
+TEST(ParseList, BadLineNamesFileAndLine) {
+    entry_sink out;
+    parse_error err;
+    EXPECT_FALSE(parse_list("1.2.3.4\n# ok\n\n10.0.0.0/33\n5.6.7.8\n", "bad.ipset", 1, out, err));
+    EXPECT_EQ(err.file, "bad.ipset");
+    EXPECT_EQ(err.line, 4u);
+    EXPECT_NE(err.message.find("10.0.0.0/33"), std::string::npos) << err.message;
+    EXPECT_EQ(err.to_string().rfind("bad.ipset:4: ", 0), 0u) << err.to_string();
+
+    EXPECT_FALSE(parse_list("1.2.3.4 5.6.7.8\n", "two.ipset", 1, out, err));
+    EXPECT_EQ(err.line, 1u);
+    EXPECT_FALSE(parse_list("ok\n", "word.ipset", 1, out, err));
+    EXPECT_EQ(err.line, 1u);
+    EXPECT_FALSE(parse_list("1.2.3.4-1.2.3.9\n", "range.ipset", 1, out, err));
+    EXPECT_FALSE(parse_list("1.2.3.4,5\n", "csv.ipset", 1, out, err));
+}
+
+TEST(ParseList, EmptyIsFine) {
+    entry_sink out;
+    parse_error err;
+    EXPECT_TRUE(parse_list("", "e", 1, out, err));
+    EXPECT_TRUE(parse_list("# nothing\n\n", "e", 1, out, err));
+    EXPECT_EQ(out.size(), 0u);
+}
+
+// ---- CSV files -------------------------------------------------------------------------------
+
+TEST(ParseCsv, ScoreMapping) {
+    EXPECT_EQ(suricata_to_score(0), 100);
+    EXPECT_EQ(suricata_to_score(1), 99);
+    EXPECT_EQ(suricata_to_score(64), 50);
+    EXPECT_EQ(suricata_to_score(100), 21);
+    EXPECT_EQ(suricata_to_score(126), 1);
+    EXPECT_EQ(suricata_to_score(127), 0);
+    for (int s = 1; s <= 127; ++s) EXPECT_LE(suricata_to_score(s), suricata_to_score(s - 1));
+}
+
+TEST(ParseCsv, Good) {
+    const std::string text = "# ip,category,score\n"
+                             "192.0.2.1,BadHosts,127\n"
+                             " 198.51.100.0/24 , Scanners , 64 \n"
+                             "2001:db8::/48,Tor,0\r\n";
+    entry_sink out;
+    parse_error err;
+    ASSERT_TRUE(parse_csv(text, "rep.csv", out, err)) << err.to_string();
+    ASSERT_EQ(out.v4.size(), 2u);
+    ASSERT_EQ(out.v6.size(), 1u);
+    const auto& pool = category_pool::instance();
+    EXPECT_EQ(value_score(out.v4[0].value), 0);
+    EXPECT_EQ(pool.get(value_category(out.v4[0].value)), "BadHosts");
+    EXPECT_EQ(value_outcome(out.v4[0].value), 1u);
+    EXPECT_EQ(value_score(out.v4[1].value), 50);
+    EXPECT_EQ(pool.get(value_category(out.v4[1].value)), "Scanners");
+    EXPECT_EQ(out.v4[1].len, 24);
+    EXPECT_EQ(value_score(out.v6[0].value), 100);
+    EXPECT_EQ(pool.get(value_category(out.v6[0].value)), "Tor");
+}
+
+TEST(ParseCsv, BadLines) {
+    struct bad {
+        const char* text;
+        std::size_t line;
+        const char* needle;
+    };
+    const std::string long_cat(65, 'x');
+    const std::string long_line = "1.2.3.4," + long_cat + ",5\n";
+    const bad cases[] = {
+        {"1.2.3.4,cat\n", 1, "expected"},
+        {"1.2.3.4\n", 1, "expected"},
+        {"1.2.3.4,cat,5,extra\n", 1, "expected"},
+        {"# c\n1.2.3.4,cat,128\n", 2, "out of range"},
+        {"1.2.3.4,cat,-1\n", 1, "bad score"},
+        {"1.2.3.4,cat,abc\n", 1, "bad score"},
+        {"1.2.3.4,cat,\n", 1, "bad score"},
+        {"1.2.3.4,,5\n", 1, "empty category"},
+        {"1.2.3.4,two words,5\n", 1, "bad character"},
+        {"1.2.3.4,\"q\",5\n", 1, "bad character"},
+        {long_line.c_str(), 1, "longer than 64"},
+        {"ok,cat,5\n", 1, "bad address"},
+        {"1.2.3.4,cat,5\n1.2.3.400,cat,5\n", 2, "bad address"},
+        {"1.2.3.4/40,cat,5\n", 1, "prefix length"},
+    };
+    for (const auto& c : cases) {
+        entry_sink out;
+        parse_error err;
+        EXPECT_FALSE(parse_csv(c.text, "x.csv", out, err)) << c.text;
+        EXPECT_EQ(err.line, c.line) << c.text;
+        EXPECT_EQ(err.file, "x.csv");
+        EXPECT_NE(err.message.find(c.needle), std::string::npos) << c.text << " -> " << err.message;
+    }
+}
+
+TEST(ParseFiles, MissingFileAndCategoryNames) {
+    std::string text;
+    parse_error err;
+    EXPECT_FALSE(read_file("/nonexistent/list.netset", text, err));
+    EXPECT_EQ(err.line, 0u);
+    EXPECT_EQ(err.file, "/nonexistent/list.netset");
+    EXPECT_NE(err.to_string().find("cannot open"), std::string::npos);
+    EXPECT_EQ(file_category("/etc/iprep/firehol_level1.netset"), "firehol_level1");
+    EXPECT_EQ(file_category("plain"), "plain");
+    EXPECT_EQ(file_category("dir.d/name.with.dots.ipset"), "name.with.dots");
+    EXPECT_EQ(file_category(std::string(100, 'a') + ".ipset").size(), 64u);
+}
+
+// ---- LPM against a brute-force reference --------------------------------------------------
+
+namespace {
+
+template <class Key>
+std::uint32_t reference(const std::vector<lpm_entry<Key>>& es, Key k) {
+    int best = -1;
+    std::uint32_t v = 0;
+    constexpr unsigned bits = sizeof(Key) * 8;
+    for (const auto& e : es) {
+        const Key mask = e.len == 0 ? Key{0} : ~Key{0} << (bits - e.len);
+        if ((k & mask) == e.addr && static_cast<int>(e.len) > best) {
+            best = e.len;
+            v = e.value;
+        }
+    }
+    return v;
+}
+
+template <class Key>
+std::vector<lpm_entry<Key>> random_entries(std::mt19937_64& rng, std::size_t n, unsigned addr_bits,
+                                           Key (*make)(std::mt19937_64&)) {
+    constexpr unsigned bits = sizeof(Key) * 8;
+    std::vector<lpm_entry<Key>> es;
+    for (std::size_t i = 0; i < n; ++i) {
+        // Clustered: half the prefixes share their first 12 bits with another one.
+        Key a = make(rng);
+        if (i > 0 && (rng() & 1)) {
+            const Key hi = es[rng() % es.size()].addr;
+            const Key m = ~Key{0} << (bits - 12);
+            a = (hi & m) | (a & ~m);
+        }
+        const unsigned len = static_cast<unsigned>(rng() % (addr_bits + 1));
+        const Key mask = len == 0 ? Key{0} : ~Key{0} << (bits - len);
+        es.push_back({a & mask, static_cast<std::uint8_t>(len),
+                      static_cast<std::uint32_t>(rng() % 1000 + 1)});
+    }
+    std::sort(es.begin(), es.end(), [](const auto& x, const auto& y) {
+        return x.addr != y.addr ? x.addr < y.addr : x.len < y.len;
+    });
+    es.erase(std::unique(
+                 es.begin(), es.end(),
+                 [](const auto& x, const auto& y) { return x.addr == y.addr && x.len == y.len; }),
+             es.end());
+    return es;
+}
+
+std::uint64_t rand4(std::mt19937_64& r) {
+    return (r() & 0xFFFFFFFFull) << 32;
+}
+u128 rand6(std::mt19937_64& r) {
+    // Mostly inside 2000::/3, like real tables.
+    const u128 v = (static_cast<u128>(r()) << 64) | r();
+    return (v >> 3) | (static_cast<u128>(1) << 125);
+}
+
+template <class Trie, class Key>
+void check_against_reference(std::mt19937_64& rng, std::size_t n, unsigned addr_bits,
+                             Key (*make)(std::mt19937_64&)) {
+    const auto es = random_entries<Key>(rng, n, addr_bits, make);
+    Trie t;
+    ASSERT_TRUE(t.build(es));
+    constexpr unsigned bits = sizeof(Key) * 8;
+    // Random keys, and the first and last address of and around every prefix.
+    for (int i = 0; i < 20000; ++i) {
+        Key k = make(rng);
+        if (bits == 64) k &= ~Key{0} << 32;
+        ASSERT_EQ(t.lookup(k), reference(es, k));
+    }
+    const Key unit = bits == 64 ? Key{1} << 32 : Key{1};
+    for (const auto& e : es) {
+        const Key host = e.len == 0 ? ~Key{0} : ~(~Key{0} << (bits - e.len));
+        const Key last = (e.addr | host) & (bits == 64 ? ~Key{0} << 32 : ~Key{0});
+        for (Key k : {e.addr, last, static_cast<Key>(e.addr - unit), static_cast<Key>(last + unit)})
+            ASSERT_EQ(t.lookup(k), reference(es, k)) << "len " << int(e.len);
+    }
+}
+
+} // namespace
+
+TEST(Lpm, EmptyAndDefaultRoute) {
+    lpm4 t;
+    EXPECT_EQ(t.lookup(key4(0x01020304u)), 0u);
+    ASSERT_TRUE(t.build({}));
+    EXPECT_EQ(t.lookup(key4(0x01020304u)), 0u);
+    ASSERT_TRUE(t.build({{0, 0, 9}}));
+    EXPECT_EQ(t.lookup(key4(0xFFFFFFFFu)), 9u);
+    lpm6 t6;
+    ASSERT_TRUE(t6.build({{0, 0, 4}, {static_cast<u128>(1) << 127, 1, 5}}));
+    EXPECT_EQ(t6.lookup(0), 4u);
+    EXPECT_EQ(t6.lookup(~u128{0}), 5u);
+}
+
+TEST(Lpm, HostRoutesAndNesting) {
+    std::vector<lpm_entry<std::uint64_t>> es = {
+        {key4(0x0A000000u), 8, 1},  {key4(0x0A010000u), 16, 2}, {key4(0x0A010200u), 24, 3},
+        {key4(0x0A010203u), 32, 4}, {key4(0x0A0102FFu), 32, 5},
+    };
+    lpm4 t;
+    ASSERT_TRUE(t.build(es));
+    EXPECT_EQ(t.lookup(key4(0x0A010203u)), 4u);
+    EXPECT_EQ(t.lookup(key4(0x0A010204u)), 3u);
+    EXPECT_EQ(t.lookup(key4(0x0A0102FFu)), 5u);
+    EXPECT_EQ(t.lookup(key4(0x0A0103FFu)), 2u);
+    EXPECT_EQ(t.lookup(key4(0x0AFF0000u)), 1u);
+    EXPECT_EQ(t.lookup(key4(0x0B000000u)), 0u);
+    EXPECT_EQ(t.lookup(key4(0x09FFFFFFu)), 0u);
+}
+
+TEST(Lpm, RandomIpv4MatchesReference) {
+    std::mt19937_64 rng(42);
+    for (std::size_t n : {1u, 10u, 300u, 3000u}) check_against_reference<lpm4>(rng, n, 32, rand4);
+}
+
+TEST(Lpm, RandomIpv6MatchesReference) {
+    std::mt19937_64 rng(7);
+    for (std::size_t n : {1u, 10u, 300u, 3000u}) check_against_reference<lpm6>(rng, n, 128, rand6);
+}
+
+// ---- tables: precedence, mapped addresses ------------------------------------------------
+
+TEST(Table, PrecedenceAllowLongestLowest) {
+    temp_dir d;
+    sources_config cfg;
+    cfg.lists.push_back({d.file("wide.netset", "10.0.0.0/8\n2001:db8::/32\n"), 30});
+    cfg.lists.push_back({d.file("narrow.ipset", "10.2.3.0/24\n10.1.2.0/24\n"), 60});
+    cfg.lists.push_back({d.file("dup.ipset", "10.2.3.0/24\n"), 10}); // same prefix: lowest wins
+    cfg.allow.push_back(d.file("allow.ipset", "10.1.0.0/16\n2001:db8:1::/48\n10.9.9.9\n"));
+    cfg.csv.push_back(d.file("rep.csv", "10.3.0.0/16,Scanners,127\n10.0.0.0/8,Wide,0\n"));
+    parse_error err;
+    auto snap = load(cfg, err);
+    ASSERT_TRUE(snap) << err.to_string();
+    reputation_source rep;
+    rep.publish(std::move(snap));
+
+    auto r = look(rep, "10.5.5.5"); // only the /8s: list 30 vs CSV 100 -> lowest
+    EXPECT_EQ(r.outcome, lookup_outcome::listed);
+    EXPECT_EQ(r.score, 30);
+    EXPECT_EQ(r.category, "wide");
+    r = look(rep, "10.2.3.4"); // /24 in two lists: 60 and 10
+    EXPECT_EQ(r.score, 10);
+    EXPECT_EQ(r.category, "dup");
+    r = look(rep, "10.1.2.3"); // longer list entry inside an allowed /16: allowed
+    EXPECT_EQ(r.outcome, lookup_outcome::allowed);
+    EXPECT_EQ(r.score, 100);
+    EXPECT_EQ(r.category, "allow");
+    r = look(rep, "10.3.4.5"); // CSV /16 beats list /8
+    EXPECT_EQ(r.score, 0);
+    EXPECT_EQ(r.category, "Scanners");
+    r = look(rep, "10.9.9.9");
+    EXPECT_EQ(r.outcome, lookup_outcome::allowed);
+    EXPECT_EQ(look(rep, "10.9.9.8").score, 30);
+    r = look(rep, "11.0.0.1");
+    EXPECT_EQ(r.outcome, lookup_outcome::unlisted);
+    EXPECT_TRUE(r.category.empty());
+    // IPv6 and IPv4-mapped IPv6.
+    EXPECT_EQ(look(rep, "2001:db8:2::1").score, 30);
+    EXPECT_EQ(look(rep, "2001:db8:1::1").outcome, lookup_outcome::allowed);
+    EXPECT_EQ(look(rep, "2001:db9::1").outcome, lookup_outcome::unlisted);
+    EXPECT_EQ(look(rep, "::ffff:10.2.3.4").score, 10);
+    EXPECT_EQ(look(rep, "::ffff:10.1.2.3").outcome, lookup_outcome::allowed);
+    EXPECT_EQ(look(rep, "::ffff:11.0.0.1").outcome, lookup_outcome::unlisted);
+    EXPECT_EQ(look(rep, "::10.2.3.4").outcome, lookup_outcome::unlisted); // not mapped
+}
+
+TEST(Table, AllowShorterThanList) {
+    temp_dir d;
+    sources_config cfg;
+    cfg.lists.push_back({d.file("l.ipset", "192.0.2.128/25\n192.0.2.7\n"), 5});
+    cfg.allow.push_back(d.file("a.ipset", "192.0.2.0/24\n"));
+    parse_error err;
+    auto snap = load(cfg, err);
+    ASSERT_TRUE(snap);
+    reputation_source rep;
+    rep.publish(std::move(snap));
+    EXPECT_EQ(look(rep, "192.0.2.7").outcome, lookup_outcome::allowed);
+    EXPECT_EQ(look(rep, "192.0.2.200").outcome, lookup_outcome::allowed);
+    EXPECT_EQ(look(rep, "192.0.3.1").outcome, lookup_outcome::unlisted);
+}
+
+TEST(Table, BadFileReportsFileAndLine) {
+    temp_dir d;
+    sources_config cfg;
+    cfg.lists.push_back({d.file("good.ipset", "1.2.3.4\n"), 5});
+    cfg.csv.push_back(d.file("bad.csv", "1.2.3.4,a,1\n\n5.6.7.8,b,900\n"));
+    parse_error err;
+    EXPECT_FALSE(load(cfg, err));
+    EXPECT_EQ(err.file, cfg.csv[0]);
+    EXPECT_EQ(err.line, 3u);
+    cfg.csv.clear();
+    cfg.allow.push_back(d.path() + "/missing.ipset");
+    EXPECT_FALSE(load(cfg, err));
+    EXPECT_EQ(err.file, d.path() + "/missing.ipset");
+}
+
+// ---- MaxMind DB ------------------------------------------------------------------------------
+
+namespace {
+
+/// Builds an MMDB with the test helper (Perl, MaxMind::DB::Writer). Empty path = unavailable.
+std::string make_mmdb(const temp_dir& d, const std::string& spec_json) {
+    const char* script = std::getenv("SPOP_MKMMDB");
+    const char* perl = std::getenv("SPOP_PERL");
+    if (script == nullptr || *script == '\0') return {};
+    const std::string spec = d.file("spec.json", spec_json);
+    const std::string out = d.path() + "/test.mmdb";
+    const std::string cmd = std::string(perl && *perl ? perl : "perl") + " '" + script + "' '" +
+                            out + "' < '" + spec + "'";
+    const int rc = std::system(cmd.c_str());
+    if (rc != 0) return {};
+    return out;
+}
+
+} // namespace
+
+TEST(Mmdb, FieldMapping) {
+    if (!mmdb_supported()) GTEST_SKIP() << "built without libmaxminddb";
+    temp_dir d;
+    const std::string db = make_mmdb(d, R"({
+      "ip_version": 6, "alias_ipv6_to_ipv4": 1,
+      "types": {"score": "uint32", "fscore": "double", "category": "utf8_string",
+                "traits": "map", "is_tor_exit_node": "boolean", "is_anonymous_vpn": "boolean",
+                "is_hosting_provider": "boolean", "is_public_proxy": "boolean",
+                "country": "map", "iso_code": "utf8_string"},
+      "networks": [
+        ["192.0.2.0/24", {"score": 7, "category": "mmdb-bad"}],
+        ["192.0.2.128/25", {"score": 250}],
+        ["198.51.100.0/24", {"is_anonymous_vpn": true, "is_hosting_provider": true}],
+        ["203.0.113.0/24", {"traits": {"is_tor_exit_node": true}}],
+        ["203.0.114.0/24", {"country": {"iso_code": "FR"}}],
+        ["203.0.115.0/24", {"is_public_proxy": false}],
+        ["2001:db8::/32", {"score": 42, "category": "v6net"}],
+        ["2001:db8:1::/48", {"is_tor_exit_node": true, "category": "tor"}]
+      ]})");
+    if (db.empty()) GTEST_SKIP() << "cannot build an MMDB (libmaxmind-db-writer-perl missing?)";
+    sources_config cfg;
+    cfg.mmdb = db;
+    load_stats st;
+    parse_error err;
+    auto snap = load_snapshot(cfg, st, err);
+    ASSERT_TRUE(snap) << err.to_string();
+    // The writer splits a network around a nested one, so there are more networks than
+    // inserted; the FR-only and all-false networks are not imported at all.
+    EXPECT_GE(st.mmdb_networks, 6u);
+    EXPECT_GT(st.prefixes_v4, 0u);
+    EXPECT_GT(st.prefixes_v6, 0u);
+    reputation_source rep;
+    rep.publish(std::move(snap));
+    auto r = look(rep, "192.0.2.1");
+    EXPECT_EQ(r.outcome, lookup_outcome::listed);
+    EXPECT_EQ(r.score, 7);
+    EXPECT_EQ(r.category, "mmdb-bad");
+    EXPECT_EQ(look(rep, "192.0.2.200").score, 100); // clamped
+    r = look(rep, "198.51.100.9");
+    EXPECT_EQ(r.score, 30); // vpn (30) beats hosting (50)
+    EXPECT_EQ(r.category, "anonymous_vpn");
+    r = look(rep, "203.0.113.5");
+    EXPECT_EQ(r.score, 0);
+    EXPECT_EQ(r.category, "tor_exit_node");
+    EXPECT_EQ(look(rep, "203.0.114.5").outcome, lookup_outcome::unlisted);
+    EXPECT_EQ(look(rep, "203.0.115.5").outcome, lookup_outcome::unlisted);
+    EXPECT_EQ(look(rep, "::ffff:192.0.2.1").score, 7);
+    r = look(rep, "2001:db8:2::1");
+    EXPECT_EQ(r.score, 42);
+    EXPECT_EQ(r.category, "v6net");
+    r = look(rep, "2001:db8:1::1");
+    EXPECT_EQ(r.score, 0);
+    EXPECT_EQ(r.category, "tor");
+    EXPECT_EQ(look(rep, "2002:c000:0201::1").outcome, lookup_outcome::unlisted); // 6to4 alias
+}
+
+TEST(Mmdb, Ipv4DatabaseAndFloatScore) {
+    if (!mmdb_supported()) GTEST_SKIP() << "built without libmaxminddb";
+    temp_dir d;
+    const std::string db = make_mmdb(d, R"({
+      "ip_version": 4, "types": {"score": "double"},
+      "networks": [["100.64.0.0/10", {"score": 12.6}], ["100.64.1.1/32", {"score": -3.0}]]})");
+    if (db.empty()) GTEST_SKIP() << "cannot build an MMDB";
+    sources_config cfg;
+    cfg.mmdb = db;
+    parse_error err;
+    auto snap = load(cfg, err);
+    ASSERT_TRUE(snap) << err.to_string();
+    reputation_source rep;
+    rep.publish(std::move(snap));
+    EXPECT_EQ(look(rep, "100.65.0.1").score, 13);
+    EXPECT_EQ(look(rep, "100.64.1.1").score, 0);
+    EXPECT_EQ(look(rep, "100.128.0.1").outcome, lookup_outcome::unlisted);
+}
+
+TEST(Mmdb, BadFile) {
+    temp_dir d;
+    sources_config cfg;
+    cfg.mmdb = d.file("junk.mmdb", "this is not a MaxMind DB\n");
+    parse_error err;
+    EXPECT_FALSE(load(cfg, err));
+    EXPECT_EQ(err.file, cfg.mmdb);
+    EXPECT_FALSE(err.message.empty());
+}
+
+// ---- snapshot publication ------------------------------------------------------------------
+
+TEST(Source, NoTablesMeansUnlisted) {
+    reputation_source rep;
+    EXPECT_FALSE(rep.loaded());
+    EXPECT_EQ(look(rep, "1.2.3.4").outcome, lookup_outcome::unlisted);
+    EXPECT_EQ(look(rep, "2001:db8::1").outcome, lookup_outcome::unlisted);
+}
+
+TEST(Source, SwapUnderConcurrentLookups) {
+    // Readers hammer lookups while snapshots alternate between two contents; each result must
+    // come whole from one of them, and every retired snapshot must be freed.
+    temp_dir d;
+    std::vector<std::unique_ptr<snapshot>> snaps;
+    reputation_source rep;
+    auto make = [&](int score) {
+        sources_config cfg;
+        cfg.lists.push_back({d.file("l" + std::to_string(score) + ".ipset",
+                                    "10.0.0.0/8\n10.1.0.0/16\n2001:db8::/32\n"),
+                             score});
+        parse_error err;
+        return load(cfg, err);
+    };
+    rep.publish(make(11));
+    std::atomic<bool> stop{false};
+    std::atomic<std::uint64_t> bad{0}, total{0};
+    std::vector<std::thread> readers;
+    for (int t = 0; t < 3; ++t) {
+        readers.emplace_back([&, t] {
+            const ip a = addr(t == 0 ? "10.1.2.3" : (t == 1 ? "2001:db8::5" : "::ffff:10.9.9.9"));
+            std::uint64_t n = 0;
+            while (!stop.load(std::memory_order_relaxed)) {
+                const auto r = rep.lookup(a.b, a.v6);
+                if (r.outcome != lookup_outcome::listed || (r.score != 11 && r.score != 22) ||
+                    r.category != (r.score == 11 ? "l11" : "l22"))
+                    bad.fetch_add(1);
+                ++n;
+            }
+            total.fetch_add(n);
+        });
+    }
+    for (int i = 0; i < 60; ++i) {
+        rep.publish(make(i % 2 ? 11 : 22));
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    stop = true;
+    for (auto& t : readers) t.join();
+    EXPECT_EQ(bad.load(), 0u);
+    EXPECT_GT(total.load(), 1000u);
+    EXPECT_EQ(rep.retired(), 0u);
+}
+
+// ---- reloader --------------------------------------------------------------------------------
+
+TEST(Reloader, BadFileKeepsOldTables) {
+    temp_dir d;
+    sources_config cfg;
+    cfg.lists.push_back({d.file("l.ipset", "192.0.2.0/24\n"), 15});
+    reputation_source rep;
+    reload_stats st;
+    reloader rl(rep, cfg, st);
+    parse_error err;
+    ASSERT_TRUE(rl.load(err));
+    EXPECT_EQ(look(rep, "192.0.2.1").score, 15);
+    d.file("l.ipset", "192.0.2.0/24\nnot-an-address\n");
+    EXPECT_FALSE(rl.load(err, "test"));
+    EXPECT_EQ(err.line, 2u);
+    EXPECT_EQ(look(rep, "192.0.2.1").score, 15);
+    EXPECT_EQ(st.reloads_ok.load(), 1u);
+    EXPECT_EQ(st.reloads_failed.load(), 1u);
+    d.file("l.ipset", "198.51.100.0/24\n");
+    ASSERT_TRUE(rl.load(err, "test"));
+    EXPECT_EQ(look(rep, "192.0.2.1").outcome, lookup_outcome::unlisted);
+    EXPECT_EQ(look(rep, "198.51.100.1").score, 15);
+    EXPECT_EQ(st.prefixes_v4.load(), 1u);
+}
+
+TEST(Reloader, FileChangesAndRequests) {
+    temp_dir d;
+    sources_config cfg;
+    cfg.lists.push_back({d.file("watched.ipset", "192.0.2.0/24\n"), 15});
+    reputation_source rep;
+    reload_stats st;
+    reloader rl(rep, cfg, st);
+    parse_error err;
+    ASSERT_TRUE(rl.load(err));
+    std::string serr;
+    ASSERT_TRUE(rl.start(serr)) << serr;
+    auto wait_for = [&](const char* a, int score) {
+        for (int i = 0; i < 300; ++i) {
+            const auto r = look(rep, a);
+            if (r.outcome != lookup_outcome::unlisted && r.score == score) return true;
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        return false;
+    };
+    d.replace("watched.ipset", "203.0.113.0/24\n"); // rename into place
+    EXPECT_TRUE(wait_for("203.0.113.1", 15));
+    d.file("watched.ipset", "198.51.100.0/24\n"); // rewrite in place
+    EXPECT_TRUE(wait_for("198.51.100.1", 15));
+    d.file("unrelated.txt", "x\n"); // not a source: no reload
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    const auto ok_before = st.reloads_ok.load();
+    rl.request(); // SIGHUP path
+    for (int i = 0; i < 300 && st.reloads_ok.load() == ok_before; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_EQ(st.reloads_ok.load(), ok_before + 1);
+    rl.stop();
+}
+
+// ---- metrics ---------------------------------------------------------------------------------
+
+TEST(Metrics, RenderSumsWorkers) {
+    worker_stats a, b;
+    a.notify_frames.add(3);
+    a.acks.add(3);
+    b.notify_frames.add(4);
+    b.acks.add(4);
+    a.hello_frames.add(2);
+    a.frames_in.add(5);
+    b.frames_in.add(4);
+    a.conns_current.add(2);
+    b.conns_total.add(7);
+    a.disconnects_sent[status_slot(0)].add();
+    b.disconnects_sent[status_slot(99)].add(2);
+    a.lookups_listed.add(1);
+    b.lookups_allowed.add(2);
+    b.lookups_default.add(4);
+    a.observe_latency_ns(3000);  // 3 us -> le 5e-06
+    b.observe_latency_ns(70000); // 70 us -> le 0.0001
+    iprep::reload_stats rs;
+    rs.reloads_ok = 2;
+    rs.reloads_failed = 1;
+    rs.prefixes_v4 = 10;
+    rs.loaded_unix_ms = 1;
+    metrics_sources src;
+    src.workers = {&a, &b};
+    src.reload = &rs;
+    src.engine = "epoll";
+    src.version = "t";
+    const std::string m = render_metrics(src);
+    auto has = [&](const std::string& line) {
+        EXPECT_NE(m.find("\n" + line + "\n"), std::string::npos) << line << "\n---\n" << m;
+    };
+    has("spop_agent_frames_received_total{type=\"notify\"} 7");
+    has("spop_agent_frames_received_total{type=\"haproxy-hello\"} 2");
+    has("spop_agent_frames_received_total{type=\"other\"} 0");
+    has("spop_agent_acks_total 7");
+    has("spop_agent_agent_disconnects_total{status=\"0\"} 1");
+    has("spop_agent_agent_disconnects_total{status=\"other\"} 2");
+    has("spop_agent_frames_sent_total{type=\"agent-disconnect\"} 3");
+    has("spop_agent_connections 2");
+    has("spop_agent_connections_total 7");
+    has("spop_agent_inflight_frames 0");
+    has("spop_agent_lookups_total{outcome=\"listed\"} 1");
+    has("spop_agent_lookups_total{outcome=\"allowed\"} 2");
+    has("spop_agent_lookups_total{outcome=\"default\"} 4");
+    has("spop_agent_notify_latency_seconds_bucket{le=\"1e-06\"} 0");
+    has("spop_agent_notify_latency_seconds_bucket{le=\"5e-06\"} 1");
+    has("spop_agent_notify_latency_seconds_bucket{le=\"0.0001\"} 2");
+    has("spop_agent_notify_latency_seconds_bucket{le=\"+Inf\"} 2");
+    has("spop_agent_notify_latency_seconds_count 2");
+    has("spop_agent_worker_notify_frames_total{worker=\"0\"} 3");
+    has("spop_agent_worker_notify_frames_total{worker=\"1\"} 4");
+    has("spop_agent_worker_lookups_total{worker=\"1\",outcome=\"default\"} 4");
+    has("spop_agent_reloads_total{result=\"ok\"} 2");
+    has("spop_agent_reloads_total{result=\"error\"} 1");
+    has("spop_agent_reputation_prefixes{family=\"ipv4\"} 10");
+    has("spop_agent_workers 2");
+    has("spop_agent_build_info{version=\"t\",engine=\"epoll\"} 1");
+    // Every sample belongs to a declared family.
+    std::size_t types = 0;
+    for (std::size_t p = m.find("# TYPE "); p != std::string::npos; p = m.find("# TYPE ", p + 1))
+        ++types;
+    EXPECT_GT(types, 25u);
+}
+
+TEST(Metrics, AddressParsing) {
+    sockaddr_storage ss{};
+    socklen_t len = 0;
+    std::string err;
+    EXPECT_TRUE(parse_metrics_address("127.0.0.1:9100", ss, len, err)) << err;
+    EXPECT_EQ(ss.ss_family, AF_INET);
+    EXPECT_TRUE(parse_metrics_address("[::1]:9100", ss, len, err)) << err;
+    EXPECT_EQ(ss.ss_family, AF_INET6);
+    EXPECT_TRUE(parse_metrics_address(":9100", ss, len, err)) << err;
+    EXPECT_EQ(ss.ss_family, AF_INET);
+    for (const char* bad : {"9100", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:70000",
+                            "127.0.0.1:http", "::1:9100", "256.1.1.1:9100"}) {
+        EXPECT_FALSE(parse_metrics_address(bad, ss, len, err)) << bad;
+        EXPECT_FALSE(err.empty());
+    }
+}
