@@ -92,7 +92,7 @@ struct value {
 /// Decodes a NAME (varint length + bytes, no type byte) from [p, end).
 /// ok / truncated (length runs past end) / varint_overflow. On need_more from the varint the
 /// name is truncated too: names only appear inside complete frames.
-[[nodiscard]] constexpr result decode_name(const std::uint8_t* p, const std::uint8_t* end,
+[[nodiscard]] inline result decode_name(const std::uint8_t* p, const std::uint8_t* end,
                                            std::string_view& out) noexcept {
     std::uint64_t len = 0;
     const result r = decode_varint(p, end, len);
@@ -106,7 +106,7 @@ struct value {
 
 /// Decodes one typed value from [p, end), which must be the rest of a complete frame.
 /// Errors: truncated, varint_overflow, bad_data_type (types 10..15).
-[[nodiscard]] constexpr result decode_value(const std::uint8_t* p, const std::uint8_t* end,
+[[nodiscard]] inline result decode_value(const std::uint8_t* p, const std::uint8_t* end,
                                             value& out) noexcept {
     if (p == end) return {errc::truncated, 0};
     const std::uint8_t tb = *p;

@@ -130,7 +130,7 @@ static_assert(kv_handler<hello_fields>);
 
 /// Parses a HAPROXY-HELLO payload and negotiates. Parse errors come back as they are
 /// (truncated, varint_overflow, bad_data_type); a known key of the wrong type as bad_kv_type.
-[[nodiscard]] constexpr errc negotiate(std::span<const std::uint8_t> hello_payload,
+[[nodiscard]] inline errc negotiate(std::span<const std::uint8_t> hello_payload,
                                        const agent_limits& ours, negotiated& out,
                                        hello_fields& fields) noexcept {
     const result r = parse_kv_list(hello_payload, fields);

@@ -32,7 +32,7 @@ static_assert(kv_handler<null_kv_handler>);
 /// Returns ok, stopped, truncated, varint_overflow or bad_data_type; `consumed` is the offset
 /// reached (on error, the offset of the element that failed).
 template <kv_handler H>
-[[nodiscard]] constexpr result parse_kv_list(std::span<const std::uint8_t> payload,
+[[nodiscard]] inline result parse_kv_list(std::span<const std::uint8_t> payload,
                                              H& handler) noexcept {
     const std::uint8_t* p = payload.data();
     const std::uint8_t* const end = p + payload.size();

@@ -46,7 +46,7 @@ static_assert(!notify_handler<int>);
 /// Returns ok, stopped, truncated, varint_overflow or bad_data_type. `consumed` is the offset
 /// reached; on error, the offset of the element (name, count or value) that failed.
 template <notify_handler H>
-[[nodiscard]] constexpr result parse_notify(std::span<const std::uint8_t> payload,
+[[nodiscard]] inline result parse_notify(std::span<const std::uint8_t> payload,
                                             H& handler) noexcept {
     const std::uint8_t* p = payload.data();
     const std::uint8_t* const end = p + payload.size();

@@ -24,37 +24,40 @@ enum class action_type : std::uint8_t { set_var = 1, unset_var = 2 };
 
 namespace detail {
 
-/// A frame under construction: [begin, cursor) written, `limit` = where it must stop.
+/// A frame under construction: [begin, cursor) written. Every write is checked against both
+/// limits before it happens: the negotiated max-frame-size first (what the peer would reject),
+/// then the caller's buffer.
 class frame_builder {
   public:
     constexpr frame_builder() noexcept = default;
 
-    /// Starts a frame in `out`. The frame may use at most min(out.size(), 4 + max_frame_size).
+    /// Starts a frame in `out`; its FRAME-LENGTH may not exceed `max_frame_size`.
     frame_builder(std::span<std::uint8_t> out, std::uint32_t max_frame_size, frame_type type,
                   std::uint64_t sid, std::uint64_t fid) noexcept
-        : begin_(out.data()), end_(out.data() + out.size()) {
-        const std::size_t by_mfs = frame_length_size + std::size_t{max_frame_size};
-        limit_ = out.size() < by_mfs ? end_ : begin_ + by_mfs;
-        limited_by_mfs_ = out.size() >= by_mfs;
-        if (frame_header_size(sid, fid) > static_cast<std::size_t>(limit_ - begin_)) {
-            fail();
-            cur_ = begin_;
-            return;
-        }
-        cur_ = encode_frame_header_unchecked(type, flag_fin, sid, fid, begin_);
+        : begin_(out.data()), end_(out.data() + out.size()), cur_(out.data()),
+          max_total_(frame_length_size + std::size_t{max_frame_size}) {
+        if (need(frame_header_size(sid, fid)))
+            cur_ = encode_frame_header_unchecked(type, flag_fin, sid, fid, begin_);
     }
 
     [[nodiscard]] bool ok() const noexcept { return ec_ == errc::ok; }
     [[nodiscard]] errc error() const noexcept { return ec_; }
 
     bool put_u8(std::uint8_t b) noexcept {
-        if (!ok()) return false;
-        if (cur_ == limit_) return fail();
+        if (!need(1)) return false;
         *cur_++ = b;
         return true;
     }
-    bool put_name(std::string_view n) noexcept { return step(encode_name(n, cur_, limit_)); }
-    bool put_value(const value& v) noexcept { return step(encode_value(v, cur_, limit_)); }
+    bool put_name(std::string_view n) noexcept {
+        if (!need(varint_size(n.size()) + n.size())) return false;
+        cur_ = encode_name(n, cur_, end_);
+        return true;
+    }
+    bool put_value(const value& v) noexcept {
+        if (!need(value_size(v))) return false;
+        cur_ = encode_value(v, cur_, end_);
+        return true;
+    }
 
     /// Position to roll back to if a multi-part item fails half way.
     [[nodiscard]] std::uint8_t* mark() const noexcept { return cur_; }
@@ -71,22 +74,24 @@ class frame_builder {
     [[nodiscard]] std::size_t size() const noexcept { return static_cast<std::size_t>(cur_ - begin_); }
 
   private:
-    bool fail() noexcept {
-        ec_ = limited_by_mfs_ ? errc::exceeds_max_frame_size : errc::no_buffer_space;
-        return false;
-    }
-    bool step(std::uint8_t* next) noexcept {
+    bool need(std::size_t n) noexcept {
         if (!ok()) return false;
-        if (next == nullptr) return fail();
-        cur_ = next;
+        const auto used = static_cast<std::size_t>(cur_ - begin_);
+        if (used + n > max_total_) {
+            ec_ = errc::exceeds_max_frame_size;
+            return false;
+        }
+        if (n > static_cast<std::size_t>(end_ - cur_)) {
+            ec_ = errc::no_buffer_space;
+            return false;
+        }
         return true;
     }
 
     std::uint8_t* begin_ = nullptr;
     std::uint8_t* end_ = nullptr;
-    std::uint8_t* limit_ = nullptr;
     std::uint8_t* cur_ = nullptr;
-    bool limited_by_mfs_ = false;
+    std::size_t max_total_ = 0;
     errc ec_ = errc::ok;
 };
 
