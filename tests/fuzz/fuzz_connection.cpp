@@ -10,14 +10,20 @@
 //     bit  4    service: 0 = score_service (SET-VAR sess.ip_score, declares max_ack_size),
 //                        1 = echo_service (echoes every argument, no max_ack_size)
 //     bit  5    connection_config::noop_on_empty_ack
-//     bit  6    behave like a well-mannered loop: do not feed while back-pressured
-//     bit  7    lifecycle events: occasional shutdown(), close_with(timeout), on_peer_closed()
-//   byte 1   schedule seed; when its top two bits are both set, allocation-failure mode: every
-//            nothrow operator new (what buffer_pool::acquire() uses) fails with probability
-//            1/4, which drives the connection's out-of-memory paths
+//     bit  6    follow the documented feeding contract (connection.hpp): chunks of at most
+//               max_chunk, and once wants_input() turns false at most one more chunk until it
+//               turns true again; the connection must then never fail with input_overflow
+//     bit  7    lifecycle events: occasional shutdown(), close_with(timeout | bad_data_type),
+//               on_peer_closed()
+//   byte 1   schedule seed, and
+//     bit  3    slow reader: consume_output() is rare, so ACKs pile up (back-pressure)
+//     bits 4-5  max_chunk for buffer_size_for(): 16384 (default_feed_chunk), 2048, 512, 64
+//     bits 6-7  both set: allocation-failure mode, every nothrow operator new (what
+//               buffer_pool::acquire() uses) fails with probability 1/4
 //   byte 2.. the byte stream "from HAProxy"
 // A PRNG seeded from bytes 0-1 interleaves feed() of 1..4, 1..64, 1..2048 or all remaining bytes
-// (each from an exactly-sized heap copy) with consume_output() of 0, a few, some or all bytes.
+// (each from an exactly-sized heap copy; at most max_chunk under the contract) with
+// consume_output() of 0, a few, some or all bytes.
 //
 // Invariants (abort on violation):
 //   - output() only grows at its end until consumed; bytes handed out never move or change;
@@ -186,8 +192,11 @@ struct kv_map {
 template <class S>
 struct harness {
     spop::connection_config cfg;
-    bool respect_backpressure = false;
+    std::size_t max_chunk = spop::default_feed_chunk;
+    bool contract = false;    // follow the documented feeding contract
+    bool slow_reader = false; // rarely consume output
     bool events = false;
+    bool extra_chunk_used = false; // the one chunk allowed after wants_input() turned false
 
     std::vector<ids> calls;
     S svc{&calls};
@@ -201,7 +210,7 @@ struct harness {
     std::uint64_t notifies = 0;
 
     void run(std::span<const std::uint8_t> input, std::uint64_t seed) {
-        spop::buffer_pool pool(spop::buffer_size_for(cfg.limits.max_frame_size), 4);
+        spop::buffer_pool pool(spop::buffer_size_for(cfg.limits.max_frame_size, max_chunk), 4);
         {
             spop::connection<S> c(svc, pool, cfg);
             drive(c, pool, input, seed);
@@ -224,13 +233,18 @@ struct harness {
         const std::size_t max_steps = 4 * input.size() + 64;
         while (pos < input.size() && steps++ < max_steps) {
             const std::uint64_t x = r.next();
-            const unsigned op = x & 15;
+            unsigned op = x & 15;
+            if (slow_reader && op >= 9 && op < 14 && ((x >> 10) & 7) != 0) op = 0; // mostly feed
             if (op < 9) {
                 const bool accepting = c.state() == spop::conn_state::awaiting_hello ||
                                        c.state() == spop::conn_state::established;
-                if (respect_backpressure && accepting && !c.wants_input()) {
-                    consume(c, pool, SIZE_MAX);
-                    continue;
+                if (c.wants_input()) extra_chunk_used = false;
+                if (contract && accepting && !c.wants_input()) {
+                    if (extra_chunk_used) {
+                        consume(c, pool, SIZE_MAX); // hold the bytes until ACKs drain
+                        continue;
+                    }
+                    extra_chunk_used = true;
                 }
                 const std::size_t rem = input.size() - pos;
                 std::size_t n = 0;
@@ -241,6 +255,7 @@ struct harness {
                 default: n = rem; break;
                 }
                 if (n > rem) n = rem;
+                if (contract && n > max_chunk) n = max_chunk;
                 const bytes chunk(input.begin() + static_cast<std::ptrdiff_t>(pos),
                                   input.begin() + static_cast<std::ptrdiff_t>(pos + n));
                 const spop::feed_result fr = c.feed(chunk);
@@ -274,7 +289,7 @@ struct harness {
                     FUZZ_CHECK(c.output().empty());
                     FUZZ_CHECK(c.buffered_bytes() == 0);
                     break;
-                default: c.close_with(errc::input_overflow); break;
+                default: c.close_with(errc::bad_data_type); break; // any other embedder reason
                 }
                 check(c, pool);
             } else {
@@ -340,6 +355,8 @@ struct harness {
             FUZZ_CHECK(c.error() == errc::ok);
             FUZZ_CHECK(!c.should_close());
         }
+        // The documented contract keeps a connection whose peer merely lags out of error 13.
+        if (contract && g_alloc_failures == 0) FUZZ_CHECK(c.error() != errc::input_overflow);
         FUZZ_CHECK(c.should_close() ==
                    (st == spop::conn_state::closed || (st == spop::conn_state::closing && out.empty())));
     }
@@ -428,13 +445,17 @@ struct harness {
 };
 
 template <class S>
-void run(std::uint8_t opt, std::uint64_t seed, std::span<const std::uint8_t> input) {
+void run(std::uint8_t opt, std::uint8_t opt2, std::uint64_t seed,
+         std::span<const std::uint8_t> input) {
     static constexpr std::uint32_t mfs[] = {spop::default_max_frame_size, 256, 1024, 4096};
+    static constexpr std::size_t chunks[] = {spop::default_feed_chunk, 2048, 512, 64};
     harness<S> h;
+    h.max_chunk = chunks[(opt2 >> 4) & 3];
+    h.slow_reader = (opt2 & 8) != 0;
     h.cfg.limits.max_frame_size = mfs[(opt >> 1) & 3];
     h.cfg.limits.pipelining = (opt & 8) != 0;
     h.cfg.noop_on_empty_ack = (opt & 32) != 0;
-    h.respect_backpressure = (opt & 64) != 0;
+    h.contract = (opt & 64) != 0;
     h.events = (opt & 128) != 0;
     h.run(input, seed);
 }
@@ -451,8 +472,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     g_oom_mode = (data[1] & 0xC0) == 0xC0;
     g_oom_state = seed;
     g_alloc_failures = 0;
-    if (opt & 16) run<echo_service>(opt, seed, input);
-    else run<score_service>(opt, seed, input);
+    if (opt & 16) run<echo_service>(opt, data[1], seed, input);
+    else run<score_service>(opt, data[1], seed, input);
     g_oom_mode = false;
     return 0;
 }

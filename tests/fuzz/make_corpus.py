@@ -212,8 +212,12 @@ MFS_16380, MFS_256, MFS_1024, MFS_4096 = 0x00, 0x02, 0x04, 0x06
 PIPE = 0x08
 ECHO = 0x10
 NOOP = 0x20
-RESPECT = 0x40
+CONTRACT = 0x40
 EVENTS = 0x80
+# Seed byte bits: 3 slow reader, 4-5 max_chunk (16384, 2048, 512, 64), 6-7 both set = OOM mode.
+SLOW = 0x08
+CHUNK_16K, CHUNK_2K, CHUNK_512, CHUNK_64 = 0x00, 0x10, 0x20, 0x30
+OOM = 0xC0
 
 
 def connection_seeds():
@@ -241,8 +245,13 @@ def connection_seeds():
         "shutdown-events": (PREPEND | EVENTS | NOOP, 15, notifies * 4),
         "backpressure-echo-256": (PREPEND | ECHO | MFS_256, 16, b"".join(
             frame(3, MULTI_MSG, i, 1) for i in range(40))),
-        "backpressure-respect": (PREPEND | ECHO | MFS_1024 | RESPECT, 17, b"".join(
+        "backpressure-contract": (PREPEND | ECHO | MFS_1024 | CONTRACT, 17, b"".join(
             frame(3, MULTI_MSG + ALL_TYPES_MSG, i, 1) for i in range(40))),
+        "contract-slow-2k": (PREPEND | MFS_256 | CONTRACT | NOOP, SLOW | CHUNK_2K | 1, n34 * 200),
+        "contract-slow-512-echo": (PREPEND | ECHO | MFS_256 | CONTRACT, SLOW | CHUNK_512 | 2,
+                                   b"".join(frame(3, MULTI_MSG, i, 1) for i in range(100))),
+        "contract-slow-64": (PREPEND | MFS_256 | CONTRACT | PIPE, SLOW | CHUNK_64 | 3, n34 * 200),
+        "slow-2k-overflow": (PREPEND | MFS_256 | NOOP, SLOW | CHUNK_2K | 4, n34 * 200),
         "bad-version": (0, 18, hello(versions="1.0") + n34),
         "no-version": (0, 19, hello(versions=None)),
         "no-frame-size": (0, 20, hello(mfs=None)),
@@ -264,9 +273,9 @@ def connection_seeds():
                                                                    ("message", v_str("m" * 300))))),
         "split-everywhere": (PREPEND | PIPE | NOOP | EVENTS, 33, notifies + V8_DISC_NORMAL),
         # Seed byte with both top bits set: allocation-failure mode.
-        "oom-hello-notifies": (PIPE | NOOP, 0xC1, V1_HELLO_34 + notifies * 2),
-        "oom-prepend-events": (PREPEND | NOOP | EVENTS, 0xC2, notifies * 4 + V8_DISC_NORMAL),
-        "oom-echo-backpressure": (PREPEND | ECHO | MFS_256, 0xC3, b"".join(
+        "oom-hello-notifies": (PIPE | NOOP, OOM | 1, V1_HELLO_34 + notifies * 2),
+        "oom-prepend-events": (PREPEND | NOOP | EVENTS, OOM | 2, notifies * 4 + V8_DISC_NORMAL),
+        "oom-echo-backpressure": (PREPEND | ECHO | MFS_256, OOM | SLOW | CHUNK_512 | 3, b"".join(
             frame(3, MULTI_MSG, i, 1) for i in range(40))),
     }
     return s
