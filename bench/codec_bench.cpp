@@ -250,6 +250,8 @@ void BM_SplitFrameTooBig(benchmark::State& state) {
         benchmark::ClobberMemory();
     }
     state.SetItemsProcessed(state.iterations());
+    state.SetBytesProcessed(state.iterations() *
+                            static_cast<std::int64_t>(spop::frame_length_size));
 }
 BENCHMARK(BM_SplitFrameTooBig);
 
@@ -470,6 +472,7 @@ void BM_IdleConnectionBytes(benchmark::State& state) {
         buffered = e.conn.buffered_bytes();
         benchmark::DoNotOptimize(buffered);
     }
+    state.SetItemsProcessed(state.iterations());
     const auto object = sizeof(spop::connection<iprep_service>);
     state.counters["sizeof_connection"] = static_cast<double>(object);
     state.counters["buffered_bytes"] = static_cast<double>(buffered);
