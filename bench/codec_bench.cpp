@@ -15,55 +15,24 @@
 
 #include <spop/spop.hpp>
 
+#include "../tests/support/vectors.hpp"
 #include "ack_parser.hpp"
 #include "iprep_service.hpp"
 
 namespace {
 
-using bytes = std::vector<std::uint8_t>;
 using spop_bench::ip_handler;
 using spop_bench::iprep_service;
 using spop_bench::score_of;
+using spop_test::bytes;
 
 constexpr std::uint32_t mfs = spop::default_max_frame_size;
 
-bytes from_hex(std::string_view hex) {
-    bytes out;
-    auto nib = [](char c) -> int {
-        if (c >= '0' && c <= '9') return c - '0';
-        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-        return -1;
-    };
-    int hi = -1;
-    for (const char c : hex) {
-        const int v = nib(c);
-        if (v < 0) continue;
-        if (hi < 0) {
-            hi = v;
-        } else {
-            out.push_back(static_cast<std::uint8_t>(hi << 4 | v));
-            hi = -1;
-        }
-    }
-    return out;
-}
-
-// PROTOCOL-NOTES §11 vectors.
-const bytes v1_hello =
-    from_hex("0000007b 01 00000001 00 00"
-             "12 737570706f727465642d76657273696f6e73 08 03 322e30"
-             "0e 6d61782d6672616d652d73697a65 03 fcf006"
-             "0c 6361706162696c6974696573 08 0a 706970656c696e696e67"
-             "09 656e67696e652d6964 08 24"
-             "62633235303236322d666565632d343431312d616565372d363939646365666161323266");
-const bytes v4_agent_hello =
-    from_hex("00000040 65 00000001 00 00 07 76657273696f6e 08 03 322e30"
-             "0e 6d61782d6672616d652d73697a65 03 fcf006 0c 6361706162696c6974696573 08 0a "
-             "706970656c696e696e67");
-const bytes v5_notify =
-    from_hex("00000020 03 00000001 01 01 0f 636865636b2d636c69656e742d6970 01 02 6970 06 7f000001");
-const bytes v7_ack = from_hex("00000015 67 00000001 01 01 01 03 01 08 69705f73636f7265 03 2a");
+// PROTOCOL-NOTES §11 vectors, from the corpus the tests use.
+const bytes v1_hello = spop_test::unhex(spop_test::vec::v1_hello_34);
+const bytes v4_agent_hello = spop_test::unhex(spop_test::vec::v4_agent_hello);
+const bytes v5_notify = spop_test::unhex(spop_test::vec::v5_notify_34);
+const bytes v7_ack = spop_test::unhex(spop_test::vec::v7_ack_42);
 
 /// A NOTIFY frame built with the library's own writer.
 template <class Fill>

@@ -50,6 +50,7 @@
 
 #include <spop/spop.hpp>
 
+#include "../tests/support/vectors.hpp"
 #include "ack_parser.hpp"
 #include "latency_histogram.hpp"
 #include "mini_agent.hpp"
@@ -357,6 +358,28 @@ notify_template make_template(bool v6, int extra) {
     t.ip_offset = 1 + 15 + 1 + 1 + 2 + 1;
     t.ip_len = v6 ? 16 : 4;
     return t;
+}
+
+/// Writes one NOTIFY frame from a template at `out` (room for the payload + 29 bytes) with the
+/// address bytes taken from `addr` (4 or 16 bytes). Returns the frame's size.
+std::size_t encode_notify(std::uint8_t* out, const notify_template& t, std::uint64_t sid,
+                          std::uint64_t fid, const std::uint8_t* addr) noexcept {
+    std::uint8_t* p = spop::encode_frame_header_unchecked(spop::frame_type::notify, spop::flag_fin,
+                                                          sid, fid, out);
+    std::memcpy(p, t.payload.data(), t.payload.size());
+    std::memcpy(p + t.ip_offset, addr, t.ip_len);
+    p += t.payload.size();
+    spop::store_be32(out, static_cast<std::uint32_t>(p - out - spop::frame_length_size));
+    return static_cast<std::size_t>(p - out);
+}
+
+/// The simple template must reproduce the NOTIFY HAProxy 3.4 sent (PROTOCOL-NOTES §11 V5).
+bool template_matches_v5(const notify_template& simple_v4) {
+    const spop_test::bytes want = spop_test::unhex(spop_test::vec::v5_notify_34);
+    std::vector<std::uint8_t> got(simple_v4.payload.size() + 32);
+    const std::uint8_t localhost[4] = {127, 0, 0, 1};
+    got.resize(encode_notify(got.data(), simple_v4, 1, 1, localhost));
+    return got == want;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -946,17 +969,10 @@ class worker {
         const auto& pool = v6 ? sh_.v6 : sh_.v4;
         const std::uint64_t r = rng_.next();
         const notify_template& t = pool[static_cast<std::size_t>(r % pool.size())];
-        std::uint8_t* const f = c.out.data() + c.out_tail;
-        std::uint8_t* p = spop::encode_frame_header_unchecked(spop::frame_type::notify,
-                                                              spop::flag_fin, s.sid, s.fid, f);
-        std::memcpy(p, t.payload.data(), t.payload.size());
         // Random client address (the low bits of r chose the template; use fresh bits).
-        const std::uint64_t a = rng_.next(), b = rng_.next();
-        std::memcpy(p + t.ip_offset, &a, std::min<std::size_t>(t.ip_len, 8));
-        if (t.ip_len == 16) std::memcpy(p + t.ip_offset + 8, &b, 8);
-        p += t.payload.size();
-        spop::store_be32(f, static_cast<std::uint32_t>(p - f - spop::frame_length_size));
-        c.out_tail = static_cast<std::size_t>(p - c.out.data());
+        std::array<std::uint64_t, 2> addr{rng_.next(), rng_.next()};
+        c.out_tail += encode_notify(c.out.data() + c.out_tail, t, s.sid, s.fid,
+                                    reinterpret_cast<const std::uint8_t*>(addr.data()));
         c.outstanding.insert(s.sid, si);
         ++inflight_total_;
         ++st_.sent;
@@ -1278,6 +1294,10 @@ int main(int argc, char** argv) {
             for (int extra = 4; extra <= 9; ++extra) pool.push_back(make_template(v6 != 0, extra));
         }
         for (const auto& t : pool) sh.max_payload = std::max(sh.max_payload, t.payload.size());
+    }
+    if (!template_matches_v5(make_template(false, 0))) {
+        std::fprintf(stderr, "spop-loadgen: internal error: the NOTIFY encoding differs from V5\n");
+        return 1;
     }
     if (sh.max_payload + spop::frame_header_size(~0ull, ~0ull) - 4 > o.max_frame_size) {
         std::fprintf(stderr, "spop-loadgen: --max-frame-size %u is too small for the %s profile\n",
