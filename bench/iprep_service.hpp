@@ -1,6 +1,7 @@
-// The benchmarks' stand-in for the agent's IP-reputation service: parse `check-client-ip`,
-// answer SET-VAR sess ip_score <0..100>. The score is a hash of the address instead of a random
-// draw, so outputs can be verified byte for byte before timing.
+// The benchmarks' stand-in for the agent's IP-reputation service (agent/iprep_service.hpp minus
+// the reputation tables and counters): parse `check-client-ip`, answer SET-VAR sess ip_score
+// <0..100>. The score is a hash of the address instead of a random draw, so outputs can be
+// verified byte for byte before timing.
 #pragma once
 
 #include <cstdint>

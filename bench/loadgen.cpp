@@ -357,6 +357,10 @@ notify_template make_template(bool v6, int extra) {
     // 0f "check-client-ip" <nb> 02 "ip" <type>: the address follows.
     t.ip_offset = 1 + 15 + 1 + 1 + 2 + 1;
     t.ip_len = v6 ? 16 : 4;
+    if (t.payload.size() < t.ip_offset + t.ip_len || t.payload[t.ip_offset - 1] != (v6 ? 7 : 6)) {
+        std::fprintf(stderr, "spop-loadgen: internal error: NOTIFY template layout\n");
+        std::abort();
+    }
     return t;
 }
 
