@@ -50,13 +50,14 @@ std::string quoted(std::string_view s) {
 }
 
 void split_path(const std::string& path, std::string& dir, std::string& base) {
-    const std::size_t sl = path.rfind('/');
-    if (sl == std::string::npos) {
-        dir = ".";
-        base = path;
+    const std::string_view p = path;
+    const std::size_t sl = p.rfind('/');
+    if (sl == std::string_view::npos) {
+        dir.assign(".");
+        base.assign(p);
     } else {
-        dir = sl == 0 ? "/" : path.substr(0, sl);
-        base = path.substr(sl + 1);
+        dir.assign(sl == 0 ? p.substr(0, 1) : p.substr(0, sl));
+        base.assign(p.substr(sl + 1));
     }
 }
 

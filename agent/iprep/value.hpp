@@ -40,6 +40,12 @@ enum class outcome_bits : std::uint32_t { listed = 1, allowed = 2 };
 class category_pool {
   public:
     static category_pool& instance() noexcept;
+    category_pool() = default;
+    ~category_pool() {
+        for (auto* c : chunks_) delete[] c;
+    }
+    category_pool(const category_pool&) = delete;
+    category_pool& operator=(const category_pool&) = delete;
 
     /// Returns the id of `s` (1..max_categories), adding it if new; 0 if the pool is full.
     /// `s` is truncated to category_max_len bytes. Off the hot path (takes a mutex).
