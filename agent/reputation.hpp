@@ -70,7 +70,7 @@ class reputation_source {
     /// it may wait a few microseconds (a membarrier and the lookups in progress).
     void publish(std::unique_ptr<iprep::snapshot> next) {
         std::lock_guard<std::mutex> lk(publish_mu_);
-        const iprep::snapshot* old = cur_.exchange(next.release(), std::memory_order_acq_rel);
+        const iprep::snapshot* old = cur_.exchange(next.release(), std::memory_order_seq_cst);
         if (old != nullptr) retired_.push_back(old);
         if (retired_.empty()) return;
         if (iprep::rcu::synchronize()) {

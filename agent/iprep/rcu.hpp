@@ -13,6 +13,12 @@
 // running one of our threads, so readers need only a compiler barrier. When membarrier is not
 // available (old kernel, seccomp), readers fall back to a real fence (one mfence per lookup).
 //
+// Why it is safe: take a read section that loaded the old pointer. The barrier membarrier()
+// forced on that reader's CPU cannot come before the load (the load would then see the
+// exchange), so it comes after the odd store, which is therefore visible when the writer scans
+// the slots after membarrier() returns. The writer then waits for that value to change, and the
+// end-of-section store is a release, so everything the section read happens before the free.
+//
 // A thread gets its slot on its first lookup (a CAS on a free slot, once) and gives it back
 // when it exits. If all slots are taken, the thread uses a shared counter instead (correct, but
 // an atomic RMW per lookup: only with more than max_slots lookup threads).
@@ -50,8 +56,10 @@ class read_guard {
         if (t_slot == nullptr && !t_overflow) [[unlikely]]
             register_thread();
         if (t_slot != nullptr) [[likely]] {
+            // Release (a plain store on x86): whichever later value of this slot the writer
+            // reads, it then also sees the end of every earlier section of this thread.
             seq_ = t_slot->seq.load(std::memory_order_relaxed) + 1;
-            t_slot->seq.store(seq_, std::memory_order_relaxed);
+            t_slot->seq.store(seq_, std::memory_order_release);
         } else {
             g_overflow_readers.fetch_add(1, std::memory_order_relaxed);
         }
