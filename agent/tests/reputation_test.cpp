@@ -29,6 +29,20 @@
 using namespace agent;
 using namespace agent::iprep;
 
+// Counts heap allocations, to check that lookups allocate nothing.
+static std::atomic<std::uint64_t> g_allocs{0};
+void* operator new(std::size_t n) {
+    g_allocs.fetch_add(1, std::memory_order_relaxed);
+    if (void* p = std::malloc(n ? n : 1)) return p;
+    std::abort();
+}
+void operator delete(void* p) noexcept {
+    std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+    std::free(p);
+}
+
 namespace {
 
 struct ip {
@@ -621,6 +635,30 @@ TEST(Source, SwapUnderConcurrentLookups) {
     EXPECT_EQ(bad.load(), 0u);
     EXPECT_GT(total.load(), 1000u);
     EXPECT_EQ(rep.retired(), 0u);
+}
+
+TEST(Source, LookupsDoNotAllocate) {
+    temp_dir d;
+    sources_config cfg;
+    cfg.lists.push_back({d.file("l.ipset", "10.0.0.0/8\n10.1.2.3\n2001:db8::/32\n"), 9});
+    cfg.csv.push_back(d.file("c.csv", "192.0.2.0/24,Cat,10\n"));
+    cfg.allow.push_back(d.file("a.ipset", "10.9.0.0/16\n"));
+    parse_error err;
+    auto snap = load(cfg, err);
+    ASSERT_TRUE(snap);
+    reputation_source rep;
+    rep.publish(std::move(snap));
+    const ip addrs[] = {addr("10.1.2.3"),    addr("10.9.1.1"),        addr("192.0.2.7"),
+                        addr("2001:db8::1"), addr("::ffff:10.1.2.3"), addr("8.8.8.8")};
+    std::uint64_t sum = look(rep, "10.1.2.3").score; // first lookup of this thread: slot
+    const std::uint64_t before = g_allocs.load();
+    for (int i = 0; i < 10000; ++i) {
+        const ip& a = addrs[i % 6];
+        const auto r = rep.lookup(a.b, a.v6);
+        sum += static_cast<std::uint64_t>(r.score) + r.category.size();
+    }
+    EXPECT_EQ(g_allocs.load(), before);
+    EXPECT_GT(sum, 0u);
 }
 
 // ---- reloader --------------------------------------------------------------------------------
