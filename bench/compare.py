@@ -12,7 +12,8 @@ Inputs, recognised by content:
 
 Metrics and what counts as a regression (ratio = current / baseline):
   codec    items_per_second       higher is better   gate
-           bytes_per_idle_conn    lower is better    gate (BM_IdleConnectionBytes)
+           bytes_per_idle_conn    lower is better    gate (BM_IdleConnectionBytes, which
+                                                     reports memory only, not speed)
   loadgen  frames_per_s           higher is better   gate
            agent_cpu_us_per_frame lower is better    gate
            p50_us, p99_us         lower is better    shown; gated with --gate-latency
@@ -84,6 +85,9 @@ def from_gbench(doc):
             continue
         run = b.get("run_name", b["name"])
         metrics = {m: b[m] for m, _, _ in CODEC_METRICS if isinstance(b.get(m), (int, float))}
+        if "bytes_per_idle_conn" in metrics:
+            # A memory report: its loop only reads a counter, its speed means nothing.
+            metrics.pop("items_per_second", None)
         if b.get("run_type") == "aggregate":
             if b.get("aggregate_name") == "median":
                 medians["codec/" + run] = metrics
