@@ -23,14 +23,14 @@ using conn_t = spop::connection<iprep_service>;
 struct worker_env {
     int id = 0;
     const options* opt = nullptr;
-    std::vector<int> listen_fds;      ///< listeners this worker accepts on
-    std::vector<bool> listen_is_tcp;  ///< TCP_NODELAY applies to accepted sockets
+    std::vector<int> listen_fds;     ///< listeners this worker accepts on
+    std::vector<bool> listen_is_tcp; ///< TCP_NODELAY applies to accepted sockets
     spop::connection_config conn_cfg{};
     iprep_config svc_cfg{};
     const reputation_source* rep = nullptr;
     worker_stats* stats = nullptr;
-    int wake_fd = -1;                 ///< eventfd: main writes 1 to ask for a graceful stop
-    std::uint32_t max_conns = 0;      ///< this worker's share of --max-connections
+    int wake_fd = -1;            ///< eventfd: main writes 1 to ask for a graceful stop
+    std::uint32_t max_conns = 0; ///< this worker's share of --max-connections
     std::uint64_t seed = 0;
     /// Connection hand-off (see hand_off()): accepted fds arrive on this pipe as ints.
     int handoff_rfd = -1;
@@ -70,7 +70,8 @@ bool uring_usable(std::string& why);
 [[nodiscard]] inline std::uint64_t mono_ns() noexcept {
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<std::uint64_t>(ts.tv_nsec);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull +
+           static_cast<std::uint64_t>(ts.tv_nsec);
 }
 [[nodiscard]] inline std::uint32_t mono_s() noexcept {
     timespec ts{};

@@ -73,20 +73,22 @@ void note_close(worker_env& env, const conn_t& c, const char* peer, const char* 
                 "event=protocol_error worker=%d peer=%s status=%u reason=\"%.*s\" close=%s "
                 "suppressed=%u",
                 env.id, peer, static_cast<unsigned>(spop::to_status(e)),
-                static_cast<int>(spop::message(e).size()), spop::message(e).data(), how, suppressed);
+                static_cast<int>(spop::message(e).size()), spop::message(e).data(), how,
+                suppressed);
         }
         return;
     }
     if (!log_enabled(level::debug)) return;
     if (e == spop::errc::peer_disconnect) {
-        log(level::debug, "event=close worker=%d peer=%s reason=haproxy_disconnect status=%u close=%s",
-            env.id, peer, c.peer_status(), how);
+        log(level::debug,
+            "event=close worker=%d peer=%s reason=haproxy_disconnect status=%u close=%s", env.id,
+            peer, c.peer_status(), how);
     } else {
         const spop::status st = spop::to_status(e);
         log(level::debug, "event=close worker=%d peer=%s reason=\"%.*s\" healthcheck=%d close=%s",
-            env.id, peer,
-            static_cast<int>(e == spop::errc::ok ? 4 : spop::message(e).size()),
-            e == spop::errc::ok ? "peer" : spop::message(e).data(), c.is_healthcheck() ? 1 : 0, how);
+            env.id, peer, static_cast<int>(e == spop::errc::ok ? 4 : spop::message(e).size()),
+            e == spop::errc::ok ? "peer" : spop::message(e).data(), c.is_healthcheck() ? 1 : 0,
+            how);
         (void)st;
     }
 }

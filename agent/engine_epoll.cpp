@@ -44,7 +44,8 @@ struct econn {
 enum : std::uint64_t { tag_conn = 0, tag_listener = 1, tag_wake = 2, tag_handoff = 3 };
 
 std::uint64_t pack(std::uint64_t tag, std::uint32_t idx, std::uint32_t gen) {
-    return tag | (static_cast<std::uint64_t>(idx) << 8) | (static_cast<std::uint64_t>(gen & 0xFFFFFF) << 40);
+    return tag | (static_cast<std::uint64_t>(idx) << 8) |
+           (static_cast<std::uint64_t>(gen & 0xFFFFFF) << 40);
 }
 
 class epoll_worker {
@@ -119,12 +120,14 @@ class epoll_worker {
         for (int k = 0; k < 256; ++k) {
             sockaddr_storage ss{};
             socklen_t len = sizeof ss;
-            const int fd = accept4(lfd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            const int fd =
+                accept4(lfd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
             if (fd < 0) {
                 if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) return;
                 unsigned sup = 0;
                 if (accept_rl_.allow(now_, sup))
-                    log(level::error, "event=accept_failed worker=%d errno=%d error=\"%s\" suppressed=%u",
+                    log(level::error,
+                        "event=accept_failed worker=%d errno=%d error=\"%s\" suppressed=%u",
                         env_.id, errno, std::strerror(errno), sup);
                 // EMFILE and friends leave the listener readable: stop polling it until the
                 // next tick instead of spinning on it.
@@ -136,7 +139,9 @@ class epoll_worker {
                 env_.stats->conns_rejected.add();
                 unsigned sup = 0;
                 if (accept_rl_.allow(now_, sup))
-                    log(level::warn, "event=limit_reached worker=%d limit=max-connections value=%u suppressed=%u",
+                    log(level::warn,
+                        "event=limit_reached worker=%d limit=max-connections value=%u "
+                        "suppressed=%u",
                         env_.id, env_.max_conns, sup);
                 ::close(fd);
                 continue;
@@ -190,7 +195,8 @@ class epoll_worker {
         ++live_;
         env_.stats->conns_current.add();
         env_.stats->conns_total.add();
-        log(level::debug, "event=accept worker=%d peer=%s fd=%d", env_.id, conns_[idx]->peer.c_str(), fd);
+        log(level::debug, "event=accept worker=%d peer=%s fd=%d", env_.id,
+            conns_[idx]->peer.c_str(), fd);
     }
 
     /// Returns false if the connection was destroyed.
@@ -205,7 +211,15 @@ class epoll_worker {
                 const std::uint64_t t0 = mono_ns();
                 const spop::feed_result fr = e.c.feed({rbuf_.get(), static_cast<std::size_t>(r)});
                 account(e, fr, t0);
-                if (!e.c.wants_input()) break;
+                if (!e.c.wants_input()) {
+                    unsigned sup = 0;
+                    if (e.c.state() == spop::conn_state::established && log_enabled(level::debug) &&
+                        bp_rl_.allow(now_, sup))
+                        log(level::debug,
+                            "event=backpressure worker=%d peer=%s pending_bytes=%zu suppressed=%u",
+                            env_.id, e.peer.c_str(), e.c.output().size(), sup);
+                    break;
+                }
                 if (static_cast<std::size_t>(r) < read_chunk) break;
                 continue;
             }
@@ -353,6 +367,7 @@ class epoll_worker {
     std::vector<std::uint32_t> paused_listeners_;
     rate_limiter errors_rl_{10};
     rate_limiter accept_rl_{5};
+    rate_limiter bp_rl_{5};
     int ep_ = -1;
     std::uint32_t now_ = 0;
     std::uint32_t gen_ = 0;

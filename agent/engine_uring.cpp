@@ -38,7 +38,15 @@ constexpr unsigned max_held = 8;
 constexpr unsigned short buf_group = 1;
 constexpr std::uint32_t drain_seconds = 2;
 
-enum op : std::uint8_t { op_accept = 1, op_recv, op_send, op_wake, op_timer, op_cancel, op_handoff };
+enum op : std::uint8_t {
+    op_accept = 1,
+    op_recv,
+    op_send,
+    op_wake,
+    op_timer,
+    op_cancel,
+    op_handoff
+};
 
 constexpr std::uint64_t pack(op o, std::uint32_t idx, std::uint32_t gen) {
     return std::uint64_t{o} | (std::uint64_t{idx} << 8) | (std::uint64_t{gen & 0xFFFFFF} << 40);
@@ -93,10 +101,12 @@ int ring_setup(io_uring& ring, std::string& why) {
     }
     if (rc == -EPERM) {
         why = "io_uring_setup: operation not permitted (kernel.io_uring_disabled=" +
-              (disabled.empty() ? std::string("?") : disabled) + ", or a seccomp profile such as "
+              (disabled.empty() ? std::string("?") : disabled) +
+              ", or a seccomp profile such as "
               "Docker's default blocks io_uring)";
     } else if (rc == -ENOSYS) {
-        why = "io_uring_setup: not implemented (kernel without io_uring, or the syscall is filtered)";
+        why =
+            "io_uring_setup: not implemented (kernel without io_uring, or the syscall is filtered)";
     } else if (rc == -ENOMEM) {
         why = "io_uring_setup: cannot allocate the ring (RLIMIT_MEMLOCK too low?)";
     } else {
@@ -136,8 +146,8 @@ class uring_worker {
         while (true) {
             const int rc = io_uring_submit_and_wait(&ring_, 1);
             if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
-                log(level::error, "event=fatal worker=%d what=submit_and_wait error=\"%s\"", env_.id,
-                    std::strerror(-rc));
+                log(level::error, "event=fatal worker=%d what=submit_and_wait error=\"%s\"",
+                    env_.id, std::strerror(-rc));
                 break;
             }
             now_ = mono_s();
@@ -164,11 +174,13 @@ class uring_worker {
   private:
     bool setup_buffers() {
         br_bytes_ = buf_count * sizeof(io_uring_buf);
-        void* mem = mmap(nullptr, br_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+        void* mem =
+            mmap(nullptr, br_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
         void* data = mmap(nullptr, std::size_t{buf_count} * buf_size, PROT_READ | PROT_WRITE,
                           MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
         if (mem == MAP_FAILED || data == MAP_FAILED) {
-            log(level::error, "event=fatal worker=%d what=mmap error=\"%s\"", env_.id, std::strerror(errno));
+            log(level::error, "event=fatal worker=%d what=mmap error=\"%s\"", env_.id,
+                std::strerror(errno));
             return false;
         }
         br_ = static_cast<io_uring_buf_ring*>(mem);
@@ -204,7 +216,8 @@ class uring_worker {
 
     void arm_accept(std::uint32_t li) {
         io_uring_sqe* s = sqe();
-        io_uring_prep_multishot_accept(s, env_.listen_fds[li], nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        io_uring_prep_multishot_accept(s, env_.listen_fds[li], nullptr, nullptr,
+                                       SOCK_NONBLOCK | SOCK_CLOEXEC);
         io_uring_sqe_set_data64(s, pack(op_accept, li, 0));
     }
     void arm_wake() {
@@ -258,16 +271,22 @@ class uring_worker {
         const auto idx = static_cast<std::uint32_t>((ud >> 8) & 0xFFFFFFFF);
         const auto gen = static_cast<std::uint32_t>(ud >> 40);
         switch (o) {
-        case op_accept: return on_accept(idx, cqe);
-        case op_recv: return on_recv(idx, gen, cqe);
-        case op_send: return on_send(idx, gen, cqe);
-        case op_wake: return begin_stop();
+        case op_accept:
+            return on_accept(idx, cqe);
+        case op_recv:
+            return on_recv(idx, gen, cqe);
+        case op_send:
+            return on_send(idx, gen, cqe);
+        case op_wake:
+            return begin_stop();
         case op_timer:
             tick();
             if (!stopping_ || live_ != 0) arm_timer();
             return;
-        case op_cancel: return;
-        case op_handoff: return on_handoff(cqe);
+        case op_cancel:
+            return;
+        case op_handoff:
+            return on_handoff(cqe);
         }
     }
 
@@ -300,7 +319,8 @@ class uring_worker {
             env_.stats->conns_rejected.add();
             unsigned sup = 0;
             if (accept_rl_.allow(now_, sup))
-                log(level::warn, "event=limit_reached worker=%d limit=max-connections value=%u suppressed=%u",
+                log(level::warn,
+                    "event=limit_reached worker=%d limit=max-connections value=%u suppressed=%u",
                     env_.id, env_.max_conns, sup);
             ::close(fd);
             return;
@@ -334,13 +354,15 @@ class uring_worker {
         if (log_enabled(level::warn)) {
             sockaddr_storage ss{};
             socklen_t len = sizeof ss;
-            if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) e->peer = peer_name(ss, len);
+            if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
+                e->peer = peer_name(ss, len);
         }
         conns_[idx] = std::move(e);
         ++live_;
         env_.stats->conns_current.add();
         env_.stats->conns_total.add();
-        log(level::debug, "event=accept worker=%d peer=%s fd=%d", env_.id, conns_[idx]->peer.c_str(), fd);
+        log(level::debug, "event=accept worker=%d peer=%s fd=%d", env_.id,
+            conns_[idx]->peer.c_str(), fd);
         arm_recv(idx);
     }
 
@@ -457,7 +479,8 @@ class uring_worker {
             env_.stats->acks.add(fr.notifies);
             env_.stats->observe_latency_ns(mono_ns() - t0);
         }
-        if (!e.hello_seen && (e.c.state() == spop::conn_state::established || e.c.is_healthcheck())) {
+        if (!e.hello_seen &&
+            (e.c.state() == spop::conn_state::established || e.c.is_healthcheck())) {
             e.hello_seen = true;
             env_.stats->hello_frames.add();
         }
@@ -494,6 +517,14 @@ class uring_worker {
         dirty_.clear();
     }
 
+    void note_backpressure(const uconn& e) {
+        unsigned sup = 0;
+        if (log_enabled(level::debug) && bp_rl_.allow(now_, sup))
+            log(level::debug,
+                "event=backpressure worker=%d peer=%s pending_bytes=%zu suppressed=%u", env_.id,
+                e.peer.c_str(), e.c.output().size(), sup);
+    }
+
     void rearm_starved() {
         for (std::uint32_t idx : starved_) {
             if (idx < conns_.size() && conns_[idx] && !conns_[idx]->dead) mark_dirty(idx);
@@ -524,8 +555,12 @@ class uring_worker {
             e.drain_deadline = now_ + drain_seconds;
         }
         const bool want_recv = e.draining || (e.c.wants_input() && e.held_n == 0);
-        if (want_recv && !e.recv_armed) arm_recv(idx);
-        else if (!want_recv && e.recv_armed) cancel_recv(idx);
+        if (want_recv && !e.recv_armed)
+            arm_recv(idx);
+        else if (!want_recv && e.recv_armed) {
+            if (e.c.state() == spop::conn_state::established) note_backpressure(e);
+            cancel_recv(idx);
+        }
     }
 
     void kill(std::uint32_t idx, const char* how) {
@@ -618,6 +653,7 @@ class uring_worker {
     unsigned held_total_ = 0;
     rate_limiter errors_rl_{10};
     rate_limiter accept_rl_{5};
+    rate_limiter bp_rl_{5};
     std::uint64_t wake_val_ = 0;
     int handoff_buf_[64]{};
     __kernel_timespec timer_ts_{};
@@ -647,8 +683,8 @@ bool uring_usable(std::string& why) {
         why = "io_uring probe failed";
         ok = false;
     } else {
-        const int needed[] = {IORING_OP_ACCEPT, IORING_OP_RECV, IORING_OP_SEND, IORING_OP_READ,
-                              IORING_OP_TIMEOUT, IORING_OP_ASYNC_CANCEL};
+        const int needed[] = {IORING_OP_ACCEPT, IORING_OP_RECV,    IORING_OP_SEND,
+                              IORING_OP_READ,   IORING_OP_TIMEOUT, IORING_OP_ASYNC_CANCEL};
         for (int opcode : needed) {
             if (!io_uring_opcode_supported(p, opcode)) {
                 why = "io_uring opcode " + std::to_string(opcode) + " not supported";

@@ -68,7 +68,8 @@ bool resolve_listen_specs(const options& o, std::vector<listen_spec>& out, std::
 static std::string bind_error(const listen_spec& s, int e) {
     if (e == EADDRINUSE) return "cannot listen on " + s.desc + ": address already in use";
     if (e == EACCES) return "cannot listen on " + s.desc + ": permission denied";
-    if (e == EADDRNOTAVAIL) return "cannot listen on " + s.desc + ": address not available on this host";
+    if (e == EADDRNOTAVAIL)
+        return "cannot listen on " + s.desc + ": address not available on this host";
     return "cannot listen on " + s.desc + ": " + std::strerror(e);
 }
 
@@ -94,7 +95,7 @@ bool check_port_free(const listen_spec& s, std::string& err) {
 int open_listener(const listen_spec& s, int backlog, bool reuseport, std::string& err) {
     if (s.is_unix) {
         const auto* sun = reinterpret_cast<const sockaddr_un*>(&s.addr);
-        struct stat st{};
+        struct stat st {};
         // Replace a stale socket file, never a regular file.
         if (::stat(sun->sun_path, &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(sun->sun_path);
     }

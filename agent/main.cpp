@@ -134,6 +134,7 @@ int main(int argc, char** argv) {
         env.opt = &opt;
         env.conn_cfg.limits.max_frame_size = opt.max_frame_size;
         env.conn_cfg.limits.pipelining = opt.pipelining;
+        env.conn_cfg.max_queued_acks = opt.max_in_flight;
         env.svc_cfg.default_score = opt.default_score;
         env.svc_cfg.var_name = opt.var_name;
         env.svc_cfg.category_var = opt.category_var;

@@ -21,20 +21,29 @@ void print_usage(const char* argv0) {
         "  -p, --port PORT             TCP port to listen on (default 12345)\n"
         "  -n, --workers N             worker threads, one event loop each (default 5)\n"
         "  -m, --max-frame-size SIZE   largest frame accepted/sent, 256..16777216 (default 16380)\n"
-        "  -c, --capability CAP        announce CAP; only `pipelining` is supported (on by default);\n"
+        "  -c, --capability CAP        announce CAP; only `pipelining` is supported (on by "
+        "default);\n"
         "                              `async` and `fragmentation` are refused\n"
         "\n"
         "Listening:\n"
-        "  -a, --address ADDR          address to bind (IPv4 or IPv6; repeatable; default 0.0.0.0;\n"
+        "  -a, --address ADDR          address to bind (IPv4 or IPv6; repeatable; default "
+        "0.0.0.0;\n"
         "                              `::` alone listens on IPv6 and IPv4)\n"
         "  -u, --unix PATH             also listen on a Unix socket\n"
-        "      --backlog N             listen backlog (default 4096; HAProxy opens ~50 connections\n"
+        "      --backlog N             listen backlog (default 4096; HAProxy opens ~50 "
+        "connections\n"
         "                              at once after every start or reload)\n"
-        "      --engine auto|uring|epoll  I/O engine (default auto: io_uring, else epoll with a warning)\n"
-        "      --no-pipelining         do not announce pipelining (one NOTIFY in flight per connection)\n"
+        "      --engine auto|uring|epoll  I/O engine (default auto: io_uring, else epoll with a "
+        "warning)\n"
+        "      --no-pipelining         do not announce pipelining (one NOTIFY in flight per "
+        "connection)\n"
         "\n"
         "Limits:\n"
         "      --max-connections N     total connections; more are refused (default 100000)\n"
+        "      --max-in-flight N       NOTIFYs answered but not yet read by a peer before the "
+        "agent\n"
+        "                              stops reading from it (back-pressure; default 1000;\n"
+        "                              HAProxy keeps at most 20 in flight)\n"
         "      --idle-timeout SEC      close established connections idle that long with\n"
         "                              AGENT-DISCONNECT 2 (default 0 = never; HAProxy pools them)\n"
         "      --hello-timeout SEC     close connections that send no HELLO in time (default 10)\n"
@@ -42,10 +51,12 @@ void print_usage(const char* argv0) {
         "      --user NAME             drop privileges to NAME after binding\n"
         "\n"
         "Reputation (scores 0..100, 100 = trusted):\n"
-        "      --default-score N|random  score for unlisted addresses (default random, as the reference)\n"
+        "      --default-score N|random  score for unlisted addresses (default random, as the "
+        "reference)\n"
         "      --list FILE=SCORE       IP/CIDR list (FireHOL .ipset/.netset format); repeatable\n"
         "      --allow FILE            allow-list: listed addresses always score 100; repeatable\n"
-        "      --csv FILE              Suricata-style `ip-or-cidr,category,score` lines; repeatable\n"
+        "      --csv FILE              Suricata-style `ip-or-cidr,category,score` lines; "
+        "repeatable\n"
         "      --mmdb FILE             MaxMind DB (see README for the field-to-score mapping)\n"
         "      --category-var NAME     also set sess.<prefix>.NAME to the list's category\n"
         "      --var-name NAME         score variable name (default ip_score)\n"
@@ -85,6 +96,7 @@ enum long_only : int {
     opt_no_pipelining,
     opt_max_connections,
     opt_idle_timeout,
+    opt_max_in_flight,
     opt_hello_timeout,
     opt_shutdown_timeout,
     opt_user,
@@ -116,6 +128,7 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
         {"no-pipelining", no_argument, nullptr, opt_no_pipelining},
         {"max-connections", required_argument, nullptr, opt_max_connections},
         {"idle-timeout", required_argument, nullptr, opt_idle_timeout},
+        {"max-in-flight", required_argument, nullptr, opt_max_in_flight},
         {"hello-timeout", required_argument, nullptr, opt_hello_timeout},
         {"shutdown-timeout", required_argument, nullptr, opt_shutdown_timeout},
         {"user", required_argument, nullptr, opt_user},
@@ -135,15 +148,22 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
     long v = 0;
     while ((c = getopt_long(argc, argv, ":hdp:n:m:c:a:u:V", longs, nullptr)) != -1) {
         switch (c) {
-        case 'h': print_usage(argv[0]); return parse_outcome::exit_ok;
-        case 'V': std::printf("agent (spop) 0.1.0\n"); return parse_outcome::exit_ok;
-        case 'd': o.debug = true; break;
+        case 'h':
+            print_usage(argv[0]);
+            return parse_outcome::exit_ok;
+        case 'V':
+            std::printf("agent (spop) 0.1.0\n");
+            return parse_outcome::exit_ok;
+        case 'd':
+            o.debug = true;
+            break;
         case 'p':
             if (!parse_int(optarg, 1, 65535, v)) return fail("invalid port (1..65535)", optarg);
             o.port = static_cast<int>(v);
             break;
         case 'n':
-            if (!parse_int(optarg, 1, 256, v)) return fail("invalid number of workers (1..256)", optarg);
+            if (!parse_int(optarg, 1, 256, v))
+                return fail("invalid number of workers (1..256)", optarg);
             o.workers = static_cast<int>(v);
             break;
         case 'm':
@@ -157,47 +177,67 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
                 o.pipelining = true;
             } else if (cap == "async") {
                 return fail("capability not supported: async (removed in HAProxy 3.1; ACKs always "
-                            "go back on the NOTIFY's connection)", nullptr);
+                            "go back on the NOTIFY's connection)",
+                            nullptr);
             } else if (cap == "fragmentation") {
                 return fail("capability not supported: fragmentation (HAProxy 3.1+ removed it; "
-                            "raise -m instead)", nullptr);
+                            "raise -m instead)",
+                            nullptr);
             } else {
                 return fail("unknown capability", optarg);
             }
             break;
         }
-        case 'a': o.addresses.emplace_back(optarg); break;
-        case 'u': o.unix_path = optarg; break;
+        case 'a':
+            o.addresses.emplace_back(optarg);
+            break;
+        case 'u':
+            o.unix_path = optarg;
+            break;
         case opt_backlog:
             if (!parse_int(optarg, 1, 1 << 20, v)) return fail("invalid backlog", optarg);
             o.backlog = static_cast<int>(v);
             break;
         case opt_engine: {
             const std::string_view e = optarg;
-            if (e == "auto") o.engine = engine_kind::automatic;
-            else if (e == "uring" || e == "io_uring") o.engine = engine_kind::uring;
-            else if (e == "epoll") o.engine = engine_kind::epoll;
-            else return fail("invalid engine (auto, uring or epoll)", optarg);
+            if (e == "auto")
+                o.engine = engine_kind::automatic;
+            else if (e == "uring" || e == "io_uring")
+                o.engine = engine_kind::uring;
+            else if (e == "epoll")
+                o.engine = engine_kind::epoll;
+            else
+                return fail("invalid engine (auto, uring or epoll)", optarg);
             break;
         }
-        case opt_no_pipelining: o.pipelining = false; break;
+        case opt_no_pipelining:
+            o.pipelining = false;
+            break;
         case opt_max_connections:
             if (!parse_int(optarg, 1, 10000000, v)) return fail("invalid max-connections", optarg);
             o.max_connections = static_cast<std::uint32_t>(v);
+            break;
+        case opt_max_in_flight:
+            if (!parse_int(optarg, 1, 1000000, v))
+                return fail("invalid max-in-flight (1..1000000)", optarg);
+            o.max_in_flight = static_cast<std::uint32_t>(v);
             break;
         case opt_idle_timeout:
             if (!parse_int(optarg, 0, 86400 * 7, v)) return fail("invalid idle-timeout", optarg);
             o.idle_timeout_s = static_cast<std::uint32_t>(v);
             break;
         case opt_hello_timeout:
-            if (!parse_int(optarg, 1, 3600, v)) return fail("invalid hello-timeout (1..3600)", optarg);
+            if (!parse_int(optarg, 1, 3600, v))
+                return fail("invalid hello-timeout (1..3600)", optarg);
             o.hello_timeout_s = static_cast<std::uint32_t>(v);
             break;
         case opt_shutdown_timeout:
             if (!parse_int(optarg, 0, 3600, v)) return fail("invalid shutdown-timeout", optarg);
             o.shutdown_timeout_s = static_cast<std::uint32_t>(v);
             break;
-        case opt_user: o.user = optarg; break;
+        case opt_user:
+            o.user = optarg;
+            break;
         case opt_default_score:
             if (std::string_view(optarg) == "random") {
                 o.default_score = -1;
@@ -218,17 +258,29 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
             o.lists.push_back({std::string(s.substr(0, eq)), static_cast<int>(v)});
             break;
         }
-        case opt_allow: o.allow_lists.emplace_back(optarg); break;
-        case opt_csv: o.csv_files.emplace_back(optarg); break;
-        case opt_mmdb: o.mmdb = optarg; break;
-        case opt_category_var: o.category_var = optarg; break;
+        case opt_allow:
+            o.allow_lists.emplace_back(optarg);
+            break;
+        case opt_csv:
+            o.csv_files.emplace_back(optarg);
+            break;
+        case opt_mmdb:
+            o.mmdb = optarg;
+            break;
+        case opt_category_var:
+            o.category_var = optarg;
+            break;
         case opt_var_name:
             if (*optarg == '\0') return fail("empty --var-name", nullptr);
             o.var_name = optarg;
             break;
-        case opt_metrics: o.metrics = optarg; break;
-        case ':': return fail("missing argument for option", argv[optind - 1]);
-        default: return fail("unknown option", argv[optind - 1]);
+        case opt_metrics:
+            o.metrics = optarg;
+            break;
+        case ':':
+            return fail("missing argument for option", argv[optind - 1]);
+        default:
+            return fail("unknown option", argv[optind - 1]);
         }
     }
     if (optind < argc) return fail("unexpected argument", argv[optind]);

@@ -20,17 +20,18 @@ struct options {
     int workers = 5;
     std::uint32_t max_frame_size = 16380;
     bool pipelining = true;
-    std::vector<std::string> addresses;   ///< empty = 0.0.0.0
+    std::vector<std::string> addresses; ///< empty = 0.0.0.0
     std::string unix_path;
     engine_kind engine = engine_kind::automatic;
-    int default_score = -1;               ///< -1 = random
+    int default_score = -1; ///< -1 = random
     std::uint32_t max_connections = 100000;
-    std::uint32_t idle_timeout_s = 0;     ///< 0 = never close idle established connections
+    std::uint32_t max_in_flight = 1000; ///< ACKs queued per connection before back-pressure
+    std::uint32_t idle_timeout_s = 0;   ///< 0 = never close idle established connections
     std::uint32_t hello_timeout_s = 10;
     std::uint32_t shutdown_timeout_s = 5;
     int backlog = 4096;
     std::string user;
-    std::string metrics;                  ///< ADDR:PORT, empty = off
+    std::string metrics; ///< ADDR:PORT, empty = off
     std::vector<list_spec> lists;
     std::vector<std::string> allow_lists;
     std::vector<std::string> csv_files;

@@ -107,8 +107,8 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "cannot listen on port %d: %s\n", port, std::strerror(errno));
         return 1;
     }
-    std::fprintf(stderr, "listening on port %d, service %.*s\n", port, static_cast<int>(which.size()),
-                 which.data());
+    std::fprintf(stderr, "listening on port %d, service %.*s\n", port,
+                 static_cast<int>(which.size()), which.data());
     while (true) {
         const int fd = ::accept(lfd, nullptr, nullptr);
         if (fd < 0) continue;

@@ -955,3 +955,29 @@ TEST(ConnectionError, FloodWhileBackPressured) {
 }
 
 } // namespace
+
+// --max-in-flight: at most N ACKs queue up before the connection stops taking NOTIFYs; the
+// rest are answered, in order, once the peer reads.
+TEST(ConnectionLimits, MaxQueuedAcksBackPressures) {
+    spop::connection_config cfg;
+    cfg.max_queued_acks = 5;
+    spop::null_service svc;
+    spop::buffer_pool pool(spop::buffer_size_for(cfg.limits.max_frame_size));
+    spop::connection<spop::null_service> conn(svc, pool, cfg);
+    const auto hello = spop_test::unhex(spop_test::vec::v1_hello_34);
+    conn.feed(hello);
+    ASSERT_EQ(conn.state(), spop::conn_state::established);
+    conn.consume_output(conn.output().size());
+    const auto notify = spop_test::unhex(spop_test::vec::v5_notify_34);
+    std::vector<std::uint8_t> twelve;
+    for (int i = 0; i < 12; ++i) twelve.insert(twelve.end(), notify.begin(), notify.end());
+    const auto r = conn.feed(twelve);
+    EXPECT_EQ(r.notifies, 5u);
+    EXPECT_FALSE(conn.wants_input());
+    std::size_t answered = r.notifies;
+    for (int round = 0; round < 5 && answered < 12; ++round)
+        answered += conn.consume_output(conn.output().size()).notifies;
+    EXPECT_EQ(answered, 12u);
+    EXPECT_TRUE(conn.wants_input());
+    EXPECT_EQ(conn.state(), spop::conn_state::established);
+}

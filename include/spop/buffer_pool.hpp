@@ -23,8 +23,8 @@ inline constexpr std::size_t default_feed_chunk = 16 * 1024;
 /// whole frames (one being sent while the next is written) plus an AGENT-DISCONNECT; the input
 /// side holds one partial frame plus one more chunk of at most `max_chunk` bytes, which is what
 /// arrives while the connection is back-pressured.
-[[nodiscard]] constexpr std::size_t buffer_size_for(std::uint32_t max_frame_size,
-                                                    std::size_t max_chunk = default_feed_chunk) noexcept {
+[[nodiscard]] constexpr std::size_t
+buffer_size_for(std::uint32_t max_frame_size, std::size_t max_chunk = default_feed_chunk) noexcept {
     const std::size_t frame = std::size_t{max_frame_size} + frame_length_size;
     const std::size_t in = frame + max_chunk;
     const std::size_t out = 2 * frame;

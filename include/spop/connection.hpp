@@ -52,6 +52,10 @@ struct connection_config {
     /// 3.1.x/3.2). When set, such an ACK gets a harmless UNSET-VAR of `noop_var` instead: HAProxy
     /// ignores unset requests for variables it does not know.
     bool noop_on_empty_ack = true;
+    /// At most this many ACKs queued and not yet sent before the connection stops taking
+    /// NOTIFYs (back-pressure); 0 = bounded only by the output buffer. HAProxy keeps at most
+    /// 20 NOTIFYs in flight (3.x) or max-waiting-frames (2.x), so only floods reach it.
+    std::uint32_t max_queued_acks = 0;
     std::string_view noop_var = "spop_noop";
     var_scope noop_scope = var_scope::txn;
 };
@@ -84,10 +88,12 @@ class connection {
     [[nodiscard]] bool is_healthcheck() const noexcept { return neg_.healthcheck; }
 
     [[nodiscard]] bool wants_input() const noexcept {
-        return !paused_ && (state_ == conn_state::awaiting_hello || state_ == conn_state::established);
+        return !paused_ &&
+               (state_ == conn_state::awaiting_hello || state_ == conn_state::established);
     }
     [[nodiscard]] bool should_close() const noexcept {
-        return state_ == conn_state::closed || (state_ == conn_state::closing && out_head_ == out_tail_);
+        return state_ == conn_state::closed ||
+               (state_ == conn_state::closing && out_head_ == out_tail_);
     }
     [[nodiscard]] std::span<const std::uint8_t> output() const noexcept {
         return {out_ + out_head_, out_tail_ - out_head_};
@@ -169,6 +175,7 @@ class connection {
         out_head_ += min(n, out_tail_ - out_head_);
         if (out_head_ != out_tail_) return res;
         out_head_ = out_tail_ = 0;
+        queued_acks_ = 0;
         if (paused_) resume(res);
         if (shutdown_pending_ && !paused_) finish_shutdown();
         if (out_head_ == out_tail_) {
@@ -196,7 +203,9 @@ class connection {
     }
 
   private:
-    static constexpr std::size_t min(std::size_t a, std::size_t b) noexcept { return a < b ? a : b; }
+    static constexpr std::size_t min(std::size_t a, std::size_t b) noexcept {
+        return a < b ? a : b;
+    }
 
     [[nodiscard]] bool accepting() const noexcept {
         return state_ == conn_state::awaiting_hello || state_ == conn_state::established;
@@ -220,6 +229,7 @@ class connection {
             release_buffers();
             return false;
         }
+        if (cfg_->max_queued_acks != 0 && queued_acks_ >= cfg_->max_queued_acks) return false;
         return pool_.block_size() - out_tail_ >= ack_reserve() + max_agent_disconnect_size;
     }
 
@@ -298,9 +308,12 @@ class connection {
             return fail(errc::unexpected_frame);
         }
         switch (fr.type) {
-        case frame_type::notify: return on_notify(fr, res);
-        case frame_type::haproxy_disconnect: return on_peer_disconnect(fr);
-        case frame_type::haproxy_hello: return fail(errc::unexpected_frame);
+        case frame_type::notify:
+            return on_notify(fr, res);
+        case frame_type::haproxy_disconnect:
+            return on_peer_disconnect(fr);
+        case frame_type::haproxy_hello:
+            return fail(errc::unexpected_frame);
         case frame_type::unset:
             // A 2.x fragment continuation or abort. We never announce fragmentation, so none is
             // expected; skipping it is what PROTOCOL-NOTES §10 recommends.
@@ -347,6 +360,7 @@ class connection {
         const result w = ack.finish();
         if (!w) return fail(w.ec);
         out_tail_ += w.consumed;
+        ++queued_acks_;
         ++res.notifies;
     }
 
@@ -363,7 +377,8 @@ class connection {
         shutdown_pending_ = false;
         if (!accepting()) return;
         error_ = errc::shutdown;
-        queue_disconnect(static_cast<std::uint32_t>(status::normal), status_message(status::normal));
+        queue_disconnect(static_cast<std::uint32_t>(status::normal),
+                         status_message(status::normal));
     }
 
     void fail(errc e) noexcept {
@@ -396,6 +411,7 @@ class connection {
         pool_.release(out_);
         out_ = nullptr;
         out_head_ = out_tail_ = 0;
+        queued_acks_ = 0;
     }
 
     S& svc_;
@@ -407,6 +423,7 @@ class connection {
     std::uint32_t out_head_ = 0, out_tail_ = 0;
     std::uint32_t limit_;
     std::uint32_t peer_status_ = 0;
+    std::uint32_t queued_acks_ = 0; ///< ACKs in the output buffer since it was last empty
     negotiated neg_{};
     conn_state state_ = conn_state::awaiting_hello;
     errc error_ = errc::ok;

@@ -44,8 +44,8 @@ struct value {
     }
     [[nodiscard]] constexpr std::uint64_t as_uint() const noexcept { return integer; }
     [[nodiscard]] constexpr bool is_integer() const noexcept {
-        return type == data_type::int32 || type == data_type::uint32 ||
-               type == data_type::int64 || type == data_type::uint64;
+        return type == data_type::int32 || type == data_type::uint32 || type == data_type::int64 ||
+               type == data_type::uint64;
     }
     [[nodiscard]] std::span<const std::uint8_t> byte_span() const noexcept {
         return {reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()};
@@ -57,8 +57,8 @@ struct value {
     /// INT32 negatives are sent as 64-bit two's complement (10 bytes): HAProxy reads every
     /// integer as a u64, so a 32-bit two's complement would arrive as 4294967295.
     static constexpr value from_int32(std::int32_t v) noexcept {
-        return {data_type::int32, false,
-                static_cast<std::uint64_t>(static_cast<std::int64_t>(v)), {}};
+        return {
+            data_type::int32, false, static_cast<std::uint64_t>(static_cast<std::int64_t>(v)), {}};
     }
     static constexpr value from_uint32(std::uint32_t v) noexcept {
         return {data_type::uint32, false, v, {}};
@@ -71,13 +71,13 @@ struct value {
     }
     /// `addr` views exactly 4 bytes in network order.
     static value from_ipv4(std::span<const std::uint8_t, 4> addr) noexcept {
-        return {data_type::ipv4, false, 0,
-                {reinterpret_cast<const char*>(addr.data()), addr.size()}};
+        return {
+            data_type::ipv4, false, 0, {reinterpret_cast<const char*>(addr.data()), addr.size()}};
     }
     /// `addr` views exactly 16 bytes in network order.
     static value from_ipv6(std::span<const std::uint8_t, 16> addr) noexcept {
-        return {data_type::ipv6, false, 0,
-                {reinterpret_cast<const char*>(addr.data()), addr.size()}};
+        return {
+            data_type::ipv6, false, 0, {reinterpret_cast<const char*>(addr.data()), addr.size()}};
     }
     static constexpr value from_string(std::string_view s) noexcept {
         return {data_type::string, false, 0, s};
@@ -93,12 +93,13 @@ struct value {
 /// ok / truncated (length runs past end) / varint_overflow. On need_more from the varint the
 /// name is truncated too: names only appear inside complete frames.
 [[nodiscard]] inline result decode_name(const std::uint8_t* p, const std::uint8_t* end,
-                                           std::string_view& out) noexcept {
+                                        std::string_view& out) noexcept {
     std::uint64_t len = 0;
     const result r = decode_varint(p, end, len);
     if (r.ec == errc::need_more) return {errc::truncated, 0};
     if (!r) return r;
-    if (len > static_cast<std::uint64_t>(end - p) - r.consumed) return {errc::truncated, r.consumed};
+    if (len > static_cast<std::uint64_t>(end - p) - r.consumed)
+        return {errc::truncated, r.consumed};
     out = std::string_view(reinterpret_cast<const char*>(p + r.consumed),
                            static_cast<std::size_t>(len));
     return {errc::ok, r.consumed + static_cast<std::size_t>(len)};
@@ -107,7 +108,7 @@ struct value {
 /// Decodes one typed value from [p, end), which must be the rest of a complete frame.
 /// Errors: truncated, varint_overflow, bad_data_type (types 10..15).
 [[nodiscard]] inline result decode_value(const std::uint8_t* p, const std::uint8_t* end,
-                                            value& out) noexcept {
+                                         value& out) noexcept {
     if (p == end) return {errc::truncated, 0};
     const std::uint8_t tb = *p;
     const auto type = static_cast<data_type>(tb & data_type_mask);
@@ -116,8 +117,11 @@ struct value {
     out.integer = 0;
     out.bytes = {};
     switch (type) {
-    case data_type::null: return {errc::ok, 1};
-    case data_type::boolean: out.boolean = (tb & data_flag_true) != 0; return {errc::ok, 1};
+    case data_type::null:
+        return {errc::ok, 1};
+    case data_type::boolean:
+        out.boolean = (tb & data_flag_true) != 0;
+        return {errc::ok, 1};
     case data_type::int32:
     case data_type::uint32:
     case data_type::int64:
@@ -148,15 +152,20 @@ struct value {
 [[nodiscard]] constexpr std::size_t value_size(const value& v) noexcept {
     switch (v.type) {
     case data_type::null:
-    case data_type::boolean: return 1;
+    case data_type::boolean:
+        return 1;
     case data_type::int32:
     case data_type::uint32:
     case data_type::int64:
-    case data_type::uint64: return 1 + varint_size(v.integer);
-    case data_type::ipv4: return 5;
-    case data_type::ipv6: return 17;
+    case data_type::uint64:
+        return 1 + varint_size(v.integer);
+    case data_type::ipv4:
+        return 5;
+    case data_type::ipv6:
+        return 17;
     case data_type::string:
-    case data_type::binary: return 1 + varint_size(v.bytes.size()) + v.bytes.size();
+    case data_type::binary:
+        return 1 + varint_size(v.bytes.size()) + v.bytes.size();
     }
     return 1;
 }
@@ -166,7 +175,9 @@ struct value {
 inline std::uint8_t* encode_value(const value& v, std::uint8_t* out, std::uint8_t* end) noexcept {
     if (static_cast<std::size_t>(end - out) < value_size(v)) return nullptr;
     switch (v.type) {
-    case data_type::null: *out++ = 0; return out;
+    case data_type::null:
+        *out++ = 0;
+        return out;
     case data_type::boolean:
         *out++ = static_cast<std::uint8_t>(1 | (v.boolean ? data_flag_true : 0));
         return out;

@@ -81,7 +81,8 @@ constexpr void store_be32(std::uint8_t* p, std::uint32_t v) noexcept {
     if (!r) return {r.ec, 5 + r.consumed};
     p += r.consumed;
     r = decode_varint(p, end, out.frame_id);
-    if (r.ec == errc::need_more) return {errc::truncated, static_cast<std::size_t>(p - body.data())};
+    if (r.ec == errc::need_more)
+        return {errc::truncated, static_cast<std::size_t>(p - body.data())};
     if (!r) return {r.ec, static_cast<std::size_t>(p - body.data()) + r.consumed};
     p += r.consumed;
     out.payload = {p, end};
@@ -105,7 +106,8 @@ constexpr void store_be32(std::uint8_t* p, std::uint32_t v) noexcept {
 }
 
 /// Size of the header (length prefix included) for the given ids.
-[[nodiscard]] constexpr std::size_t frame_header_size(std::uint64_t sid, std::uint64_t fid) noexcept {
+[[nodiscard]] constexpr std::size_t frame_header_size(std::uint64_t sid,
+                                                      std::uint64_t fid) noexcept {
     return frame_length_size + 5 + varint_size(sid) + varint_size(fid);
 }
 

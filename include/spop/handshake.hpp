@@ -131,8 +131,8 @@ static_assert(kv_handler<hello_fields>);
 /// Parses a HAPROXY-HELLO payload and negotiates. Parse errors come back as they are
 /// (truncated, varint_overflow, bad_data_type); a known key of the wrong type as bad_kv_type.
 [[nodiscard]] inline errc negotiate(std::span<const std::uint8_t> hello_payload,
-                                       const agent_limits& ours, negotiated& out,
-                                       hello_fields& fields) noexcept {
+                                    const agent_limits& ours, negotiated& out,
+                                    hello_fields& fields) noexcept {
     const result r = parse_kv_list(hello_payload, fields);
     if (r.ec == errc::stopped) return errc::bad_kv_type;
     if (!r) return r.ec;
@@ -153,8 +153,10 @@ struct disconnect_fields {
     action on_kv(std::string_view key, const value& v) noexcept {
         if (key == "status-code" && v.is_integer()) {
             has_status = true;
-            status_code = v.integer > 0xFFFFFFFFu ? 0xFFFFFFFFu : static_cast<std::uint32_t>(v.integer);
-        } else if (key == "message" && (v.type == data_type::string || v.type == data_type::binary)) {
+            status_code =
+                v.integer > 0xFFFFFFFFu ? 0xFFFFFFFFu : static_cast<std::uint32_t>(v.integer);
+        } else if (key == "message" &&
+                   (v.type == data_type::string || v.type == data_type::binary)) {
             message = v.bytes;
         }
         return action::proceed;

@@ -33,7 +33,7 @@ static_assert(kv_handler<null_kv_handler>);
 /// reached (on error, the offset of the element that failed).
 template <kv_handler H>
 [[nodiscard]] inline result parse_kv_list(std::span<const std::uint8_t> payload,
-                                             H& handler) noexcept {
+                                          H& handler) noexcept {
     const std::uint8_t* p = payload.data();
     const std::uint8_t* const end = p + payload.size();
     const auto offset = [&](const std::uint8_t* at) {

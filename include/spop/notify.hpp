@@ -47,7 +47,7 @@ static_assert(!notify_handler<int>);
 /// reached; on error, the offset of the element (name, count or value) that failed.
 template <notify_handler H>
 [[nodiscard]] inline result parse_notify(std::span<const std::uint8_t> payload,
-                                            H& handler) noexcept {
+                                         H& handler) noexcept {
     const std::uint8_t* p = payload.data();
     const std::uint8_t* const end = p + payload.size();
     const auto offset = [&](const std::uint8_t* at) {

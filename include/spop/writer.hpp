@@ -71,7 +71,9 @@ class frame_builder {
         return {errc::ok, total};
     }
 
-    [[nodiscard]] std::size_t size() const noexcept { return static_cast<std::size_t>(cur_ - begin_); }
+    [[nodiscard]] std::size_t size() const noexcept {
+        return static_cast<std::size_t>(cur_ - begin_);
+    }
 
   private:
     bool need(std::size_t n) noexcept {
@@ -168,7 +170,8 @@ inline constexpr std::size_t max_disconnect_message = 255;
                                                     std::uint32_t max_frame_size,
                                                     std::uint32_t status_code,
                                                     std::string_view message) noexcept {
-    if (message.size() > max_disconnect_message) message = message.substr(0, max_disconnect_message);
+    if (message.size() > max_disconnect_message)
+        message = message.substr(0, max_disconnect_message);
     detail::frame_builder b(out, max_frame_size, frame_type::agent_disconnect, 0, 0);
     b.put_name("status-code");
     b.put_value(value::from_uint32(status_code));
@@ -186,7 +189,8 @@ inline constexpr std::size_t max_disconnect_message = 255;
 }
 
 /// Upper bound of an AGENT-DISCONNECT frame (header + both keys + a 255-byte message).
-inline constexpr std::size_t max_agent_disconnect_size = 4 + 7 + 12 + 6 + 8 + 3 + max_disconnect_message;
+inline constexpr std::size_t max_agent_disconnect_size =
+    4 + 7 + 12 + 6 + 8 + 3 + max_disconnect_message;
 
 /// Writes any KV-LIST frame (HELLO/DISCONNECT in either direction) with stream-id/frame-id 0.
 /// Used by the synthetic HAProxy client and by tests; agents use the dedicated encoders above.
