@@ -170,6 +170,14 @@ bool reloader::handle_inotify() {
                 relevant = true;
                 continue;
             }
+            if (ev->mask & IN_IGNORED) {
+                // The directory went away (or was unmounted): its files now reload on SIGHUP only.
+                for (const auto& w : dirs_)
+                    if (w.wd == ev->wd)
+                        log(level::warn, "event=watch_lost dir=%s reload=sighup_only",
+                            quoted(w.dir).c_str());
+                continue;
+            }
             if (ev->len == 0) continue;
             const std::string_view name(ev->name);
             const watched_dir* d = nullptr;
