@@ -15,7 +15,7 @@ Metrics and what counts as a regression (ratio = current / baseline):
            bytes_per_idle_conn    lower is better    gate (BM_IdleConnectionBytes, which
                                                      reports memory only, not speed)
   loadgen  frames_per_s           higher is better   gate
-           agent_cpu_us_per_frame lower is better    gate
+           agent_cpu_us_per_frame lower is better    gate (closed loop; open loop: shown only)
            p50_us, p99_us         lower is better    shown; gated with --gate-latency
   derived  uring_vs_epoll         frames/s of c4_d16 over c4_d16_epoll, shown only
 
@@ -40,6 +40,9 @@ LOADGEN_METRICS = [
     ("agent_cpu_us_per_frame", LOWER, True),
     ("p50_us", LOWER, False),
     ("p99_us", LOWER, False),
+    # Open loop: the agent mostly sleeps between NOTIFYs, so its CPU per frame measures wakeups
+    # (large and erratic on a VM), not per-frame work: shown, never gated.
+    ("agent_cpu_us_per_frame_open", LOWER, False),
 ]
 DIRECTION = {m: d for m, d, _ in CODEC_METRICS + LOADGEN_METRICS}
 DIRECTION["uring_vs_epoll"] = HIGHER
@@ -114,6 +117,8 @@ def from_loadgen(rows):
             vals = [r[m] for r in runs if isinstance(r.get(m), (int, float))]
             if vals:
                 entry[m] = statistics.median(vals)
+        if runs[0].get("mode") == "open" and "agent_cpu_us_per_frame" in entry:
+            entry["agent_cpu_us_per_frame_open"] = entry.pop("agent_cpu_us_per_frame")
         entry["runs"] = len(runs)
         failed = [r for r in runs if not r.get("ok", False)]
         if failed:
