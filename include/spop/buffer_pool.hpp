@@ -21,12 +21,13 @@ inline constexpr std::size_t default_feed_chunk = 16 * 1024;
 
 /// The buffer size a connection needs for a given max-frame-size: the output side holds two
 /// whole frames (one being sent while the next is written) plus an AGENT-DISCONNECT; the input
-/// side holds one partial frame plus one more chunk of at most `max_chunk` bytes, which is what
-/// arrives while the connection is back-pressured.
-[[nodiscard]] constexpr std::size_t
-buffer_size_for(std::uint32_t max_frame_size, std::size_t max_chunk = default_feed_chunk) noexcept {
+/// side holds, when back-pressure starts, one complete frame not yet processed plus the rest of
+/// the chunk that completed it, plus the one more chunk an embedder may feed after
+/// wants_input() turned false (tests/fuzz/crashes: frame + 1 chunk was one chunk short).
+[[nodiscard]] constexpr std::size_t buffer_size_for(std::uint32_t max_frame_size,
+                                                    std::size_t max_chunk = default_feed_chunk) noexcept {
     const std::size_t frame = std::size_t{max_frame_size} + frame_length_size;
-    const std::size_t in = frame + max_chunk;
+    const std::size_t in = frame + 2 * max_chunk;
     const std::size_t out = 2 * frame;
     return (in > out ? in : out) + 512;
 }
