@@ -19,8 +19,12 @@ which is captured in a file and checked for errors.
 
 Tests (in order): spop-check marks the agent UP; scores for named, unnamed and IPv6 (::1) client
 arguments; `--default-score 5` is rejected by fe_tcp and `--default-score 80` passes; 3000
-requests at 50 concurrent keep-alive clients without one SPOE error; SIGTERM stops the agent
-(exit 0), HAProxy then reports errors and marks it DOWN, and a restarted agent is used again.
+requests at 50 concurrent keep-alive clients without one SPOE error; 3 classic reloads
+(`haproxy -sf <old pid>`) of a second HAProxy under ~8 s of steady load from 20 clients without
+one SPOE error, the agent (-d) accepting the new process's connections after each reload and
+logging no protocol error; `--user nobody` (as root only) drops every thread's uids/gids and
+still serves; SIGTERM stops the agent (exit 0), HAProxy then reports errors and marks it DOWN,
+and a restarted agent is used again.
 
 Everything listens on loopback only, on free ports picked by binding port 0. Every wait is bounded
 in time and count. HAProxy and the agent run in their own process groups and are stopped in
@@ -33,6 +37,7 @@ Exit status: 0 all passed, 1 a test failed, 77 skipped (no haproxy). The last li
 import argparse
 import http.client
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -342,6 +347,8 @@ frontend fe_http
 {http6_bind}    filter spoe engine ip-reputation-http config {tmp}/spoe-http.conf
     http-request return status 200 content-type text/plain lf-string "{body_format}"
     http-after-response unset-var(sess.iprep.ip_score)
+    # Which HAProxy process answered (the reload test tells generations apart by it).
+    http-after-response set-header x-haproxy-pid %pid
 
 frontend fe_unnamed
     mode http
@@ -461,6 +468,78 @@ class HAProxy:
 
     def log_tail(self):
         return self.process.log_tail() if self.process else ""
+
+
+class ReloadingHAProxy(HAProxy):
+    """An HAProxy of its own (own ports, admin socket and logs under `workdir`) reloaded the
+    classic way: every generation is a new foreground process (`-db`) on the same configuration
+    started with `-sf <pid of the previous one>`. The new process binds next to the old one
+    (SO_REUSEPORT), then tells it to stop (SIGUSR1): the old process stops listening, finishes
+    its connections and exits. No pidfile: HAProxy 2.6 writes one only in daemon or
+    master-worker mode, and the pid of the child is known here anyway."""
+
+    def __init__(self, path, workdir, agent_port):
+        super().__init__(path, workdir, agent_port)
+        self.generations = []  # Process, oldest first; the last one is self.process
+
+    def _spawn(self, old_pid=None):
+        n = len(self.generations) + 1
+        cmd = [self.path, "-db", "-f", self.cfg]
+        if old_pid is not None:
+            cmd += ["-sf", str(old_pid)]
+        self.process = Process(f"haproxy-{n}", cmd, os.path.join(self.tmp, f"haproxy-{n}.log"))
+        self.generations.append(self.process)
+        self.process.start()
+
+    def start(self):
+        self.write_config()
+        res = subprocess.run([self.path, "-c", "-f", self.cfg], stdin=subprocess.DEVNULL,
+                             capture_output=True, text=True, timeout=30)
+        check(res.returncode == 0, f"haproxy -c rejected the configuration:\n"
+                                   f"{res.stdout}{res.stderr}")
+        self._spawn()
+        up = wait_until(lambda: not self.process.running() or all(
+            can_connect("127.0.0.1", p) for p in self.ports.values()), timeout=15)
+        check(up and self.process.running(),
+              f"haproxy did not start:\n{self.process.log_tail()}")
+
+    def reload(self, timeout=15.0):
+        """Start the next generation with -sf and wait (at most `timeout` s) until the previous
+        one has exited. Returns (old pid, new pid, seconds until the old one exited, its exit
+        status)."""
+        old = self.process
+        old_pid = old.proc.pid
+        t0 = time.monotonic()
+        self._spawn(old_pid)
+        try:
+            rc = old.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise TestFailure(f"old haproxy {old_pid} still running {timeout:.0f}s after "
+                              f"-sf\n{old.log_tail()}") from None
+        took = time.monotonic() - t0
+        check(self.process.running(), f"new haproxy exited with {self.process.proc.returncode}"
+                                      f"\n{self.process.log_tail()}")
+        return old_pid, self.process.proc.pid, took, rc
+
+    def stop(self):
+        for p in self.generations:
+            p.stop()
+
+    def log_paths(self):
+        return [p.log_path for p in self.generations]
+
+    def spoe_events_all(self, agent=None):
+        """(generation number, match) for every SPOE log line of every generation."""
+        found = []
+        for n, path in enumerate(self.log_paths(), 1):
+            try:
+                with open(path, "rb") as f:
+                    text = f.read().decode("utf-8", "replace")
+            except OSError:
+                continue
+            found += [(n, m) for m in SPOE_LOG.finditer(text)
+                      if agent is None or m.group("agent") == agent]
+        return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -667,6 +746,228 @@ def test_agent_stop_reports_errors_and_restart_recovers(env):
     print(f"    recovered {time.monotonic() - t0:.1f}s after restart")
 
 
+# What the agent logs at debug level (-d) per connection.
+AGENT_ACCEPT = re.compile(r"event=accept worker=\d+ peer=(\S+)")
+AGENT_HEALTHCHECK_CLOSE = re.compile(r"event=close worker=\d+ peer=(\S+) reason=\"[^\"]*\""
+                                     r" healthcheck=1")
+AGENT_HAPROXY_DISCONNECT = re.compile(r"event=close worker=\d+ peer=\S+ reason=haproxy_disconnect")
+
+
+def test_reload_under_load_without_spoe_errors(env, clients=20, reloads=3, settle=2.0,
+                                               deadline=25.0):
+    """`haproxy -sf` reloads under steady load: a separate HAProxy (own ports) in front of a
+    separate agent (-d, own port) is reloaded 3 times while 20 clients (10 keep-alive, 10 with
+    a new connection per request) send requests. Every response must carry a successful SPOE
+    event; no generation may log a SPOE error; each generation answers requests; the agent
+    accepts new SPOE connections after every reload (the new process's burst) and logs no
+    protocol error. A request that fails at the connection level on the frontend (the old
+    process closing a keep-alive connection, or resetting connections left in its accept
+    queue when it stops listening) is retried once on a new connection and only counted."""
+    workdir = os.path.join(env.agent.workdir, "reload")
+    os.makedirs(workdir, exist_ok=True)
+    agent = Agent(env.agent.path, free_port(), workdir, env.agent.extra_args + ["-d"])
+    haproxy = ReloadingHAProxy(env.haproxy.path, workdir, agent.port)
+    port = haproxy.ports["http"]
+    lock = threading.Lock()
+    ok = [0]
+    by_pid = {}
+    spoe_errors, http_failures, conn_errors = [], [], []
+    stop_load = threading.Event()
+    stop_at = time.monotonic() + deadline
+    threads = []
+
+    def client(keep_alive):
+        headers = {} if keep_alive else {"Connection": "close"}
+        conn = None
+        try:
+            for _ in range(100000):
+                if stop_load.is_set() or time.monotonic() > stop_at:
+                    return
+                for attempt in (1, 2):
+                    try:
+                        if conn is None:
+                            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                        conn.request("GET", "/", headers=headers)
+                        resp = conn.getresponse()
+                        body = resp.read().decode("utf-8", "replace").strip()
+                        pid = resp.getheader("x-haproxy-pid", "?")
+                        if resp.will_close:
+                            conn.close()
+                            conn = None
+                    except (OSError, http.client.HTTPException) as e:
+                        if conn is not None:
+                            conn.close()
+                        conn = None
+                        what = (f"{'keep-alive' if keep_alive else 'new'} connection, "
+                                f"{type(e).__name__}: {e}")
+                        with lock:
+                            if attempt == 1:
+                                conn_errors.append(what)
+                            else:
+                                http_failures.append(f"retry failed too: {what}")
+                        continue
+                    with lock:
+                        if resp.status != 200:
+                            http_failures.append(f"status {resp.status} {body!r}")
+                        elif not good_body(body):
+                            spoe_errors.append(f"pid {pid}: {body!r}")
+                        else:
+                            ok[0] += 1
+                            by_pid[pid] = by_pid.get(pid, 0) + 1
+                    break
+        finally:
+            if conn is not None:
+                conn.close()
+
+    try:
+        agent.start()
+        haproxy.start()
+        check(wait_until(lambda: Env(haproxy, agent).good_response(port), timeout=15,
+                         interval=0.2, max_tries=75),
+              f"the reload HAProxy does not answer with a score\n{haproxy.log_tail()}")
+        agent_log = agent.process.log_path
+        pids = [str(haproxy.process.proc.pid)]
+        threads = [threading.Thread(target=client, args=(i % 2 == 0,), daemon=True)
+                   for i in range(clients)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        time.sleep(settle)
+        offsets = []
+        for i in range(reloads):
+            check(time.monotonic() < stop_at - settle, "out of time before all reloads")
+            t_reload = time.monotonic()
+            with lock:
+                before = ok[0]
+            offsets.append(os.path.getsize(agent_log))
+            old_pid, new_pid, took, rc = haproxy.reload()
+            pids.append(str(new_pid))
+            print(f"    reload {i + 1}: haproxy {old_pid} -> {new_pid}, old one exited "
+                  f"{took:.2f}s after -sf (status {rc}), {before} good responses so far")
+            check(rc == 0, f"old haproxy {old_pid} exited with {rc}\n"
+                           f"{haproxy.generations[-2].log_tail()}")
+            time.sleep(max(0.0, min(settle, settle - (time.monotonic() - t_reload))))
+        stop_load.set()
+        for t in threads:
+            t.join(max(0.0, stop_at + 15 - time.monotonic()))
+        elapsed = time.monotonic() - t0
+        check(not any(t.is_alive() for t in threads), "load clients did not finish in time")
+        offsets.append(os.path.getsize(agent_log))
+
+        with lock:
+            served = ", ".join(f"{p}: {by_pid.get(p, 0)}" for p in pids)
+            print(f"    {ok[0]} good responses in {elapsed:.1f}s ({ok[0] / elapsed:.0f} req/s) "
+                  f"by generation {served}; {len(spoe_errors)} SPOE errors, "
+                  f"{len(http_failures)} HTTP failures, {len(conn_errors)} frontend connection "
+                  f"errors (retried)")
+            for e in conn_errors[:5]:
+                print(f"      retried: {e}")
+            check(not spoe_errors, f"{len(spoe_errors)} responses carry a SPOE error, e.g. "
+                                   f"{spoe_errors[:5]}")
+            check(not http_failures, f"{len(http_failures)} requests failed, e.g. "
+                                     f"{http_failures[:5]}")
+            unserved = [p for p in pids if by_pid.get(p, 0) == 0]
+            check(not unserved, f"haproxy generations {unserved} answered no request")
+            unknown = sorted(set(by_pid) - set(pids))
+            check(not unknown, f"responses from unknown haproxy pids {unknown}")
+            total_ok = ok[0]
+
+        # HAProxy's own view: no SPOE event failed in any generation, and each generation's
+        # agent-wide error counter stayed at 0. (The stdout log sink may drop a line under
+        # contention, so the number of lines is checked loosely.)
+        wait_until(lambda: len(haproxy.spoe_events_all(HTTP_AGENT)) >= total_ok, timeout=1,
+                   interval=0.2)
+        events = haproxy.spoe_events_all()
+        errors = [f"gen {n}: {m.group(0)}" for n, m in events if m.group("st") != "0"]
+        check(not errors, f"{len(errors)} SPOE errors logged, e.g. {errors[:3]}")
+        counted = [f"gen {n}: {m.group(0)}" for n, m in events
+                   if m.group("nb_error") not in (None, "0")]
+        check(not counted, f"SPOE error counter not 0, e.g. {counted[:3]}")
+        alerts = []
+        for path in haproxy.log_paths():
+            with open(path, "rb") as f:
+                alerts += [f"{os.path.basename(path)}: {line}" for line in
+                           f.read().decode("utf-8", "replace").splitlines() if "[ALERT]" in line]
+        check(not alerts, f"haproxy alerts: {alerts[:5]}")
+        http_events = sum(1 for _, m in events if m.group("agent") == HTTP_AGENT)
+        check(http_events >= 0.95 * total_ok,
+              f"only {http_events} SPOE events logged for {total_ok} good responses")
+
+        # The agent's view, before HAProxy is stopped (a hard stop closes connections abruptly).
+        with open(agent_log, "rb") as f:
+            log = f.read().decode("utf-8", "replace")
+        bad = [line for line in log.splitlines() if "event=protocol_error" in line]
+        check(not bad, f"agent logged {len(bad)} protocol errors, e.g. {bad[:3]}")
+        healthchecks = set(AGENT_HEALTHCHECK_CLOSE.findall(log))
+        raw = log.encode("utf-8")
+        per_reload = []
+        for i in range(reloads):
+            window = raw[offsets[i]:offsets[i + 1]].decode("utf-8", "replace")
+            accepts = AGENT_ACCEPT.findall(window)
+            spoe = [p for p in accepts if p not in healthchecks]
+            per_reload.append(f"{len(spoe)} (+{len(accepts) - len(spoe)} checks)")
+            check(spoe, f"the agent accepted no SPOE connection after reload {i + 1} "
+                        f"({len(accepts)} health-check connections)")
+        print(f"    agent: new SPOE connections after each reload: {', '.join(per_reload)}; "
+              f"{len(AGENT_HAPROXY_DISCONNECT.findall(log))} closed by HAPROXY-DISCONNECT")
+
+        haproxy.stop()
+        agent.stop_checked()
+        reports = agent.sanitizer_reports()
+        check(not reports, "sanitizer reports:\n" + "\n".join(reports[:20]))
+    finally:
+        stop_load.set()
+        for t in threads:
+            t.join(max(0.0, min(15.0, stop_at + 15 - time.monotonic())))
+        haproxy.stop()
+        agent.stop()
+
+
+def test_agent_user_drops_privileges(env):
+    """--user nobody (only as root): the agent, put in place of the usual one behind the shared
+    HAProxy, serves requests, and every thread runs as nobody: all four uids (real, effective,
+    saved, filesystem) and gids in /proc/<pid>/task/*/status, and no supplementary groups."""
+    if os.geteuid() != 0:
+        print("    (not root: --user not checked)")
+        return
+    try:
+        pw = pwd.getpwnam("nobody")
+    except KeyError:
+        print("    (no user nobody: --user not checked)")
+        return
+    port = env.haproxy.ports["http"]
+    workdir = os.path.join(env.agent.workdir, "user")
+    os.makedirs(workdir, exist_ok=True)
+    agent = Agent(env.agent.path, env.agent.port, workdir,
+                  env.agent.extra_args + ["--user", "nobody"])
+    env.agent.stop_checked()
+    try:
+        agent.start()
+        good = wait_until(lambda: env.good_response(port), timeout=30, interval=0.2,
+                          max_tries=150)
+        check(good is not None, f"no request succeeds with the --user agent\n"
+                                f"{agent.log_tail()}")
+        pid = agent.process.proc.pid
+        tasks = sorted(os.listdir(f"/proc/{pid}/task"), key=int)
+        for tid in tasks:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                fields = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+            uids = fields["Uid"].split()
+            gids = fields["Gid"].split()
+            groups = fields.get("Groups", "").split()
+            check(uids == [str(pw.pw_uid)] * 4, f"thread {tid}: Uid {uids}, want {pw.pw_uid} x4")
+            check(gids == [str(pw.pw_gid)] * 4, f"thread {tid}: Gid {gids}, want {pw.pw_gid} x4")
+            check(groups == [], f"thread {tid}: supplementary groups {groups}")
+        print(f"    agent {pid} ({len(tasks)} threads) runs as uid {pw.pw_uid} gid {pw.pw_gid} "
+              f"and answered: {good!r}")
+        agent.stop_checked()
+        reports = agent.sanitizer_reports()
+        check(not reports, "sanitizer reports:\n" + "\n".join(reports[:20]))
+    finally:
+        agent.stop()
+        env.agent.start()
+
+
 TESTS = [
     test_spop_check_marks_agent_up,
     test_http_named_arg_gets_score,
@@ -675,6 +976,8 @@ TESTS = [
     test_tcp_low_score_is_rejected,
     test_tcp_high_score_passes,
     test_load_without_spoe_errors,
+    test_reload_under_load_without_spoe_errors,
+    test_agent_user_drops_privileges,
     test_agent_stop_reports_errors_and_restart_recovers,
 ]
 
