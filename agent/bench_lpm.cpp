@@ -8,7 +8,9 @@
 // "random" (uniform over the space, mostly the short prefixes or no match), so caches do not
 // hold the working set. Counters: bytes_per_prefix, table_MiB, nodes, leaves.
 //
-// Lookup_* measure the raw table; Source_* go through reputation_source::lookup (the read
+// Lookup_*_Hit/Random measure the raw table's throughput (independent lookups overlap in the
+// CPU), Lookup_*_Latency one lookup at a time (each key depends on the previous result);
+// Source_* go through reputation_source::lookup (the read
 // section, the snapshot pointer, IPv4-mapped detection and decoding), which is what a worker
 // pays per NOTIFY.
 #include <benchmark/benchmark.h>
@@ -145,6 +147,19 @@ void run_lookups(benchmark::State& state, const Trie& t, const std::vector<Key>&
     state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
 }
 
+/// Each lookup's key depends on the previous result (which is never >= 2^31, so the index only
+/// advances): no overlap between lookups, i.e. latency rather than throughput.
+template <class Trie, class Key>
+void run_dependent(benchmark::State& state, const Trie& t, const std::vector<Key>& q) {
+    std::size_t i = 0;
+    for (auto _ : state) {
+        const std::uint32_t v = t.lookup(q[i]);
+        i = (i + 1 + (v >> 31)) & (n_queries - 1);
+    }
+    benchmark::DoNotOptimize(i);
+    state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+
 void BM_Lookup4_Hit(benchmark::State& state) {
     auto& f = get();
     run_lookups(state, f.snap->v4, f.q4_hit);
@@ -164,6 +179,15 @@ void BM_Lookup6_Hit(benchmark::State& state) {
 void BM_Lookup6_Random(benchmark::State& state) {
     auto& f = get();
     run_lookups(state, f.snap->v6, f.q6_rand);
+}
+
+void BM_Lookup4_Latency(benchmark::State& state) {
+    auto& f = get();
+    run_dependent(state, f.snap->v4, f.q4_hit);
+}
+void BM_Lookup6_Latency(benchmark::State& state) {
+    auto& f = get();
+    run_dependent(state, f.snap->v6, f.q6_hit);
 }
 
 /// Through reputation_source::lookup, as a worker calls it.
@@ -234,6 +258,8 @@ BENCHMARK(BM_Lookup4_Hit);
 BENCHMARK(BM_Lookup4_Random);
 BENCHMARK(BM_Lookup6_Hit);
 BENCHMARK(BM_Lookup6_Random);
+BENCHMARK(BM_Lookup4_Latency);
+BENCHMARK(BM_Lookup6_Latency);
 BENCHMARK(BM_Source4_Hit);
 BENCHMARK(BM_Source6_Hit);
 BENCHMARK(BM_Build4)->Arg(1'000'000)->Unit(benchmark::kMillisecond)->Iterations(2);

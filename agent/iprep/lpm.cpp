@@ -17,29 +17,19 @@ std::uint32_t poptrie<Key, D>::lookup_sw(Key k) const noexcept {
 template <class Key, unsigned D>
 std::size_t poptrie<Key, D>::append_tail(const lpm_entry<Key>* first, const lpm_entry<Key>* last,
                                          std::uint32_t dflt) {
-    const std::size_t base = tails_.size();
+    const std::size_t base = b_tails_.size();
     const auto n = static_cast<std::size_t>(last - first);
     if (base + n + 1 >= max_index) return max_index;
     // Longest first, so the first match is the longest match. Equal lengths are disjoint.
     const lpm_entry<Key>* order[8];
     for (std::size_t i = 0; i < n; ++i) order[i] = first + i;
-    std::stable_sort(order, order + n,
-                     [](const auto* a, const auto* b) { return a->len > b->len; });
+    for (std::size_t i = 1; i < n; ++i) // stable insertion sort, n <= tail_max
+        for (std::size_t j = i; j > 0 && order[j - 1]->len < order[j]->len; --j)
+            std::swap(order[j - 1], order[j]);
     for (std::size_t i = 0; i < n; ++i)
-        tails_.push_back(make_tail(order[i]->addr, order[i]->len, order[i]->value));
-    tails_.push_back(make_tail(Key{0}, 0, dflt));
+        b_tails_.push_back(make_tail(order[i]->addr, order[i]->len, order[i]->value));
+    b_tails_.push_back(make_tail(Key{0}, 0, dflt));
     return base;
-}
-
-template <class Key, unsigned D>
-bool poptrie<Key, D>::fill_subtree(std::uint32_t idx, const lpm_entry<Key>* first,
-                                   const lpm_entry<Key>* last, std::uint32_t dflt, unsigned off) {
-    if (static_cast<std::size_t>(last - first) > tail_max)
-        return fill_node(idx, first, last, dflt, off);
-    const std::size_t t = append_tail(first, last, dflt);
-    if (t == max_index) return false;
-    nodes_[idx] = node{0, 0, static_cast<std::uint32_t>(t), 0};
-    return true;
 }
 
 // Construction walks the sorted entries once per trie level. Sorted by (addr, len), a prefix
@@ -73,30 +63,40 @@ bool poptrie<Key, D>::fill_node(std::uint32_t idx, const lpm_entry<Key>* first,
             child_last[c] = pos + 1;
         }
     }
+    // Children with few prefixes become tails, referenced from a leaf; the others are nodes.
+    // The slot value painted so far is what the child's subtree inherits.
+    for (unsigned i = 0; i < 64; ++i) {
+        if (!(vector & (std::uint64_t{1} << i)) || child_last[i] - child_first[i] > tail_max)
+            continue;
+        const std::size_t t = append_tail(first + child_first[i], first + child_last[i], slot[i]);
+        if (t == max_index) return false;
+        slot[i] = tail_flag | static_cast<std::uint32_t>(t);
+        vector &= ~(std::uint64_t{1} << i);
+    }
     std::uint64_t leafvec = 0;
-    const std::size_t base0 = leaves_.size();
+    const std::size_t base0 = b_leaves_.size();
     bool have_prev = false;
     std::uint32_t prev = 0;
     for (unsigned i = 0; i < 64; ++i) {
         if (vector & (std::uint64_t{1} << i)) continue;
         if (!have_prev || slot[i] != prev) {
             leafvec |= std::uint64_t{1} << i;
-            leaves_.push_back(slot[i]);
+            b_leaves_.push_back(slot[i]);
             prev = slot[i];
             have_prev = true;
         }
     }
     const std::size_t nchild = static_cast<std::size_t>(__builtin_popcountll(vector));
-    const std::size_t base1 = nodes_.size();
-    if (base1 + nchild >= max_index || leaves_.size() >= max_index) return false;
-    nodes_.resize(base1 + nchild);
-    nodes_[idx] =
+    const std::size_t base1 = b_nodes_.size();
+    if (base1 + nchild >= max_index || b_leaves_.size() >= max_index) return false;
+    b_nodes_.resize(base1 + nchild);
+    b_nodes_[idx] =
         node{vector, leafvec, static_cast<std::uint32_t>(base0), static_cast<std::uint32_t>(base1)};
     std::uint32_t rank = 0;
     for (unsigned i = 0; i < 64; ++i) {
         if (!(vector & (std::uint64_t{1} << i))) continue;
-        if (!fill_subtree(static_cast<std::uint32_t>(base1 + rank), first + child_first[i],
-                          first + child_last[i], slot[i], end))
+        if (!fill_node(static_cast<std::uint32_t>(base1 + rank), first + child_first[i],
+                       first + child_last[i], slot[i], end))
             return false;
         ++rank;
     }
@@ -106,10 +106,10 @@ bool poptrie<Key, D>::fill_node(std::uint32_t idx, const lpm_entry<Key>* first,
 template <class Key, unsigned D>
 bool poptrie<Key, D>::build(const std::vector<lpm_entry<Key>>& sorted) {
     auto top = [](Key k) { return static_cast<std::size_t>(k >> (key_bits - D)); };
-    direct_.assign(std::size_t{1} << D, leaf_flag);
-    nodes_.clear();
-    leaves_.clear();
-    tails_.clear();
+    b_direct_.assign(std::size_t{1} << D, leaf_flag);
+    b_nodes_.clear();
+    b_leaves_.clear();
+    b_tails_.clear();
     const std::size_t n = sorted.size();
     for (const auto& e : sorted)
         if (e.value == 0 || e.value > lpm_max_value) return false;
@@ -118,7 +118,7 @@ bool poptrie<Key, D>::build(const std::vector<lpm_entry<Key>>& sorted) {
         if (e.len > D) continue;
         const std::size_t b = top(e.addr);
         const std::size_t span = std::size_t{1} << (D - e.len);
-        for (std::size_t i = b; i < b + span; ++i) direct_[i] = leaf_flag | e.value;
+        for (std::size_t i = b; i < b + span; ++i) b_direct_[i] = leaf_flag | e.value;
     }
     // Pass 2: every direct slot with longer prefixes becomes a tail or a node whose default is
     // the slot's painted value.
@@ -132,26 +132,29 @@ bool poptrie<Key, D>::build(const std::vector<lpm_entry<Key>>& sorted) {
         std::size_t j = i + 1;
         while (j < n && top(sorted[j].addr) == b) ++j;
         // [i, j) holds the longer prefixes of slot b (shorter ones starting at b sort first).
-        const std::uint32_t dflt = direct_[b] & ~leaf_flag;
+        const std::uint32_t dflt = b_direct_[b] & ~leaf_flag;
         if (j - i <= tail_max) {
             const std::size_t t = append_tail(sorted.data() + i, sorted.data() + j, dflt);
             if (t == max_index) return false;
-            direct_[b] = tail_flag | static_cast<std::uint32_t>(t);
+            b_direct_[b] = tail_flag | static_cast<std::uint32_t>(t);
         } else {
-            const std::size_t idx = nodes_.size();
+            const std::size_t idx = b_nodes_.size();
             if (idx >= max_index) return false;
-            nodes_.emplace_back();
-            direct_[b] = static_cast<std::uint32_t>(idx);
+            b_nodes_.emplace_back();
+            b_direct_[b] = static_cast<std::uint32_t>(idx);
             if (!fill_node(static_cast<std::uint32_t>(idx), sorted.data() + i, sorted.data() + j,
                            dflt, D))
                 return false;
         }
         i = j;
     }
-    nodes_.shrink_to_fit();
-    leaves_.shrink_to_fit();
-    tails_.shrink_to_fit();
-    return true;
+    const bool ok = direct_.assign(b_direct_) && nodes_.assign(b_nodes_) &&
+                    leaves_.assign(b_leaves_) && tails_.assign(b_tails_);
+    b_direct_ = {};
+    b_nodes_ = {};
+    b_leaves_ = {};
+    b_tails_ = {};
+    return ok;
 }
 
 template class poptrie<std::uint64_t, 20>;

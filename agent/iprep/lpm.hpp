@@ -12,11 +12,10 @@
 // chain of nodes. Its prefixes are stored longest first in a small array, followed by a
 // catch-all entry with the value the subtree inherits, and the lookup compares the key with
 // each until one matches (one or two cache lines). A random /128 would otherwise cost up to 19
-// nodes and a random /32 two; both become one tail. A direct-array entry can point straight at
-// a tail (tail_flag); below that, a tail hangs off a node with both bitmaps zero. A regular
-// node where a descent stops always has a leaf child, hence leafvec != 0, so the test after the
-// descent is unambiguous. IPv4 tail entries are 8 bytes: the address in the top 32 bits of a
-// uint64_t and the length and value packed in the low 32 bits.
+// nodes and a random /32 two; both become one tail. A direct-array entry or a node's leaf
+// points at a tail when it has tail_flag set (values use 25 bits, so the flag is free); such a
+// leaf is never merged into a run of equal leaves. IPv4 tail entries are 8 bytes: the address
+// in the top 32 bits of a uint64_t and the length and value packed in the low 32 bits.
 //
 // Keys are unsigned integers with the address in the most significant bits: IPv4 in the top 32
 // bits of a uint64_t, IPv6 in an unsigned __int128. Bits past the address are zero, so a stride
@@ -28,6 +27,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <sys/mman.h>
 #include <type_traits>
 #include <vector>
 
@@ -52,6 +54,70 @@ struct wide_tail {
     std::uint32_t len; ///< 0 = the catch-all that ends every tail
 };
 
+/// An immutable array for the lookup path. Arrays of 2 MiB and more get transparent huge pages
+/// (madvise before the copy touches them): a 1M-prefix table then costs a handful of TLB
+/// entries instead of thousands, which matters most in virtual machines.
+template <class T>
+class frozen_array {
+    static_assert(std::is_trivially_copyable_v<T>);
+    static constexpr std::size_t huge = std::size_t{2} << 20;
+
+  public:
+    frozen_array() = default;
+    ~frozen_array() { release(); }
+    frozen_array(const frozen_array&) = delete;
+    frozen_array& operator=(const frozen_array&) = delete;
+
+    /// Copies `v`; false if memory is exhausted.
+    bool assign(const std::vector<T>& v) {
+        release();
+        const std::size_t bytes = v.size() * sizeof(T);
+        if (bytes == 0) return true;
+        if (bytes >= huge) {
+            const std::size_t len = (bytes + huge - 1) / huge * huge;
+            void* m = ::mmap(nullptr, len + huge, PROT_READ | PROT_WRITE,
+                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (m == MAP_FAILED) return false;
+            map_ = m;
+            map_len_ = len + huge;
+            const auto a = (reinterpret_cast<std::uintptr_t>(m) + huge - 1) & ~(huge - 1);
+            ::madvise(reinterpret_cast<void*>(a), len, MADV_HUGEPAGE); // best effort
+            p_ = reinterpret_cast<T*>(a);
+            bytes_ = len;
+        } else {
+            p_ = static_cast<T*>(std::malloc(bytes));
+            if (p_ == nullptr) return false;
+            bytes_ = bytes;
+        }
+        std::memcpy(static_cast<void*>(p_), v.data(), bytes);
+        n_ = v.size();
+        return true;
+    }
+
+    [[nodiscard]] const T& operator[](std::size_t i) const noexcept { return p_[i]; }
+    [[nodiscard]] std::size_t size() const noexcept { return n_; }
+    [[nodiscard]] bool empty() const noexcept { return n_ == 0; }
+    /// Memory held (huge-page arrays round up to 2 MiB).
+    [[nodiscard]] std::size_t bytes() const noexcept { return bytes_; }
+
+  private:
+    void release() noexcept {
+        if (map_ != nullptr)
+            ::munmap(map_, map_len_);
+        else
+            std::free(p_);
+        p_ = nullptr;
+        map_ = nullptr;
+        n_ = bytes_ = map_len_ = 0;
+    }
+
+    T* p_ = nullptr;
+    std::size_t n_ = 0;
+    std::size_t bytes_ = 0;
+    void* map_ = nullptr;
+    std::size_t map_len_ = 0;
+};
+
 /// Key: uint64_t (IPv4, address in the top 32 bits) or u128 (IPv6). D: direct-pointing bits.
 template <class Key, unsigned D>
 class poptrie {
@@ -64,7 +130,7 @@ class poptrie {
     struct node {
         std::uint64_t vector;
         std::uint64_t leafvec;
-        std::uint32_t base0; ///< first leaf (tail node: first tail entry)
+        std::uint32_t base0; ///< first leaf
         std::uint32_t base1; ///< first internal child
     };
     using tail_entry = std::conditional_t<packed, std::uint64_t, wide_tail>;
@@ -82,8 +148,7 @@ class poptrie {
     }
 
     [[nodiscard]] std::size_t memory_bytes() const noexcept {
-        return direct_.capacity() * sizeof(std::uint32_t) + nodes_.capacity() * sizeof(node) +
-               leaves_.capacity() * sizeof(std::uint32_t) + tails_.capacity() * sizeof(tail_entry);
+        return direct_.bytes() + nodes_.bytes() + leaves_.bytes() + tails_.bytes();
     }
     [[nodiscard]] std::size_t node_count() const noexcept { return nodes_.size(); }
     [[nodiscard]] std::size_t leaf_count() const noexcept { return leaves_.size(); }
@@ -147,8 +212,10 @@ class poptrie {
             off += stride;
             v = extract(k, off);
         }
-        if (n->leafvec == 0) return scan_tail(n->base0, k);
-        return leaves_[n->base0 + pop(n->leafvec & ((std::uint64_t{2} << v) - 1)) - 1];
+        const std::uint32_t leaf =
+            leaves_[n->base0 + pop(n->leafvec & ((std::uint64_t{2} << v) - 1)) - 1];
+        if (leaf & tail_flag) return scan_tail(leaf & ~tail_flag, k);
+        return leaf;
     }
 
     // Both are the same code; the first is compiled for CPUs with POPCNT.
@@ -158,16 +225,18 @@ class poptrie {
     /// Appends a tail for prefixes [first, last) over `dflt`; returns its index or max_index.
     std::size_t append_tail(const lpm_entry<Key>* first, const lpm_entry<Key>* last,
                             std::uint32_t dflt);
-    /// Fills node `idx` from prefixes longer than `off`: a tail if they are few, else a node.
-    bool fill_subtree(std::uint32_t idx, const lpm_entry<Key>* first, const lpm_entry<Key>* last,
-                      std::uint32_t dflt, unsigned off);
     bool fill_node(std::uint32_t idx, const lpm_entry<Key>* first, const lpm_entry<Key>* last,
                    std::uint32_t dflt, unsigned off);
 
-    std::vector<std::uint32_t> direct_;
-    std::vector<node> nodes_;
-    std::vector<std::uint32_t> leaves_;
-    std::vector<tail_entry> tails_;
+    // Built in vectors (b_*), then frozen into the arrays the lookup reads.
+    std::vector<std::uint32_t> b_direct_;
+    std::vector<node> b_nodes_;
+    std::vector<std::uint32_t> b_leaves_;
+    std::vector<tail_entry> b_tails_;
+    frozen_array<std::uint32_t> direct_;
+    frozen_array<node> nodes_;
+    frozen_array<std::uint32_t> leaves_;
+    frozen_array<tail_entry> tails_;
 };
 
 /// IPv4: 20 direct bits (4 MiB), so a /24 is one node deep and a /32 at most two.
