@@ -150,10 +150,11 @@ bool poptrie<Key, D>::build(const std::vector<lpm_entry<Key>>& sorted) {
     }
     const bool ok = direct_.assign(b_direct_) && nodes_.assign(b_nodes_) &&
                     leaves_.assign(b_leaves_) && tails_.assign(b_tails_);
-    b_direct_ = {};
-    b_nodes_ = {};
-    b_leaves_ = {};
-    b_tails_ = {};
+    // Free the build vectors (`v = {}` would keep their capacity).
+    std::vector<std::uint32_t>().swap(b_direct_);
+    std::vector<node>().swap(b_nodes_);
+    std::vector<std::uint32_t>().swap(b_leaves_);
+    std::vector<tail_entry>().swap(b_tails_);
     return ok;
 }
 

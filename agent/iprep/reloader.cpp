@@ -4,6 +4,7 @@
 #include <climits>
 #include <cstring>
 #include <ctime>
+#include <malloc.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
@@ -65,6 +66,10 @@ void split_path(const std::string& path, std::string& dir, std::string& base) {
 
 reloader::reloader(reputation_source& rep, sources_config cfg, reload_stats& st)
     : rep_(rep), cfg_(std::move(cfg)), st_(st) {
+    // Loads allocate tens of MB at a time (file text, parsed entries, build arrays). A fixed
+    // mmap threshold gives every such block back to the system when it is freed, instead of
+    // glibc's adaptive threshold raising itself and keeping them in the heap after a reload.
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
     st_.configured.store(!cfg_.empty(), std::memory_order_relaxed);
 }
 
@@ -81,6 +86,9 @@ bool reloader::load(parse_error& err, const char* trigger) {
         return false;
     }
     rep_.publish(std::move(snap));
+    // Give the parse and build buffers (and the old tables) back to the system: without this,
+    // glibc keeps them in the heap and the agent's RSS stays at its reload peak.
+    malloc_trim(0);
     st_.prefixes_v4.store(ls.prefixes_v4, std::memory_order_relaxed);
     st_.prefixes_v6.store(ls.prefixes_v6, std::memory_order_relaxed);
     st_.list_entries.store(ls.list_entries, std::memory_order_relaxed);
