@@ -87,6 +87,14 @@ std::string peer_name(const sockaddr_storage& ss, socklen_t len);
 void note_close(worker_env& env, const conn_t& c, const char* peer, const char* how,
                 rate_limiter& errors_rl);
 
+/// Keeps the worker's queued-ACK gauge in step with one connection. `reported` is that
+/// connection's share already in the gauge; pass 0 as `now` when the connection goes away.
+inline void track_queued(worker_env& env, std::uint32_t& reported, std::uint32_t now) noexcept {
+    if (now > reported) env.stats->acks_queued.add(now - reported);
+    else if (now < reported) env.stats->acks_queued.sub(reported - now);
+    reported = now;
+}
+
 /// Counts one AGENT-DISCONNECT if the connection queued one (called when it enters closing).
 void count_disconnect(worker_env& env, const conn_t& c);
 

@@ -54,6 +54,7 @@ bool hand_off(worker_env& env, int fd) {
 
 void count_disconnect(worker_env& env, const conn_t& c) {
     const spop::errc e = c.error();
+    if (e == spop::errc::peer_disconnect) env.stats->disconnect_frames.add();
     if (e == spop::errc::ok) return; // health-check close: no DISCONNECT
     const std::uint32_t code = e == spop::errc::peer_disconnect
                                    ? c.peer_status()

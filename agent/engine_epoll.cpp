@@ -38,6 +38,7 @@ struct econn {
     bool draining = false;
     bool counted_disconnect = false;
     bool hello_seen = false;
+    std::uint32_t queued_reported = 0; ///< this connection's share of stats.acks_queued
     std::string peer;
 };
 
@@ -237,6 +238,7 @@ class epoll_worker {
     }
 
     void account(econn& e, const spop::feed_result& fr, std::uint64_t t0) {
+        track_queued(env_, e.queued_reported, e.c.queued_acks());
         if (fr.frames) env_.stats->frames_in.add(fr.frames);
         if (fr.notifies) {
             env_.stats->notify_frames.add(fr.notifies);
@@ -297,6 +299,7 @@ class epoll_worker {
 
     void destroy(std::uint32_t idx, const char* how) {
         econn& e = *conns_[idx];
+        track_queued(env_, e.queued_reported, 0);
         if (!e.draining) note_close(env_, e.c, e.peer.c_str(), how, errors_rl_);
         epoll_ctl(ep_, EPOLL_CTL_DEL, e.fd, nullptr);
         ::close(e.fd);

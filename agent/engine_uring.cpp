@@ -70,6 +70,7 @@ struct uconn {
     bool dirty = false;
     bool counted_disconnect = false;
     bool hello_seen = false;
+    std::uint32_t queued_reported = 0; ///< this connection's share of stats.acks_queued
     /// Receive buffers that arrived while the connection was back-pressured, in order. They
     /// are fed when it asks for input again, and go back to the ring only then.
     struct held_buf {
@@ -473,6 +474,7 @@ class uring_worker {
     }
 
     void account(uconn& e, const spop::feed_result& fr, std::uint64_t t0) {
+        track_queued(env_, e.queued_reported, e.c.queued_acks());
         if (fr.frames) env_.stats->frames_in.add(fr.frames);
         if (fr.notifies) {
             env_.stats->notify_frames.add(fr.notifies);
@@ -577,6 +579,7 @@ class uring_worker {
     void maybe_free(std::uint32_t idx) {
         uconn& e = *conns_[idx];
         if (!e.dead || e.ops != 0) return;
+        track_queued(env_, e.queued_reported, 0);
         ::close(e.fd);
         conns_[idx].reset();
         free_.push_back(idx);

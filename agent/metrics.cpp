@@ -77,6 +77,7 @@ std::string render_metrics(const metrics_sources& src) {
         std::uint64_t frames_in, hello, notify, disc_in, acks, health, conns, conns_total, rejected,
             bytes_in, bytes_out, listed, allowed, deflt, lat_sum_ns;
         std::uint64_t disc[status_slots];
+        std::uint64_t acks_queued;
         std::uint64_t lat[latency_slots];
     };
     std::vector<totals> per(src.workers.size());
@@ -90,6 +91,7 @@ std::string render_metrics(const metrics_sources& src) {
         t.notify = w.notify_frames.get();
         t.disc_in = w.disconnect_frames.get();
         t.acks = w.acks.get();
+        t.acks_queued = w.acks_queued.get();
         t.health = w.healthchecks.get();
         t.conns = w.conns_current.get();
         t.conns_total = w.conns_total.get();
@@ -107,6 +109,7 @@ std::string render_metrics(const metrics_sources& src) {
         all.notify += t.notify;
         all.disc_in += t.disc_in;
         all.acks += t.acks;
+        all.acks_queued += static_cast<std::int64_t>(t.acks_queued) < 0 ? 0 : t.acks_queued;
         all.health += t.health;
         // A worker's gauge can be read between its own add and sub: never below zero.
         all.conns += static_cast<std::int64_t>(t.conns) < 0 ? 0 : t.conns;
@@ -161,9 +164,8 @@ std::string render_metrics(const metrics_sources& src) {
     w.one("spop_agent_healthchecks_total", "counter",
           "Health-check handshakes (option spop-check).", all.health);
     w.one("spop_agent_inflight_frames", "gauge",
-          "NOTIFY frames received and not answered yet (the agent answers within the receive "
-          "batch, so this is 0 between batches).",
-          all.notify > all.acks ? all.notify - all.acks : 0);
+          "ACKs written but not yet all sent to HAProxy (NOTIFYs answered, not yet delivered).",
+          all.acks_queued);
     w.one("spop_agent_received_bytes_total", "counter", "Bytes received from HAProxy.",
           all.bytes_in);
     w.one("spop_agent_sent_bytes_total", "counter", "Bytes sent to HAProxy.", all.bytes_out);

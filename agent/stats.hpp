@@ -28,6 +28,7 @@ struct alignas(64) worker_stats {
     counter notify_frames;      // NOTIFY
     counter disconnect_frames;  // HAPROXY-DISCONNECT received
     counter acks;               // ACK frames sent
+    counter acks_queued;        // gauge: ACKs written, not yet all sent (answered, not delivered)
     counter healthchecks;       // health-check handshakes
     counter conns_current;
     counter conns_total;

@@ -86,6 +86,9 @@ class connection {
     /// The status code of a HAPROXY-DISCONNECT, when error() == peer_disconnect.
     [[nodiscard]] std::uint32_t peer_status() const noexcept { return peer_status_; }
     [[nodiscard]] bool is_healthcheck() const noexcept { return neg_.healthcheck; }
+    /// ACKs queued in the output buffer since it was last empty: answered, but not yet all
+    /// handed to the peer.
+    [[nodiscard]] std::uint32_t queued_acks() const noexcept { return queued_acks_; }
 
     [[nodiscard]] bool wants_input() const noexcept {
         return !paused_ &&
