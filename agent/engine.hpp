@@ -87,11 +87,41 @@ std::string peer_name(const sockaddr_storage& ss, socklen_t len);
 void note_close(worker_env& env, const conn_t& c, const char* peer, const char* how,
                 rate_limiter& errors_rl);
 
+/// What a connection's timers decide, checked once a second by every engine.
+enum class timer_verdict {
+    none,
+    timeout, ///< close with AGENT-DISCONNECT 2 (no HELLO in time, or idle past --idle-timeout)
+    drop,    ///< the peer stopped reading: close without waiting for the last bytes to go out
+};
+
+/// `last_progress`: the last time a send wrote something.
+[[nodiscard]] inline timer_verdict check_timers(const options& o, const conn_t& c,
+                                                std::uint32_t now, std::uint32_t created,
+                                                std::uint32_t last_active,
+                                                std::uint32_t last_progress) noexcept {
+    constexpr std::uint32_t write_stall_s = 30;
+    const auto st = c.state();
+    if (st == spop::conn_state::awaiting_hello && now - created >= o.hello_timeout_s)
+        return timer_verdict::timeout;
+    if (st == spop::conn_state::established && o.idle_timeout_s != 0 &&
+        now - last_active >= o.idle_timeout_s && c.output().empty())
+        return timer_verdict::timeout;
+    // Our final frame, or ACKs of a back-pressured connection, unread for 30 s.
+    const std::uint32_t seen = last_active > last_progress ? last_active : last_progress;
+    if (st == spop::conn_state::closing && now - last_active >= write_stall_s)
+        return timer_verdict::drop;
+    if (!c.wants_input() && !c.output().empty() && now - seen >= write_stall_s)
+        return timer_verdict::drop;
+    return timer_verdict::none;
+}
+
 /// Keeps the worker's queued-ACK gauge in step with one connection. `reported` is that
 /// connection's share already in the gauge; pass 0 as `now` when the connection goes away.
 inline void track_queued(worker_env& env, std::uint32_t& reported, std::uint32_t now) noexcept {
-    if (now > reported) env.stats->acks_queued.add(now - reported);
-    else if (now < reported) env.stats->acks_queued.sub(reported - now);
+    if (now > reported)
+        env.stats->acks_queued.add(now - reported);
+    else if (now < reported)
+        env.stats->acks_queued.sub(reported - now);
     reported = now;
 }
 

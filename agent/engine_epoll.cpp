@@ -340,23 +340,17 @@ class epoll_worker {
                 if (now_ >= e.drain_deadline) destroy(i, "drain_timeout");
                 continue;
             }
-            const auto st = e.c.state();
-            if (st == spop::conn_state::awaiting_hello && now_ - e.created >= o.hello_timeout_s) {
+            switch (check_timers(o, e.c, now_, e.created, e.last_active, e.last_progress)) {
+            case timer_verdict::none:
+                break;
+            case timer_verdict::timeout:
                 e.c.close_with(spop::errc::timeout);
                 flush(i);
-            } else if (st == spop::conn_state::established && o.idle_timeout_s != 0 &&
-                       now_ - e.last_active >= o.idle_timeout_s && e.c.output().empty()) {
-                e.c.close_with(spop::errc::timeout);
-                flush(i);
-            } else if (st == spop::conn_state::closing && now_ - e.last_active >= 30) {
-                // The peer stopped reading our final frame: give up on it.
+                break;
+            case timer_verdict::drop:
                 e.c.on_peer_closed();
                 destroy(i, "write_timeout");
-            } else if (!e.c.wants_input() && !e.c.output().empty() &&
-                       now_ - std::max(e.last_active, e.last_progress) >= 30) {
-                // Back-pressured for 30 s: the peer stopped reading altogether.
-                e.c.on_peer_closed();
-                destroy(i, "write_timeout");
+                break;
             }
         }
     }

@@ -79,7 +79,7 @@ struct uconn {
     };
     held_buf held[max_held]{};
     std::uint8_t held_n = 0;
-    std::uint32_t stalled_since = 0; ///< last time a send completed
+    std::uint32_t last_progress = 0; ///< last time a send completed
     std::string peer;
 };
 
@@ -468,7 +468,7 @@ class uring_worker {
         const std::uint64_t t0 = mono_ns();
         const spop::feed_result fr = e->c.consume_output(static_cast<std::size_t>(cqe->res));
         account(*e, fr, t0);
-        e->stalled_since = now_;
+        e->last_progress = now_;
         if (e->held_n != 0) feed_held(*e);
         mark_dirty(idx);
     }
@@ -619,22 +619,17 @@ class uring_worker {
                 if (now_ >= e.drain_deadline) kill(i, "drain_timeout");
                 continue;
             }
-            const auto st = e.c.state();
-            if (st == spop::conn_state::awaiting_hello && now_ - e.created >= o.hello_timeout_s) {
+            switch (check_timers(o, e.c, now_, e.created, e.last_active, e.last_progress)) {
+            case timer_verdict::none:
+                break;
+            case timer_verdict::timeout:
                 e.c.close_with(spop::errc::timeout);
                 mark_dirty(i);
-            } else if (st == spop::conn_state::established && o.idle_timeout_s != 0 &&
-                       now_ - e.last_active >= o.idle_timeout_s && e.c.output().empty()) {
-                e.c.close_with(spop::errc::timeout);
-                mark_dirty(i);
-            } else if (st == spop::conn_state::closing && now_ - e.last_active >= 30) {
+                break;
+            case timer_verdict::drop:
                 e.c.on_peer_closed();
                 kill(i, "write_timeout");
-            } else if (!e.c.wants_input() && !e.c.output().empty() &&
-                       now_ - std::max(e.last_active, e.stalled_since) >= 30) {
-                // Back-pressured for 30 s: the peer stopped reading altogether.
-                e.c.on_peer_closed();
-                kill(i, "write_timeout");
+                break;
             }
         }
     }
