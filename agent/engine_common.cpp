@@ -85,12 +85,13 @@ void note_close(worker_env& env, const conn_t& c, const char* peer, const char* 
             "event=close worker=%d peer=%s reason=haproxy_disconnect status=%u close=%s", env.id,
             peer, c.peer_status(), how);
     } else {
-        const spop::status st = spop::to_status(e);
+        // ok: the peer simply closed, which HAProxy 3.x does instead of a DISCONNECT.
+        const std::string_view reason = e != spop::errc::ok  ? spop::message(e)
+                                        : c.is_healthcheck() ? std::string_view("health check done")
+                                                             : std::string_view("peer closed");
         log(level::debug, "event=close worker=%d peer=%s reason=\"%.*s\" healthcheck=%d close=%s",
-            env.id, peer, static_cast<int>(e == spop::errc::ok ? 4 : spop::message(e).size()),
-            e == spop::errc::ok ? "peer" : spop::message(e).data(), c.is_healthcheck() ? 1 : 0,
-            how);
-        (void)st;
+            env.id, peer, static_cast<int>(reason.size()), reason.data(),
+            c.is_healthcheck() ? 1 : 0, how);
     }
 }
 
