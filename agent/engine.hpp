@@ -125,6 +125,26 @@ inline void track_queued(worker_env& env, std::uint32_t& reported, std::uint32_t
     reported = now;
 }
 
+/// Counter bookkeeping per connection, the same for every engine.
+struct conn_book {
+    bool hello_seen = false;
+    bool counted_close = false;
+    std::uint32_t queued_reported = 0; ///< this connection's share of stats.acks_queued
+
+    /// After feed() or consume_output(): frames, ACKs, batch latency, HELLO, queued ACKs.
+    void after_io(worker_env& env, const conn_t& c, const spop::feed_result& fr,
+                  std::uint64_t t0) noexcept;
+    /// Once the connection is closing: its AGENT-DISCONNECT (or health check), counted once.
+    void after_state(worker_env& env, const conn_t& c) noexcept;
+    /// The connection is gone: take its share out of the gauges.
+    void gone(worker_env& env) noexcept { track_queued(env, queued_reported, 0); }
+};
+
+/// Decides what happens to a freshly accepted fd: refused (closed) over --max-connections,
+/// handed to a less loaded worker, or kept (true). Sets TCP_NODELAY on TCP sockets.
+bool admit(worker_env& env, int fd, bool is_tcp, std::uint32_t live, rate_limiter& rl,
+           std::uint32_t now);
+
 /// Counts one AGENT-DISCONNECT if the connection queued one (called when it enters closing).
 void count_disconnect(worker_env& env, const conn_t& c);
 

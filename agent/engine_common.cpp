@@ -1,5 +1,6 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -50,6 +51,47 @@ bool hand_off(worker_env& env, int fd) {
         return false; // pipe full or gone: keep it here
     }
     return true;
+}
+
+void conn_book::after_io(worker_env& env, const conn_t& c, const spop::feed_result& fr,
+                         std::uint64_t t0) noexcept {
+    track_queued(env, queued_reported, c.queued_acks());
+    if (fr.frames) env.stats->frames_in.add(fr.frames);
+    if (fr.notifies) {
+        env.stats->notify_frames.add(fr.notifies);
+        env.stats->acks.add(fr.notifies);
+        env.stats->observe_latency_ns(mono_ns() - t0);
+    }
+    if (!hello_seen && (c.state() == spop::conn_state::established || c.is_healthcheck())) {
+        hello_seen = true;
+        env.stats->hello_frames.add();
+    }
+}
+
+void conn_book::after_state(worker_env& env, const conn_t& c) noexcept {
+    if (counted_close || c.state() < spop::conn_state::closing) return;
+    counted_close = true;
+    count_disconnect(env, c);
+    if (c.is_healthcheck()) env.stats->healthchecks.add();
+}
+
+bool admit(worker_env& env, int fd, bool is_tcp, std::uint32_t live, rate_limiter& rl,
+           std::uint32_t now) {
+    if (live >= env.max_conns) {
+        env.stats->conns_rejected.add();
+        unsigned sup = 0;
+        if (rl.allow(now, sup))
+            log(level::warn,
+                "event=limit_reached worker=%d limit=max-connections value=%u suppressed=%u",
+                env.id, env.max_conns, sup);
+        ::close(fd);
+        return false;
+    }
+    if (is_tcp) {
+        const int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    return !hand_off(env, fd);
 }
 
 void count_disconnect(worker_env& env, const conn_t& c) {

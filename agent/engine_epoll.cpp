@@ -36,9 +36,7 @@ struct econn {
     std::uint32_t last_progress = 0; ///< last time a send wrote something
     std::uint32_t events = 0;
     bool draining = false;
-    bool counted_disconnect = false;
-    bool hello_seen = false;
-    std::uint32_t queued_reported = 0; ///< this connection's share of stats.acks_queued
+    conn_book book;
     std::string peer;
 };
 
@@ -136,22 +134,7 @@ class epoll_worker {
                 paused_listeners_.push_back(li);
                 return;
             }
-            if (live_ >= env_.max_conns) {
-                env_.stats->conns_rejected.add();
-                unsigned sup = 0;
-                if (accept_rl_.allow(now_, sup))
-                    log(level::warn,
-                        "event=limit_reached worker=%d limit=max-connections value=%u "
-                        "suppressed=%u",
-                        env_.id, env_.max_conns, sup);
-                ::close(fd);
-                continue;
-            }
-            if (env_.listen_is_tcp[li]) {
-                const int one = 1;
-                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            }
-            if (hand_off(env_, fd)) continue;
+            if (!admit(env_, fd, env_.listen_is_tcp[li], live_, accept_rl_, now_)) continue;
             add_conn(fd, peer_name(ss, len));
         }
     }
@@ -211,7 +194,7 @@ class epoll_worker {
                 e.last_active = now_;
                 const std::uint64_t t0 = mono_ns();
                 const spop::feed_result fr = e.c.feed({rbuf_.get(), static_cast<std::size_t>(r)});
-                account(e, fr, t0);
+                e.book.after_io(env_, e.c, fr, t0);
                 if (!e.c.wants_input()) {
                     unsigned sup = 0;
                     if (e.c.state() == spop::conn_state::established && log_enabled(level::debug) &&
@@ -237,21 +220,6 @@ class epoll_worker {
         return flush(idx);
     }
 
-    void account(econn& e, const spop::feed_result& fr, std::uint64_t t0) {
-        track_queued(env_, e.queued_reported, e.c.queued_acks());
-        if (fr.frames) env_.stats->frames_in.add(fr.frames);
-        if (fr.notifies) {
-            env_.stats->notify_frames.add(fr.notifies);
-            env_.stats->acks.add(fr.notifies);
-            env_.stats->observe_latency_ns(mono_ns() - t0);
-        }
-        if (!e.hello_seen && e.c.state() != spop::conn_state::awaiting_hello &&
-            (e.c.state() == spop::conn_state::established || e.c.is_healthcheck())) {
-            e.hello_seen = true;
-            env_.stats->hello_frames.add();
-        }
-    }
-
     /// Writes pending output; updates interest; starts draining when done. False if destroyed.
     bool flush(std::uint32_t idx) {
         econn& e = *conns_[idx];
@@ -269,13 +237,9 @@ class epoll_worker {
             e.last_progress = now_;
             const std::uint64_t t0 = mono_ns();
             const spop::feed_result fr = e.c.consume_output(static_cast<std::size_t>(w));
-            account(e, fr, t0);
+            e.book.after_io(env_, e.c, fr, t0);
         }
-        if (!e.counted_disconnect && e.c.state() >= spop::conn_state::closing) {
-            e.counted_disconnect = true;
-            count_disconnect(env_, e.c);
-            if (e.c.is_healthcheck()) env_.stats->healthchecks.add();
-        }
+        e.book.after_state(env_, e.c);
         if (!e.draining && e.c.should_close()) {
             if (e.c.state() == spop::conn_state::closed) {
                 destroy(idx, "closed");
@@ -299,7 +263,7 @@ class epoll_worker {
 
     void destroy(std::uint32_t idx, const char* how) {
         econn& e = *conns_[idx];
-        track_queued(env_, e.queued_reported, 0);
+        e.book.gone(env_);
         if (!e.draining) note_close(env_, e.c, e.peer.c_str(), how, errors_rl_);
         epoll_ctl(ep_, EPOLL_CTL_DEL, e.fd, nullptr);
         ::close(e.fd);

@@ -68,9 +68,7 @@ struct uconn {
     bool draining = false;
     bool dead = false;
     bool dirty = false;
-    bool counted_disconnect = false;
-    bool hello_seen = false;
-    std::uint32_t queued_reported = 0; ///< this connection's share of stats.acks_queued
+    conn_book book;
     /// Receive buffers that arrived while the connection was back-pressured, in order. They
     /// are fed when it asks for input again, and go back to the ring only then.
     struct held_buf {
@@ -235,7 +233,7 @@ class uring_worker {
     void on_handoff(io_uring_cqe* cqe) {
         if (cqe->res > 0) {
             adopt_handed_off(env_, handoff_buf_, static_cast<std::size_t>(cqe->res),
-                             [this](int fd) { adopt(fd, false); });
+                             [this](int fd) { adopt(fd); });
         }
         if (cqe->res != -ECANCELED) arm_handoff();
     }
@@ -316,30 +314,15 @@ class uring_worker {
             ::close(fd);
             return;
         }
-        if (live_ >= env_.max_conns) {
-            env_.stats->conns_rejected.add();
-            unsigned sup = 0;
-            if (accept_rl_.allow(now_, sup))
-                log(level::warn,
-                    "event=limit_reached worker=%d limit=max-connections value=%u suppressed=%u",
-                    env_.id, env_.max_conns, sup);
-            ::close(fd);
-            return;
-        }
-        if (env_.listen_is_tcp[li]) {
-            const int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        }
-        if (hand_off(env_, fd)) return;
-        adopt(fd, true);
+        if (!admit(env_, fd, env_.listen_is_tcp[li], live_, accept_rl_, now_)) return;
+        adopt(fd);
     }
 
-    void adopt(int fd, bool local) {
+    void adopt(int fd) {
         if (stopping_) {
             ::close(fd);
             return;
         }
-        (void)local;
         std::uint32_t idx;
         if (!free_.empty()) {
             idx = free_.back();
@@ -415,7 +398,7 @@ class uring_worker {
     void feed_buffer(uconn& e, unsigned short bid, std::uint32_t len) {
         const std::uint64_t t0 = mono_ns();
         const spop::feed_result fr = e.c.feed({bufs_ + std::size_t{bid} * buf_size, len});
-        account(e, fr, t0);
+        e.book.after_io(env_, e.c, fr, t0);
     }
 
     /// Keeps a receive buffer for a back-pressured connection (bounded; beyond it the peer,
@@ -467,25 +450,10 @@ class uring_worker {
         env_.stats->bytes_out.add(static_cast<std::uint64_t>(cqe->res));
         const std::uint64_t t0 = mono_ns();
         const spop::feed_result fr = e->c.consume_output(static_cast<std::size_t>(cqe->res));
-        account(*e, fr, t0);
+        e->book.after_io(env_, e->c, fr, t0);
         e->last_progress = now_;
         if (e->held_n != 0) feed_held(*e);
         mark_dirty(idx);
-    }
-
-    void account(uconn& e, const spop::feed_result& fr, std::uint64_t t0) {
-        track_queued(env_, e.queued_reported, e.c.queued_acks());
-        if (fr.frames) env_.stats->frames_in.add(fr.frames);
-        if (fr.notifies) {
-            env_.stats->notify_frames.add(fr.notifies);
-            env_.stats->acks.add(fr.notifies);
-            env_.stats->observe_latency_ns(mono_ns() - t0);
-        }
-        if (!e.hello_seen &&
-            (e.c.state() == spop::conn_state::established || e.c.is_healthcheck())) {
-            e.hello_seen = true;
-            env_.stats->hello_frames.add();
-        }
     }
 
     void mark_dirty(std::uint32_t idx) {
@@ -536,11 +504,7 @@ class uring_worker {
 
     void service(std::uint32_t idx) {
         uconn& e = *conns_[idx];
-        if (!e.counted_disconnect && e.c.state() >= spop::conn_state::closing) {
-            e.counted_disconnect = true;
-            count_disconnect(env_, e.c);
-            if (e.c.is_healthcheck()) env_.stats->healthchecks.add();
-        }
+        e.book.after_state(env_, e.c);
         const auto out = e.c.output();
         if (e.send_inflight == 0 && !out.empty()) {
             io_uring_sqe* s = sqe();
@@ -579,7 +543,7 @@ class uring_worker {
     void maybe_free(std::uint32_t idx) {
         uconn& e = *conns_[idx];
         if (!e.dead || e.ops != 0) return;
-        track_queued(env_, e.queued_reported, 0);
+        e.book.gone(env_);
         ::close(e.fd);
         conns_[idx].reset();
         free_.push_back(idx);

@@ -32,38 +32,37 @@ struct negotiated {
     bool peer_async = false;
 };
 
-/// True if `token` appears in a comma-separated list (spaces around items allowed). A token
-/// only counts when it is the whole item: "pipelining2" does not match "pipelining".
-[[nodiscard]] constexpr bool list_contains(std::string_view list, std::string_view token) noexcept {
+/// Calls `pred` on each item of a comma-separated list, spaces around items trimmed; true as
+/// soon as one item satisfies it.
+template <class Pred>
+[[nodiscard]] constexpr bool any_list_item(std::string_view list, Pred pred) noexcept {
     while (!list.empty()) {
         const std::size_t comma = list.find(',');
         std::string_view item = list.substr(0, comma);
         while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
         while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
-        if (item == token) return true;
+        if (pred(item)) return true;
         if (comma == std::string_view::npos) break;
         list.remove_prefix(comma + 1);
     }
     return false;
 }
 
+/// True if `token` appears in a comma-separated list (spaces around items allowed). A token
+/// only counts when it is the whole item: "pipelining2" does not match "pipelining".
+[[nodiscard]] constexpr bool list_contains(std::string_view list, std::string_view token) noexcept {
+    return any_list_item(list, [token](std::string_view item) { return item == token; });
+}
+
 /// True if the list offers version 2.0 ("2.0", "2.00", " 2.0 "; HAProxy's spoe_str_to_vsn
 /// reading: major 2, minor 0 with at most three digits).
 [[nodiscard]] constexpr bool offers_version_2_0(std::string_view list) noexcept {
-    while (!list.empty()) {
-        const std::size_t comma = list.find(',');
-        std::string_view item = list.substr(0, comma);
-        while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-        while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
-        if (item.size() >= 3 && item.size() <= 5 && item[0] == '2' && item[1] == '.') {
-            bool zeros = true;
-            for (char c : item.substr(2)) zeros = zeros && c == '0';
-            if (zeros) return true;
-        }
-        if (comma == std::string_view::npos) break;
-        list.remove_prefix(comma + 1);
-    }
-    return false;
+    return any_list_item(list, [](std::string_view item) {
+        if (item.size() < 3 || item.size() > 5 || item[0] != '2' || item[1] != '.') return false;
+        for (char c : item.substr(2))
+            if (c != '0') return false;
+        return true;
+    });
 }
 
 /// Collects the HAPROXY-HELLO keys. Views point into the HELLO payload.
