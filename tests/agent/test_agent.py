@@ -1872,6 +1872,23 @@ def _on_sigterm(signum, _frame):
     raise _Terminated("signal %d" % signum)
 
 
+def subject_modules():
+    """The other suites of this folder (tests/agent/test_*.py), one file per subject. Each does
+    `import test_agent as ta` and uses its codec, Agent harness and AgentCase; all run under this
+    one runner, so one command and one summary line cover them."""
+    # Run as a script this module is __main__: make `import test_agent` find this very module,
+    # so that the globals set below (AGENT, ENGINE) are the ones the other files see.
+    sys.modules.setdefault("test_agent", sys.modules[__name__])
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    mods = []
+    for fn in sorted(os.listdir(here)):
+        if fn.startswith("test_") and fn.endswith(".py") and fn != "test_agent.py":
+            mods.append(__import__(fn[:-3]))
+    return mods
+
+
 def main():
     global AGENT, ENGINE, VERBOSE
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -1898,6 +1915,8 @@ def main():
 
     loader = unittest.TestLoader()
     suite = loader.loadTestsFromModule(sys.modules[__name__])
+    for mod in subject_modules():
+        suite.addTests(loader.loadTestsFromModule(mod))
     if ns.patterns:
         def keep(t):
             return any(p in t.id() for p in ns.patterns)
