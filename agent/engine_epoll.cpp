@@ -3,6 +3,10 @@
 //
 // Loop rules:
 // - a connection that does not want input (back-pressure, closing) is not polled for EPOLLIN;
+//   the bytes of the last read that it did not take are kept (at most one read) and fed again,
+//   first, when it takes input again: TCP pushes back on the peer, nothing is dropped;
+// - end of stream (recv 0) is a half-close: every frame before it is answered and sent, then
+//   the socket is closed;
 // - output is written right after the batch that produced it; EPOLLOUT only while it is stuck;
 // - after the last frame, the write side is shut and the socket drained until EOF (bounded),
 //   so unread input cannot turn our final frame into an RST.
@@ -36,7 +40,12 @@ struct econn {
     std::uint32_t last_progress = 0; ///< last time a send wrote something
     std::uint32_t events = 0;
     bool draining = false;
+    bool eof = false; ///< the peer shut its write side: answer, flush, close
     conn_book book;
+    /// What the connection did not take of the last read (back-pressure): at most one read.
+    std::vector<std::uint8_t> held;
+    std::size_t held_off = 0;
+    [[nodiscard]] bool holds() const noexcept { return held_off < held.size(); }
     std::string peer;
 };
 
@@ -108,7 +117,7 @@ class epoll_worker {
         }
         if (idx >= conns_.size() || !conns_[idx] || (conns_[idx]->gen & 0xFFFFFF) != gen) return;
         if (ev.events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) {
-            if (!on_readable(idx)) return;
+            if (!on_readable(idx, ev.events)) return;
         }
         if (conns_[idx] && (ev.events & EPOLLOUT)) flush(idx);
     }
@@ -184,17 +193,35 @@ class epoll_worker {
     }
 
     /// Returns false if the connection was destroyed.
-    bool on_readable(std::uint32_t idx) {
+    bool on_readable(std::uint32_t idx, std::uint32_t events) {
         econn& e = *conns_[idx];
+        if (!e.draining && !e.c.wants_input()) {
+            // Not reading (back-pressure, end of stream): only a dead socket is news here.
+            if (events & EPOLLERR) {
+                e.c.on_peer_closed();
+                destroy(idx, "rst");
+                return false;
+            }
+            if (!flush(idx)) return false;
+            if (events & EPOLLHUP) {
+                conns_[idx]->c.on_peer_closed(); // both directions are gone: nothing to deliver
+                destroy(idx, "hup");
+                return false;
+            }
+            return true;
+        }
         for (int k = 0; k < 16; ++k) {
             const ssize_t r = ::recv(e.fd, rbuf_.get(), read_chunk, 0);
             if (r > 0) {
                 env_.stats->bytes_in.add(static_cast<std::uint64_t>(r));
                 if (e.draining) continue; // discarding until EOF
                 e.last_active = now_;
-                const std::uint64_t t0 = mono_ns();
-                const spop::feed_result fr = e.c.feed({rbuf_.get(), static_cast<std::size_t>(r)});
-                e.book.after_io(env_, e.c, fr, t0);
+                const auto n = static_cast<std::size_t>(r);
+                const std::size_t took = feed_bytes(e, rbuf_.get(), n);
+                if (took < n) {
+                    e.held.assign(rbuf_.get() + took, rbuf_.get() + n);
+                    e.held_off = 0;
+                }
                 if (!e.c.wants_input()) {
                     unsigned sup = 0;
                     if (e.c.state() == spop::conn_state::established && log_enabled(level::debug) &&
@@ -204,13 +231,18 @@ class epoll_worker {
                             env_.id, e.peer.c_str(), e.c.output().size(), sup);
                     break;
                 }
-                if (static_cast<std::size_t>(r) < read_chunk) break;
+                if (n < read_chunk) break;
                 continue;
             }
             if (r == 0) {
-                if (!e.draining) e.c.on_peer_closed();
-                destroy(idx, "eof");
-                return false;
+                if (e.draining) {
+                    destroy(idx, "eof");
+                    return false;
+                }
+                // A half-close: what was received is still answered and flushed.
+                e.eof = true;
+                e.c.on_peer_eof();
+                break;
             }
             if (errno == EAGAIN || errno == EINTR) break;
             e.c.on_peer_closed();
@@ -220,9 +252,28 @@ class epoll_worker {
         return flush(idx);
     }
 
+    /// Feeds what the connection refused earlier, once it takes input again.
+    void feed_held(econn& e) {
+        if (!e.holds() || !e.c.takes_input()) return;
+        e.held_off += feed_bytes(e, e.held.data() + e.held_off, e.held.size() - e.held_off);
+        if (!e.holds()) {
+            e.held.clear();
+            e.held_off = 0;
+        }
+    }
+
+    /// Feeds bytes to the connection; returns how many it took.
+    std::size_t feed_bytes(econn& e, const std::uint8_t* p, std::size_t n) {
+        const std::uint64_t t0 = mono_ns();
+        const spop::feed_result fr = e.c.feed({p, n});
+        e.book.after_io(env_, e.c, fr, t0);
+        return fr.consumed;
+    }
+
     /// Writes pending output; updates interest; starts draining when done. False if destroyed.
     bool flush(std::uint32_t idx) {
         econn& e = *conns_[idx];
+        feed_held(e);
         for (int k = 0; k < 8; ++k) {
             const auto out = e.c.output();
             if (out.empty()) break;
@@ -238,6 +289,7 @@ class epoll_worker {
             const std::uint64_t t0 = mono_ns();
             const spop::feed_result fr = e.c.consume_output(static_cast<std::size_t>(w));
             e.book.after_io(env_, e.c, fr, t0);
+            feed_held(e);
         }
         e.book.after_state(env_, e.c);
         if (!e.draining && e.c.should_close()) {
@@ -245,13 +297,20 @@ class epoll_worker {
                 destroy(idx, "closed");
                 return false;
             }
+            if (e.eof) {
+                // Every byte was read and answered: close; the kernel still sends, then FIN.
+                destroy(idx, "eof");
+                return false;
+            }
             note_close(env_, e.c, e.peer.c_str(), "agent", errors_rl_);
             ::shutdown(e.fd, SHUT_WR);
             e.draining = true;
             e.drain_deadline = now_ + drain_seconds;
         }
-        std::uint32_t want = EPOLLRDHUP;
-        if (e.draining || e.c.wants_input()) want |= EPOLLIN;
+        // Level-triggered: after end of stream the socket stays readable, so neither EPOLLIN
+        // nor EPOLLRDHUP may stay in the set (it would spin).
+        std::uint32_t want = e.eof ? 0u : std::uint32_t{EPOLLRDHUP};
+        if (e.draining || (e.c.wants_input() && !e.holds())) want |= EPOLLIN;
         if (!e.c.output().empty()) want |= EPOLLOUT;
         if (want != e.events) {
             e.events = want;

@@ -8,6 +8,13 @@
 //   recv is re-armed after this turn's buffers are returned (back-pressure, not an error);
 // - when F_MORE is clear the multishot recv ended and is re-armed, unless the connection is
 //   back-pressured (its ACKs are not being read), in which case it waits until they are;
+// - back-pressure is TCP's: a connection that cannot answer more stops taking bytes (feed()
+//   returns what it consumed); the recv is cancelled, and what the multishot recv still
+//   delivers is held, in order, until the connection takes input again (nothing is dropped,
+//   nobody is disconnected). Past half the ring, held bytes are copied out so that one
+//   connection's back-pressure never starves the others of receive buffers;
+// - end of stream (recv 0) is a half-close: every frame before it is answered and sent, then
+//   the socket is closed;
 // - after all CQEs of a turn, one send per connection that has new output: ACKs of a whole
 //   batch leave in one send, always whole frames;
 // - a connection is freed only when none of its requests are in flight (user_data carries a
@@ -33,8 +40,7 @@ namespace {
 constexpr unsigned sq_entries = 1024;
 constexpr unsigned buf_count = 256; // power of two
 constexpr unsigned buf_size = spop::default_feed_chunk;
-/// Receive buffers a back-pressured connection may hold before it is disconnected (status 13).
-constexpr unsigned max_held = 8;
+constexpr std::uint16_t no_buf = 0xFFFF;
 constexpr unsigned short buf_group = 1;
 constexpr std::uint32_t drain_seconds = 2;
 
@@ -57,6 +63,7 @@ struct uconn {
         : c(svc, pool, cfg) {}
     conn_t c;
     int fd = -1;
+    std::uint32_t idx = 0; ///< slot in conns_
     std::uint32_t gen = 0;
     std::uint32_t created = 0;
     std::uint32_t last_active = 0;
@@ -68,15 +75,16 @@ struct uconn {
     bool draining = false;
     bool dead = false;
     bool dirty = false;
+    bool eof = false; ///< the peer shut its write side: answer, flush, close
     conn_book book;
-    /// Receive buffers that arrived while the connection was back-pressured, in order. They
-    /// are fed when it asks for input again, and go back to the ring only then.
-    struct held_buf {
-        std::uint16_t bid;
-        std::uint32_t len;
-    };
-    held_buf held[max_held]{};
-    std::uint8_t held_n = 0;
+    /// Input the connection did not take yet (back-pressure), in arrival order: ring buffers
+    /// chained through the worker's held_next_ (head..tail), then bytes copied out of the ring.
+    std::uint16_t held_head = no_buf;
+    std::uint16_t held_tail = no_buf;
+    std::uint32_t held_n = 0;
+    std::vector<std::uint8_t> spill;
+    std::size_t spill_off = 0;
+    [[nodiscard]] bool holds() const noexcept { return held_n != 0 || spill_off < spill.size(); }
     std::uint32_t last_progress = 0; ///< last time a send completed
     std::string peer;
 };
@@ -255,12 +263,11 @@ class uring_worker {
         e.recv_cancelled = false;
         ++e.ops;
     }
-    void cancel_recv(std::uint32_t idx) {
-        uconn& e = *conns_[idx];
+    void cancel_recv(uconn& e) {
         if (!e.recv_armed || e.recv_cancelled) return;
         io_uring_sqe* s = sqe();
-        io_uring_prep_cancel64(s, pack(op_recv, idx, e.gen), 0);
-        io_uring_sqe_set_data64(s, pack(op_cancel, idx, e.gen));
+        io_uring_prep_cancel64(s, pack(op_recv, e.idx, e.gen), 0);
+        io_uring_sqe_set_data64(s, pack(op_cancel, e.idx, e.gen));
         e.recv_cancelled = true;
     }
 
@@ -333,6 +340,7 @@ class uring_worker {
         }
         auto e = std::make_unique<uconn>(svc_, pool_, env_.conn_cfg);
         e->fd = fd;
+        e->idx = idx;
         e->gen = ++gen_;
         e->created = e->last_active = now_;
         if (log_enabled(level::warn)) {
@@ -366,19 +374,26 @@ class uring_worker {
         const int res = cqe->res;
         if (res > 0) {
             env_.stats->bytes_in.add(static_cast<std::uint64_t>(res));
+            const auto len = static_cast<std::uint32_t>(res);
             if (e->draining || !has_buf) {
                 if (has_buf) recycle(bid);
-            } else if (e->held_n != 0 || !e->c.wants_input()) {
-                hold(idx, bid, static_cast<std::uint32_t>(res));
+            } else if (e->holds() || !e->c.takes_input()) {
+                hold(*e, bid, 0, len);
             } else {
                 e->last_active = now_;
-                feed_buffer(*e, bid, static_cast<std::uint32_t>(res));
-                recycle(bid);
+                const std::size_t took = feed_bytes(*e, buf(bid), len);
+                if (took < len)
+                    hold(*e, bid, static_cast<std::uint32_t>(took), len);
+                else
+                    recycle(bid);
             }
             mark_dirty(idx);
         } else if (res == 0) {
-            if (!e->draining) e->c.on_peer_closed();
-            kill(idx, "eof");
+            if (e->draining) return kill(idx, "eof");
+            // A half-close: what was received is still answered and flushed (service()).
+            e->eof = true;
+            e->c.on_peer_eof();
+            mark_dirty(idx);
             return;
         } else if (res == -ENOBUFS) {
             // The ring ran dry: re-armed once buffers come back (end of a turn that returned
@@ -395,45 +410,82 @@ class uring_worker {
         if (!e->recv_armed) mark_dirty(idx);
     }
 
-    void feed_buffer(uconn& e, unsigned short bid, std::uint32_t len) {
+    [[nodiscard]] std::uint8_t* buf(unsigned short bid) const noexcept {
+        return bufs_ + std::size_t{bid} * buf_size;
+    }
+
+    /// Feeds bytes to the connection; returns how many it took.
+    std::size_t feed_bytes(uconn& e, const std::uint8_t* p, std::size_t len) {
         const std::uint64_t t0 = mono_ns();
-        const spop::feed_result fr = e.c.feed({bufs_ + std::size_t{bid} * buf_size, len});
+        const spop::feed_result fr = e.c.feed({p, len});
         e.book.after_io(env_, e.c, fr, t0);
+        return fr.consumed;
     }
 
-    /// Keeps a receive buffer for a back-pressured connection (bounded; beyond it the peer,
-    /// which sends without reading its ACKs, gets AGENT-DISCONNECT 13).
-    void hold(std::uint32_t idx, unsigned short bid, std::uint32_t len) {
-        uconn& e = *conns_[idx];
-        if (e.held_n == max_held || held_total_ >= buf_count / 2) {
+    /// Keeps bytes [off, len) of a receive buffer for a connection that cannot take them now,
+    /// and stops its recv. Ring buffers are held in order; once half the ring is held (many
+    /// back-pressured connections), bytes are copied out and the buffer goes back at once.
+    void hold(uconn& e, unsigned short bid, std::uint32_t off, std::uint32_t len) {
+        if (e.spill_off < e.spill.size() || held_total_ >= buf_count / 2) {
+            if (e.spill_off == e.spill.size()) {
+                e.spill.clear();
+                e.spill_off = 0;
+            }
+            e.spill.insert(e.spill.end(), buf(bid) + off, buf(bid) + len);
             recycle(bid);
-            e.c.close_with(spop::errc::input_overflow);
-            release_held(e);
-            return;
+        } else {
+            held_off_[bid] = off;
+            held_len_[bid] = len;
+            held_next_[bid] = no_buf;
+            if (e.held_tail == no_buf)
+                e.held_head = bid;
+            else
+                held_next_[e.held_tail] = bid;
+            e.held_tail = bid;
+            ++e.held_n;
+            ++held_total_;
         }
-        e.held[e.held_n++] = {bid, len};
-        ++held_total_;
-        cancel_recv(idx);
+        if (e.c.state() == spop::conn_state::established) note_backpressure(e);
+        cancel_recv(e);
     }
 
-    /// Feeds held buffers while the connection wants input.
+    /// Feeds held input, in order, while the connection takes it.
     void feed_held(uconn& e) {
-        std::uint8_t i = 0;
-        while (i < e.held_n && e.c.wants_input()) {
-            feed_buffer(e, e.held[i].bid, e.held[i].len);
-            recycle(e.held[i].bid);
-            ++i;
+        while (e.held_n != 0 && e.c.takes_input()) {
+            const std::uint16_t bid = e.held_head;
+            const std::uint32_t rest = held_len_[bid] - held_off_[bid];
+            const std::size_t took = feed_bytes(e, buf(bid) + held_off_[bid], rest);
+            if (took < rest) {
+                held_off_[bid] += static_cast<std::uint32_t>(took);
+                return;
+            }
+            e.held_head = held_next_[bid];
+            if (e.held_head == no_buf) e.held_tail = no_buf;
+            --e.held_n;
+            --held_total_;
+            recycle(bid);
         }
-        if (i == 0) return;
-        for (std::uint8_t k = i; k < e.held_n; ++k) e.held[k - i] = e.held[k];
-        e.held_n = static_cast<std::uint8_t>(e.held_n - i);
-        held_total_ -= i;
+        if (e.held_n != 0 || e.spill_off == e.spill.size() || !e.c.takes_input()) return;
+        e.spill_off += feed_bytes(e, e.spill.data() + e.spill_off, e.spill.size() - e.spill_off);
+        if (e.spill_off == e.spill.size()) {
+            e.spill.clear();
+            e.spill.shrink_to_fit(); // overload memory goes back once the peer caught up
+            e.spill_off = 0;
+        }
     }
 
     void release_held(uconn& e) {
-        for (std::uint8_t k = 0; k < e.held_n; ++k) recycle(e.held[k].bid);
-        held_total_ -= e.held_n;
-        e.held_n = 0;
+        while (e.held_n != 0) {
+            const std::uint16_t bid = e.held_head;
+            e.held_head = held_next_[bid];
+            --e.held_n;
+            --held_total_;
+            recycle(bid);
+        }
+        e.held_tail = no_buf;
+        e.spill.clear();
+        e.spill.shrink_to_fit();
+        e.spill_off = 0;
     }
 
     void on_send(std::uint32_t idx, std::uint32_t gen, io_uring_cqe* cqe) {
@@ -452,7 +504,7 @@ class uring_worker {
         const spop::feed_result fr = e->c.consume_output(static_cast<std::size_t>(cqe->res));
         e->book.after_io(env_, e->c, fr, t0);
         e->last_progress = now_;
-        if (e->held_n != 0) feed_held(*e);
+        if (e->holds()) feed_held(*e);
         mark_dirty(idx);
     }
 
@@ -504,6 +556,7 @@ class uring_worker {
 
     void service(std::uint32_t idx) {
         uconn& e = *conns_[idx];
+        if (e.holds() && e.c.takes_input()) feed_held(e);
         e.book.after_state(env_, e.c);
         const auto out = e.c.output();
         if (e.send_inflight == 0 && !out.empty()) {
@@ -515,17 +568,20 @@ class uring_worker {
         }
         if (!e.draining && e.c.should_close() && e.send_inflight == 0) {
             if (e.c.state() == spop::conn_state::closed) return kill(idx, "closed");
+            // After end of stream every byte was read: close now, the kernel still sends what
+            // it holds, then FIN.
+            if (e.eof) return kill(idx, "eof");
             note_close(env_, e.c, e.peer.c_str(), "agent", errors_rl_);
             ::shutdown(e.fd, SHUT_WR);
             e.draining = true;
             e.drain_deadline = now_ + drain_seconds;
         }
-        const bool want_recv = e.draining || (e.c.wants_input() && e.held_n == 0);
+        const bool want_recv = e.draining || (e.c.wants_input() && !e.holds());
         if (want_recv && !e.recv_armed)
             arm_recv(idx);
         else if (!want_recv && e.recv_armed) {
-            if (e.c.state() == spop::conn_state::established) note_backpressure(e);
-            cancel_recv(idx);
+            if (e.c.state() == spop::conn_state::established && !e.eof) note_backpressure(e);
+            cancel_recv(e);
         }
     }
 
@@ -536,7 +592,7 @@ class uring_worker {
         e.dead = true;
         release_held(e);
         ::shutdown(e.fd, SHUT_RDWR); // completes whatever is still in flight
-        cancel_recv(idx);
+        cancel_recv(e);
         maybe_free(idx);
     }
 
@@ -612,7 +668,12 @@ class uring_worker {
     std::vector<std::uint32_t> dirty_;
     std::vector<std::uint32_t> accept_rearm_;
     std::vector<std::uint32_t> starved_;
-    unsigned held_total_ = 0;
+    unsigned held_total_ = 0; ///< ring buffers held by back-pressured connections
+    /// Per ring buffer, while a connection holds it: the next in its chain, and the bytes
+    /// [off, len) not yet taken.
+    std::uint16_t held_next_[buf_count]{};
+    std::uint32_t held_off_[buf_count]{};
+    std::uint32_t held_len_[buf_count]{};
     rate_limiter errors_rl_{10};
     rate_limiter accept_rl_{5};
     rate_limiter bp_rl_{5};

@@ -81,6 +81,12 @@ class mini_agent {
         int fd;
         std::uint32_t events;
         spop::connection<iprep_service> conn;
+        std::vector<std::uint8_t> held; ///< received bytes the connection did not take yet
+        /// Feeds `in`; keeps what the connection did not take (back-pressure).
+        void take(std::span<const std::uint8_t> in) {
+            const std::size_t took = conn.feed(in).consumed;
+            held.assign(in.begin() + static_cast<std::ptrdiff_t>(took), in.end());
+        }
         peer(int f, iprep_service& s, spop::buffer_pool& p, const spop::connection_config& c)
             : fd(f), events(EPOLLIN), conn(s, p, c) {}
     };
@@ -116,10 +122,15 @@ class mini_agent {
                     break;
                 }
                 (void)p.conn.consume_output(static_cast<std::size_t>(n));
+                if (!p.held.empty() && p.conn.takes_input()) {
+                    const std::vector<std::uint8_t> again = std::move(p.held);
+                    p.take(again);
+                }
             }
             if (p.conn.should_close()) return drop(p);
+            const bool reading = p.conn.wants_input() && p.held.empty();
             const std::uint32_t want =
-                (p.conn.wants_input() ? EPOLLIN : 0u) | (p.conn.output().empty() ? 0u : EPOLLOUT);
+                (reading ? EPOLLIN : 0u) | (p.conn.output().empty() ? 0u : EPOLLOUT);
             if (want != p.events) {
                 p.events = want;
                 epoll_event e{};
@@ -159,11 +170,15 @@ class mini_agent {
                               ? peers[static_cast<std::size_t>(fd)].get()
                               : nullptr;
                 if (p == nullptr) continue;
-                if ((evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && p->conn.wants_input()) {
+                if ((evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && p->conn.wants_input() &&
+                    p->held.empty()) {
+                    // 64 KiB at a time: feed() takes what it can answer, whatever the size.
                     const ssize_t r = ::recv(fd, buf.data(), buf.size(), 0);
                     if (r > 0) {
-                        (void)p->conn.feed({buf.data(), static_cast<std::size_t>(r)});
-                    } else if (r == 0 || errno != EAGAIN) {
+                        p->take({buf.data(), static_cast<std::size_t>(r)});
+                    } else if (r == 0) {
+                        p->conn.on_peer_eof();
+                    } else if (errno != EAGAIN) {
                         p->conn.on_peer_closed();
                     }
                 }

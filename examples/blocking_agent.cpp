@@ -62,6 +62,7 @@ void serve(int fd) {
     spop::buffer_pool pool(spop::buffer_size_for(cfg.limits.max_frame_size), 2);
     spop::connection<S> conn(svc, pool, cfg);
     std::uint8_t buf[16384];
+    std::size_t have = 0; // received bytes the connection has not taken yet (back-pressure)
     while (!conn.should_close()) {
         // Write everything queued, whole frames, before reading more.
         for (auto out = conn.output(); !out.empty(); out = conn.output()) {
@@ -70,15 +71,30 @@ void serve(int fd) {
                 conn.on_peer_closed();
                 break;
             }
-            conn.consume_output(static_cast<std::size_t>(w));
+            (void)conn.consume_output(static_cast<std::size_t>(w));
         }
-        if (conn.should_close() || !conn.wants_input()) continue;
-        const ssize_t r = ::recv(fd, buf, sizeof buf, 0);
-        if (r <= 0) {
-            conn.on_peer_closed(); // HAProxy 3.x often just closes: that is normal
+        if (conn.should_close()) break;
+        if (have != 0 && conn.takes_input()) {
+            // feed() takes only what it can answer; the rest stays ours until it can.
+            const std::size_t took = conn.feed({buf, have}).consumed;
+            std::memmove(buf, buf + took, have - took);
+            have -= took;
+            continue;
+        }
+        if (!conn.wants_input()) continue; // the sends above make room
+        const ssize_t r = ::recv(fd, buf + have, sizeof buf - have, 0);
+        if (r == 0) {
+            conn.on_peer_eof(); // answer and flush what arrived, then close
+            continue;
+        }
+        if (r < 0) {
+            conn.on_peer_closed();
             break;
         }
-        conn.feed({buf, static_cast<std::size_t>(r)});
+        have += static_cast<std::size_t>(r);
+        const std::size_t took = conn.feed({buf, have}).consumed;
+        std::memmove(buf, buf + took, have - took);
+        have -= took;
     }
     if (conn.error() != spop::errc::ok && conn.error() != spop::errc::peer_disconnect)
         std::fprintf(stderr, "connection closed: %s\n", spop::message(conn.error()).data());

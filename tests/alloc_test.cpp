@@ -150,15 +150,15 @@ TEST(Alloc, SteadyStateConnectionLoopAllocatesNothing) {
     bytes batch;
     for (std::uint64_t i = 0; i < 20; ++i) spop_test::append(batch, notify_frame(2 * i + 1));
 
-    conn.feed(unhex(spop_test::vec::v1_hello_34));
+    (void)conn.feed(unhex(spop_test::vec::v1_hello_34));
     ASSERT_EQ(conn.state(), spop::conn_state::established);
     conn.consume_output(conn.output().size());
 
     // Warm-up: one whole batch and one split mid-frame, so every buffer has been acquired once.
-    conn.feed(batch);
+    (void)conn.feed(batch);
     conn.consume_output(conn.output().size());
-    conn.feed(std::span<const std::uint8_t>(batch).first(50));
-    conn.feed(std::span<const std::uint8_t>(batch).subspan(50));
+    (void)conn.feed(std::span<const std::uint8_t>(batch).first(50));
+    (void)conn.feed(std::span<const std::uint8_t>(batch).subspan(50));
     conn.consume_output(conn.output().size());
     const std::size_t warm_notifies = svc.notifies;
     const std::size_t pool_allocs = pool.allocations();
@@ -170,8 +170,8 @@ TEST(Alloc, SteadyStateConnectionLoopAllocatesNothing) {
         for (std::size_t i = 0; i < loops; ++i) {
             // Vary the split point, including inside a length prefix, to exercise reassembly.
             const std::size_t cut = (i * 7) % batch.size();
-            conn.feed(std::span<const std::uint8_t>(batch).first(cut));
-            conn.feed(std::span<const std::uint8_t>(batch).subspan(cut));
+            (void)conn.feed(std::span<const std::uint8_t>(batch).first(cut));
+            (void)conn.feed(std::span<const std::uint8_t>(batch).subspan(cut));
             const auto out = conn.output();
             acks_bytes += out.size();
             if (out.size() % 25 != 0) ++not_whole;
@@ -224,16 +224,16 @@ TEST(Alloc, HandshakeAndDisconnectAllocateNothing) {
     {
         // Warm the pool with one full connection lifetime.
         spop::connection<scoring> conn(svc, pool, cfg);
-        conn.feed(hello);
-        conn.feed(disc);
+        (void)conn.feed(hello);
+        (void)conn.feed(disc);
         conn.consume_output(conn.output().size());
     }
     alloc_window w;
     for (int i = 0; i < 100; ++i) {
         spop::connection<scoring> conn(svc, pool, cfg);
-        conn.feed(hello);
+        (void)conn.feed(hello);
         conn.consume_output(conn.output().size());
-        conn.feed(disc);
+        (void)conn.feed(disc);
         conn.consume_output(conn.output().size());
     }
     w.stop();

@@ -122,7 +122,7 @@ TEST(Connection, HelloThenNotify) {
     EXPECT_EQ(h.conn.settings().max_frame_size, 16380u);
     EXPECT_TRUE(h.conn.settings().pipelining);
     EXPECT_FALSE(h.conn.is_healthcheck());
-    h.conn.consume_output(h.conn.output().size());
+    (void)h.consume(h.conn.output().size());
 
     const spop::feed_result n = h.feed(vec::v5_notify_34);
     EXPECT_EQ(n.frames, 1u);
@@ -301,7 +301,7 @@ TEST(Connection, ConversationRandomChunksAndPartialSends) {
             // Send a random part of the output (a short write).
             const std::size_t sent = o.empty() ? 0 : rng() % (o.size() + 1);
             out.insert(out.end(), o.begin(), o.begin() + static_cast<std::ptrdiff_t>(sent));
-            h.conn.consume_output(sent);
+            (void)h.consume(sent);
         }
         spop_test::append(out, h.drain());
         ASSERT_EQ(to_hex(out), to_hex(c.expected)) << "iteration " << iter;
@@ -338,7 +338,7 @@ TEST(Connection, RandomizedInvariants) {
             const auto o = h.conn.output();
             const std::size_t n = o.empty() ? 0 : (rng() % 2 ? o.size() : rng() % (o.size() + 1));
             sent.insert(sent.end(), o.begin(), o.begin() + static_cast<std::ptrdiff_t>(n));
-            h.conn.consume_output(n);
+            (void)h.consume(n);
             if (pos >= in.size() && h.conn.state() == conn_state::awaiting_hello) break;
         }
         spop_test::append(sent, h.drain());
@@ -872,16 +872,19 @@ TEST(Connection, BackPressureLosesNothing) {
     // Feed NOTIFYs without reading the ACKs until the connection asks us to stop reading.
     std::uint64_t fed = 0;
     while (h.conn.wants_input() && fed < 100000) {
-        h.feed(notify(2 * fed + 1, 1));
+        (void)h.feed(notify(2 * fed + 1, 1));
         ++fed;
     }
     ASSERT_FALSE(h.conn.wants_input()) << "never back-pressured";
     ASSERT_EQ(h.conn.state(), conn_state::established);
     const std::size_t answered = count_acks(bytes(h.conn.output().begin(), h.conn.output().end()));
     EXPECT_LT(answered, fed);
-    // A few more arrive anyway (already in flight); they are kept, not lost.
-    for (int i = 0; i < 50; ++i, ++fed) h.feed(notify(2 * fed + 1, 1));
+    // More arrive anyway (already in flight): the connection takes none, the embedder keeps them.
+    const std::size_t held_before = h.held.size();
+    for (int i = 0; i < 50; ++i, ++fed) (void)h.feed(notify(2 * fed + 1, 1));
     EXPECT_EQ(h.conn.state(), conn_state::established);
+    EXPECT_GT(h.held.size(), held_before);
+    EXPECT_TRUE(h.conn.input_held());
     // Sending the output resumes processing, possibly over several rounds.
     bytes out;
     for (int round = 0; round < 100 && !h.conn.output().empty(); ++round) {
@@ -893,25 +896,36 @@ TEST(Connection, BackPressureLosesNothing) {
     ASSERT_EQ(sids.size(), fed);
     for (std::uint64_t i = 0; i < fed; ++i) ASSERT_EQ(sids[i], 2 * i + 1) << "in order";
     EXPECT_TRUE(h.conn.wants_input());
+    EXPECT_FALSE(h.conn.input_held());
+    EXPECT_TRUE(h.held.empty());
     EXPECT_EQ(h.conn.buffered_bytes(), 0u);
 }
 
+// The embedder's side of the contract, without the harness: feed() says how much it took, the
+// rest is fed again once the output drained. Any chunk size works (64 KiB here, 16 MiB below).
 TEST(Connection, BackPressureInOneBigFeed) {
     conn_harness h;
     establish(h);
     bytes in;
     const std::uint64_t n = 2200; // more ACKs than one output block holds
     for (std::uint64_t i = 0; i < n; ++i) spop_test::append(in, notify(2 * i + 1, 1));
-    const spop::feed_result r = h.feed(in);
+    spop::feed_result r = h.conn.feed(in);
     EXPECT_LT(r.notifies, n) << "the output block cannot hold 2200 ACKs at once";
+    EXPECT_LT(r.consumed, in.size());
     EXPECT_FALSE(h.conn.wants_input());
+    std::size_t pos = r.consumed;
     bytes out;
     std::uint32_t total = r.notifies;
-    for (int round = 0; round < 100 && !h.conn.output().empty(); ++round) {
+    for (int round = 0; round < 1000 && (!h.conn.output().empty() || pos < in.size()); ++round) {
         const auto o = h.conn.output();
         out.insert(out.end(), o.begin(), o.end());
         total += h.conn.consume_output(o.size()).notifies;
+        ASSERT_TRUE(h.conn.wants_input());
+        r = h.conn.feed(std::span<const std::uint8_t>(in).subspan(pos));
+        pos += r.consumed;
+        total += r.notifies;
     }
+    EXPECT_EQ(pos, in.size());
     EXPECT_EQ(total, n);
     EXPECT_EQ(count_acks(out), n);
     EXPECT_TRUE(h.conn.wants_input());
@@ -921,9 +935,11 @@ TEST(Connection, ShutdownWhileBackPressured) {
     conn_harness h;
     establish(h);
     std::uint64_t fed = 0;
-    while (h.conn.wants_input() && fed < 100000) h.feed(notify(2 * fed++ + 1, 1));
-    for (int i = 0; i < 10; ++i) h.feed(notify(2 * fed++ + 1, 1));
+    while (h.conn.wants_input() && fed < 100000) (void)h.feed(notify(2 * fed++ + 1, 1));
+    for (int i = 0; i < 10; ++i) (void)h.feed(notify(2 * fed++ + 1, 1));
+    ASSERT_FALSE(h.held.empty());
     h.conn.shutdown();
+    EXPECT_EQ(h.conn.state(), conn_state::established) << "not before the held bytes are fed";
     bytes out;
     for (int round = 0; round < 100 && !h.conn.output().empty(); ++round) {
         spop_test::append(out, h.drain());
@@ -934,24 +950,127 @@ TEST(Connection, ShutdownWhileBackPressured) {
     EXPECT_TRUE(h.conn.should_close());
 }
 
-TEST(ConnectionError, FloodWhileBackPressured) {
+// A peer that keeps sending without reading is pushed back by TCP, not disconnected: the
+// connection takes nothing more, whatever the embedder offers.
+TEST(Connection, FloodWhileBackPressuredIsRefusedNotDropped) {
     conn_harness h;
     establish(h);
     std::uint64_t fed = 0;
-    while (h.conn.wants_input() && fed < 100000) h.feed(notify(2 * fed++ + 1, 1));
+    while (h.conn.wants_input() && fed < 100000) (void)h.feed(notify(2 * fed++ + 1, 1));
     ASSERT_FALSE(h.conn.wants_input());
-    // The peer keeps sending far more than a buffer without reading its ACKs.
     bytes flood;
-    while (flood.size() < 2 * h.pool.block_size()) spop_test::append(flood, notify(99, 1));
-    h.feed(flood);
-    EXPECT_EQ(h.conn.state(), conn_state::closing);
-    EXPECT_EQ(h.conn.error(), errc::input_overflow);
+    std::uint64_t extra = 0;
+    while (flood.size() < 4 * h.pool.block_size())
+        spop_test::append(flood, notify(2 * (fed + extra++) + 1, 1));
+    const spop::feed_result r = h.conn.feed(flood);
+    EXPECT_EQ(r.consumed, 0u);
+    EXPECT_EQ(h.conn.state(), conn_state::established);
+    EXPECT_LE(h.pool.in_use(), 2u);
+    (void)h.feed(flood);
+    bytes out;
+    for (int round = 0; round < 1000 && !h.conn.output().empty(); ++round)
+        spop_test::append(out, h.drain());
+    EXPECT_EQ(count_acks(out), fed + extra);
+    EXPECT_TRUE(h.held.empty());
+}
+
+// End of stream (the peer half-closes) right after its frames, even while back-pressured:
+// everything received is answered and flushed before should_close().
+TEST(Connection, EofAfterFramesAnswersEverything) {
+    for (const bool pressured : {false, true}) {
+        SCOPED_TRACE(pressured ? "back-pressured" : "prompt");
+        conn_harness h;
+        establish(h);
+        const std::uint64_t n = pressured ? 3000 : 20;
+        bytes in;
+        for (std::uint64_t i = 0; i < n; ++i) spop_test::append(in, notify(2 * i + 1, 1));
+        (void)h.feed(in);
+        h.conn.on_peer_eof();
+        EXPECT_FALSE(h.conn.wants_input());
+        EXPECT_FALSE(h.conn.should_close()) << "ACKs still to send";
+        bytes out;
+        for (int round = 0; round < 1000 && !h.conn.output().empty(); ++round)
+            spop_test::append(out, h.drain());
+        EXPECT_EQ(count_acks(out), n);
+        EXPECT_TRUE(h.conn.should_close());
+        EXPECT_EQ(h.conn.error(), errc::ok);
+        h.conn.on_peer_closed();
+        EXPECT_EQ(h.pool.in_use(), 0u);
+    }
+}
+
+TEST(Connection, HelloThenEofStillGetsAgentHello) {
+    conn_harness h;
+    (void)h.feed(vec::v1_hello_34);
+    h.conn.on_peer_eof();
+    ASSERT_FALSE(h.conn.should_close());
     const bytes out = h.drain();
-    const auto d = last_disconnect(out);
-    EXPECT_TRUE(d.well_formed);
-    EXPECT_EQ(d.status, 13u);
-    EXPECT_EQ(d.message, "resource allocation error");
+    const auto frames = spop_test::split_frames(out);
+    ASSERT_EQ(frames.size(), 1u);
+    EXPECT_EQ(frames[0].type, frame_type::agent_hello);
     EXPECT_TRUE(h.conn.should_close());
+}
+
+TEST(Connection, EofInsidePartialFrameDropsIt) {
+    conn_harness h;
+    establish(h);
+    bytes in = notify(1, 1);
+    spop_test::append(in, notify(3, 1));
+    in.resize(in.size() - 3); // the second one is cut
+    (void)h.feed(in);
+    h.conn.on_peer_eof();
+    const bytes out = h.drain();
+    EXPECT_EQ(count_acks(out), 1u);
+    EXPECT_TRUE(h.conn.should_close());
+    EXPECT_EQ(h.conn.buffered_bytes(), 0u);
+}
+
+// A service without max_ack_size gets a whole frame of room for each ACK, so large ACKs are
+// never cut, however slowly the peer reads.
+struct large_ack_service {
+    spop::errc on_notify(const spop::notify_request& req, spop::ack_writer& ack) noexcept {
+        spop::null_notify_handler nh;
+        if (const spop::result r = req.parse(nh); !r) return r.ec;
+        static const std::string long_name(1500, 'v');
+        ack.set_var(spop::var_scope::txn, long_name, spop::value::from_uint32(7));
+        ack.set_var(spop::var_scope::txn, "score", spop::value::from_uint32(1));
+        return spop::errc::ok;
+    }
+};
+
+TEST(Connection, LargeAcksWithASlowReader) {
+    const spop::connection_config cfg{};
+    spop::buffer_pool pool(spop::buffer_size_for(cfg.limits.max_frame_size));
+    large_ack_service svc;
+    spop::connection<large_ack_service> conn(svc, pool, cfg);
+    (void)conn.feed(unhex(vec::v1_hello_34));
+    (void)conn.consume_output(conn.output().size());
+    bytes in;
+    const std::uint64_t n = 400;
+    for (std::uint64_t i = 0; i < n; ++i) spop_test::append(in, notify(2 * i + 1, 1));
+    std::size_t pos = 0;
+    bytes out;
+    for (int round = 0; round < 10000 && (pos < in.size() || !conn.output().empty()); ++round) {
+        if (conn.wants_input() && pos < in.size()) {
+            // 64 KiB per call: more than the agent's engines read at once.
+            const auto chunk = std::span<const std::uint8_t>(in).subspan(pos).first(
+                std::min<std::size_t>(64 * 1024, in.size() - pos));
+            pos += conn.feed(chunk).consumed;
+        }
+        const auto o = conn.output();
+        const std::size_t k = std::min<std::size_t>(o.size(), 1000); // a slow reader
+        out.insert(out.end(), o.begin(), o.begin() + static_cast<std::ptrdiff_t>(k));
+        (void)conn.consume_output(k);
+        ASSERT_EQ(conn.state(), conn_state::established);
+    }
+    std::size_t rest = 1;
+    const auto frames = spop_test::split_frames(out, &rest);
+    EXPECT_EQ(rest, 0u);
+    ASSERT_EQ(frames.size(), n);
+    for (const auto& f : frames) {
+        ASSERT_EQ(f.type, frame_type::ack);
+        EXPECT_GT(f.payload.size(), 1500u);
+    }
 }
 
 } // namespace
@@ -965,18 +1084,24 @@ TEST(ConnectionLimits, MaxQueuedAcksBackPressures) {
     spop::buffer_pool pool(spop::buffer_size_for(cfg.limits.max_frame_size));
     spop::connection<spop::null_service> conn(svc, pool, cfg);
     const auto hello = spop_test::unhex(spop_test::vec::v1_hello_34);
-    conn.feed(hello);
+    (void)conn.feed(hello);
     ASSERT_EQ(conn.state(), spop::conn_state::established);
-    conn.consume_output(conn.output().size());
+    (void)conn.consume_output(conn.output().size());
     const auto notify = spop_test::unhex(spop_test::vec::v5_notify_34);
     std::vector<std::uint8_t> twelve;
     for (int i = 0; i < 12; ++i) twelve.insert(twelve.end(), notify.begin(), notify.end());
-    const auto r = conn.feed(twelve);
+    auto r = conn.feed(twelve);
     EXPECT_EQ(r.notifies, 5u);
+    EXPECT_EQ(r.consumed, 5 * notify.size());
     EXPECT_FALSE(conn.wants_input());
     std::size_t answered = r.notifies;
-    for (int round = 0; round < 5 && answered < 12; ++round)
+    std::size_t pos = r.consumed;
+    for (int round = 0; round < 5 && answered < 12; ++round) {
         answered += conn.consume_output(conn.output().size()).notifies;
+        r = conn.feed(std::span<const std::uint8_t>(twelve).subspan(pos));
+        pos += r.consumed;
+        answered += r.notifies;
+    }
     EXPECT_EQ(answered, 12u);
     EXPECT_TRUE(conn.wants_input());
     EXPECT_EQ(conn.state(), spop::conn_state::established);

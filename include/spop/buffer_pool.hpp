@@ -15,21 +15,17 @@
 
 namespace spop {
 
-/// The largest chunk an embedder should hand to connection::feed() in one call: the receive
-/// size of the agent's engines.
+/// The receive size of the agent's engines. Any chunk size works with connection::feed(), which
+/// takes only what it can answer; this is just a good default for a read buffer.
 inline constexpr std::size_t default_feed_chunk = 16 * 1024;
 
 /// The buffer size a connection needs for a given max-frame-size: the output side holds two
 /// whole frames (one being sent while the next is written) plus an AGENT-DISCONNECT; the input
-/// side holds, when back-pressure starts, one complete frame not yet processed plus the rest of
-/// the chunk that completed it, plus the one more chunk an embedder may feed after
-/// wants_input() turned false (tests/fuzz/crashes: frame + 1 chunk was one chunk short).
-[[nodiscard]] constexpr std::size_t buffer_size_for(std::uint32_t max_frame_size,
-                                                    std::size_t max_chunk = default_feed_chunk) noexcept {
+/// side never holds more than one frame, because feed() leaves what it cannot answer with the
+/// caller.
+[[nodiscard]] constexpr std::size_t buffer_size_for(std::uint32_t max_frame_size) noexcept {
     const std::size_t frame = std::size_t{max_frame_size} + frame_length_size;
-    const std::size_t in = frame + 2 * max_chunk;
-    const std::size_t out = 2 * frame;
-    return (in > out ? in : out) + 512;
+    return 2 * frame + 512;
 }
 
 class buffer_pool {

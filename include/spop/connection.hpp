@@ -1,21 +1,31 @@
 // The sans-IO connection: bytes in, frames through a service, bytes out.
 //
 // An embedder (epoll loop, io_uring ring, asio, a test) owns the socket and calls:
-//   feed(bytes)          with whatever arrived; bytes may be split anywhere, even inside the
-//                        4-byte length prefix. Every complete frame is processed at once
-//                        (a batch); the span need not outlive the call. Feed chunks of at most
-//                        the `max_chunk` given to buffer_size_for() (16 KiB by default).
+//   feed(bytes)          with whatever arrived, in any split (even inside the 4-byte length
+//                        prefix) and in chunks of any size. Every complete frame is processed at
+//                        once (a batch). It returns how many bytes it took (`consumed`), like
+//                        Beast's parser::put(): the span need not outlive the call, but the
+//                        bytes past `consumed` are still the embedder's, who keeps them and feeds
+//                        them again, first, once wants_input() is true.
 //   output()             the bytes to send: whole frames, in order, one contiguous region.
 //   consume_output(n)    after n of them were written. Bytes past those already handed to
 //                        the kernel may be appended meanwhile, but never moved.
-//   wants_input()        false while back-pressured (the peer does not read its ACKs) or
-//                        closing: stop reading until it turns true again. Bytes that arrive
-//                        anyway may be fed once more (one chunk); hold any further ones until
-//                        wants_input() is true, or the peer gets AGENT-DISCONNECT 13.
-//   should_close()       true once closing and every byte was sent: close the socket.
-//   on_peer_closed()     on EOF or RST. Normal for HAProxy 3.x, which rarely says goodbye.
+//   wants_input()        false while back-pressured (the peer does not read its ACKs), after
+//                        end of stream, or closing: stop reading the socket (TCP then pushes
+//                        back on the peer) until it turns true again.
+//   takes_input()        feed() would take bytes: the moment to feed again what it refused.
+//   should_close()       true once every byte there is to send was sent and nothing more will
+//                        come: close the socket.
+//   on_peer_eof()        the peer shut its write side (recv returned 0). Everything received
+//                        before is still answered and flushed, then should_close() turns true.
+//   on_peer_closed()     on RST or a failed send: drop everything, send nothing.
 //   shutdown()           graceful stop: answers what was received, then AGENT-DISCONNECT 0.
 //   close_with(errc)     e.g. errc::timeout from an idle timer: AGENT-DISCONNECT, then close.
+//
+// Back-pressure is TCP's own: the connection never buffers more input than one partial frame.
+// When its output cannot take another ACK it stops consuming (feed() returns less than it was
+// given), and the embedder stops reading that socket. Nothing is dropped and no legal peer is
+// ever disconnected for sending too fast; memory per connection is two pool blocks at most.
 //
 // Protocol errors are answered with AGENT-DISCONNECT carrying to_status(error()), then the
 // connection closes. Frames are checked against the limit from their length prefix alone,
@@ -23,6 +33,8 @@
 //
 // Memory: input and output buffers come from a per-thread buffer_pool and go back to it as soon
 // as they are empty, so an idle connection holds none.
+//
+// Threads: a connection, its service calls and its pool belong to one thread.
 #pragma once
 
 #include <cstdint>
@@ -60,8 +72,10 @@ struct connection_config {
     var_scope noop_scope = var_scope::txn;
 };
 
-/// What one feed() did, for the embedder's counters.
+/// What one feed() (or consume_output()) did. feed()'s `consumed` must not be ignored: the
+/// bytes past it were not taken and must be fed again later.
 struct feed_result {
+    std::size_t consumed = 0;   ///< bytes of the input taken (all of them unless back-pressured)
     std::uint32_t frames = 0;   ///< complete frames processed
     std::uint32_t notifies = 0; ///< NOTIFY frames answered with an ACK
 };
@@ -90,13 +104,17 @@ class connection {
     /// handed to the peer.
     [[nodiscard]] std::uint32_t queued_acks() const noexcept { return queued_acks_; }
 
-    [[nodiscard]] bool wants_input() const noexcept {
-        return !paused_ &&
-               (state_ == conn_state::awaiting_hello || state_ == conn_state::established);
-    }
+    /// Read more from the socket: not back-pressured, no end of stream yet, not closing.
+    [[nodiscard]] bool wants_input() const noexcept { return takes_input() && !eof_; }
+    /// feed() would take bytes now. Bytes it refused earlier are fed again when this is true
+    /// (also after end of stream, when wants_input() stays false).
+    [[nodiscard]] bool takes_input() const noexcept { return !paused_ && accepting(); }
     [[nodiscard]] bool should_close() const noexcept {
-        return state_ == conn_state::closed ||
-               (state_ == conn_state::closing && out_head_ == out_tail_);
+        if (state_ == conn_state::closed) return true;
+        if (out_head_ != out_tail_) return false;
+        if (state_ == conn_state::closing) return true;
+        // End of stream: once every frame received before it is answered and sent.
+        return eof_ && !paused_ && !caller_holds_;
     }
     [[nodiscard]] std::span<const std::uint8_t> output() const noexcept {
         return {out_ + out_head_, out_tail_ - out_head_};
@@ -105,82 +123,98 @@ class connection {
     [[nodiscard]] std::size_t buffered_bytes() const noexcept {
         return (in_ ? pool_.block_size() : 0) + (out_ ? pool_.block_size() : 0);
     }
+    /// True while feed() has refused bytes that the embedder still holds (back-pressure).
+    [[nodiscard]] bool input_held() const noexcept { return caller_holds_; }
 
-    feed_result feed(std::span<const std::uint8_t> in) noexcept {
+    /// Processes every complete frame in `in` and keeps a trailing partial frame. Takes less
+    /// than all of `in` only when back-pressured: then `consumed` stops before the first frame it
+    /// could not answer, and the rest stays the caller's. A closing connection takes (and
+    /// discards) everything.
+    [[nodiscard]] feed_result feed(std::span<const std::uint8_t> in) noexcept {
         feed_result res;
-        if (!accepting()) return res;
-        const std::uint8_t* p = in.data();
-        std::size_t n = in.size();
-        if (paused_) {
-            stash(p, n);
+        if (!accepting()) {
+            res.consumed = in.size();
             return res;
         }
-        if (in_tail_ != in_head_) {
+        if (paused_) {
+            caller_holds_ = !in.empty() || caller_holds_;
+            return res;
+        }
+        const std::uint8_t* const begin = in.data();
+        const std::uint8_t* p = begin;
+        std::size_t n = in.size();
+        // `held` = bytes left in the caller's hands when we stop early.
+        const auto stop = [&](bool held) noexcept {
+            res.consumed = static_cast<std::size_t>(p - begin);
+            caller_holds_ = held && n != 0;
+        };
+        if (in_len_ != 0) {
             // Finish the partial frame in the reassembly buffer, taking only its own bytes.
-            std::size_t have = in_tail_ - in_head_;
-            if (have < frame_length_size) {
-                const std::size_t take = min(frame_length_size - have, n);
+            if (in_len_ < frame_length_size) {
+                const std::size_t take = min(frame_length_size - in_len_, n);
                 append(p, take);
                 p += take;
                 n -= take;
-                have += take;
-                if (have < frame_length_size) return res;
+                if (in_len_ < frame_length_size) return done(res, in.size());
             }
-            const std::uint32_t len = load_be32(in_ + in_head_);
+            const std::uint32_t len = load_be32(in_);
             if (const errc e = check_frame_length(len, limit_); e != errc::ok) {
                 fail(e);
-                return res;
+                return done(res, in.size());
             }
             const std::size_t total = frame_length_size + len;
-            const std::size_t take = min(total - have, n);
+            const std::size_t take = min(total - in_len_, n);
             append(p, take);
             p += take;
             n -= take;
-            if (have + take < total) return res;
+            if (in_len_ < total) return done(res, in.size());
             if (!output_room()) {
-                if (!accepting()) return res;
-                paused_ = true;
-                stash(p, n);
+                // The frame waits in the reassembly buffer; resume() answers it first.
+                if (accepting()) paused_ = true;
+                stop(true);
                 return res;
             }
-            process(in_ + in_head_, total, res);
-            in_head_ += total;
-            drop_consumed_input();
-            if (!accepting()) return res;
+            process(in_, total, res);
+            release_input();
+            if (!accepting()) return done(res, in.size());
         }
         while (n >= frame_length_size) {
             const std::uint32_t len = load_be32(p);
             if (const errc e = check_frame_length(len, limit_); e != errc::ok) {
                 fail(e);
-                return res;
+                return done(res, in.size());
             }
             const std::size_t total = frame_length_size + len;
             if (n < total) break;
             if (!output_room()) {
-                if (!accepting()) return res;
-                paused_ = true;
-                stash(p, n);
+                if (accepting()) paused_ = true;
+                stop(true);
                 return res;
             }
             process(p, total, res);
             p += total;
             n -= total;
-            if (!accepting()) return res;
+            if (!accepting()) return done(res, in.size());
         }
-        if (n != 0) stash(p, n);
-        return res;
+        if (n != 0) {
+            // A partial frame: always fits, its length was checked (or is still unknown).
+            if (!ensure_input()) return done(res, in.size());
+            append(p, n);
+        }
+        return done(res, in.size());
     }
 
     /// `n` bytes of output() were sent. When everything was, the buffer is recycled and a
-    /// back-pressured connection resumes on what it had stashed (which may queue more output).
+    /// back-pressured connection answers the frame it had waiting; if the embedder holds bytes
+    /// that feed() refused, wants_input() turning true is the signal to feed them again.
     feed_result consume_output(std::size_t n) noexcept {
         feed_result res;
-        out_head_ += min(n, out_tail_ - out_head_);
+        out_head_ += static_cast<std::uint32_t>(min(n, out_tail_ - out_head_));
         if (out_head_ != out_tail_) return res;
         out_head_ = out_tail_ = 0;
         queued_acks_ = 0;
         if (paused_) resume(res);
-        if (shutdown_pending_ && !paused_) finish_shutdown();
+        maybe_finish_shutdown();
         if (out_head_ == out_tail_) {
             pool_.release(out_);
             out_ = nullptr;
@@ -188,12 +222,19 @@ class connection {
         return res;
     }
 
-    /// Graceful stop: every complete NOTIFY already received is answered, then
-    /// AGENT-DISCONNECT 0 "normal" is queued and the connection closes.
+    /// Graceful stop: every complete NOTIFY already received (including bytes the embedder still
+    /// holds) is answered, then AGENT-DISCONNECT 0 "normal" is queued and the connection closes.
     void shutdown() noexcept {
         if (!accepting()) return;
         shutdown_pending_ = true;
-        if (!paused_) finish_shutdown();
+        maybe_finish_shutdown();
+    }
+
+    /// The peer shut its write side. Frames already received are answered (feed the bytes you
+    /// still hold as usual); a trailing partial frame can never complete and is dropped.
+    void on_peer_eof() noexcept {
+        eof_ = true;
+        if (!paused_) release_input();
     }
 
     /// Ends the connection with AGENT-DISCONNECT to_status(e) (e.g. errc::timeout).
@@ -245,59 +286,43 @@ class connection {
         return {out_ + out_tail_, pool_.block_size() - out_tail_};
     }
 
+    /// Ends a feed() that took every byte it was given.
+    feed_result& done(feed_result& res, std::size_t all) noexcept {
+        res.consumed = all;
+        caller_holds_ = false;
+        if (eof_ && !paused_) release_input(); // a partial frame after end of stream
+        maybe_finish_shutdown();
+        return res;
+    }
+
+    bool ensure_input() noexcept {
+        if (in_ == nullptr) in_ = pool_.acquire();
+        if (in_ == nullptr) fail(errc::input_overflow); // allocation failure: status 13
+        return in_ != nullptr;
+    }
+
     void append(const std::uint8_t* p, std::size_t n) noexcept {
-        if (n == 0) return;
-        std::memcpy(in_ + in_tail_, p, n);
-        in_tail_ += n;
+        if (n == 0 || !ensure_input()) return;
+        std::memcpy(in_ + in_len_, p, n);
+        in_len_ += static_cast<std::uint32_t>(n);
     }
 
-    /// Keeps bytes that cannot be processed now. A partial frame always fits (it is below the
-    /// limit); under back-pressure the stash is bounded by the buffer: a peer that keeps
-    /// sending without reading its ACKs gets AGENT-DISCONNECT 13.
-    void stash(const std::uint8_t* p, std::size_t n) noexcept {
-        if (n == 0) return;
-        if (in_ == nullptr) {
-            in_ = pool_.acquire();
-            if (in_ == nullptr) return fail(errc::input_overflow);
-        }
-        if (pool_.block_size() - in_tail_ < n && in_head_ != 0) {
-            std::memmove(in_, in_ + in_head_, in_tail_ - in_head_);
-            in_tail_ -= in_head_;
-            in_head_ = 0;
-        }
-        if (pool_.block_size() - in_tail_ < n) return fail(errc::input_overflow);
-        append(p, n);
-    }
-
-    void drop_consumed_input() noexcept {
-        if (in_head_ != in_tail_) return;
-        in_head_ = in_tail_ = 0;
-        pool_.release(in_);
-        in_ = nullptr;
-    }
-
-    /// Processes complete frames from the reassembly buffer after back-pressure lifts.
+    /// After the output drained: answer the frame that waited in the reassembly buffer.
     void resume(feed_result& res) noexcept {
         paused_ = false;
-        while (accepting() && in_tail_ - in_head_ >= frame_length_size) {
-            const std::uint32_t len = load_be32(in_ + in_head_);
-            if (const errc e = check_frame_length(len, limit_); e != errc::ok) return fail(e);
-            const std::size_t total = frame_length_size + len;
-            if (in_tail_ - in_head_ < total) break;
-            if (!output_room()) {
-                if (accepting()) paused_ = true;
-                return;
-            }
-            process(in_ + in_head_, total, res);
-            in_head_ += total;
+        if (in_len_ < frame_length_size) return;
+        const std::size_t total = frame_length_size + std::size_t{load_be32(in_)};
+        if (in_len_ < total) return; // a partial frame: wait for its bytes
+        if (!output_room()) {
+            if (accepting()) paused_ = true;
+            return;
         }
-        if (!accepting()) return;
-        if (in_head_ != 0 && in_head_ != in_tail_) {
-            std::memmove(in_, in_ + in_head_, in_tail_ - in_head_);
-            in_tail_ -= in_head_;
-            in_head_ = 0;
-        }
-        drop_consumed_input();
+        process(in_, total, res);
+        if (accepting()) release_input();
+    }
+
+    void maybe_finish_shutdown() noexcept {
+        if (shutdown_pending_ && !paused_ && !caller_holds_) finish_shutdown();
     }
 
     void process(const std::uint8_t* f, std::size_t total, feed_result& res) noexcept {
@@ -405,8 +430,9 @@ class connection {
     void release_input() noexcept {
         pool_.release(in_);
         in_ = nullptr;
-        in_head_ = in_tail_ = 0;
+        in_len_ = 0;
         paused_ = false;
+        caller_holds_ = false;
     }
 
     void release_buffers() noexcept {
@@ -422,7 +448,7 @@ class connection {
     const connection_config* cfg_;
     std::uint8_t* in_ = nullptr;
     std::uint8_t* out_ = nullptr;
-    std::uint32_t in_head_ = 0, in_tail_ = 0;
+    std::uint32_t in_len_ = 0; ///< bytes of one (partial, or waiting) frame in in_
     std::uint32_t out_head_ = 0, out_tail_ = 0;
     std::uint32_t limit_;
     std::uint32_t peer_status_ = 0;
@@ -430,7 +456,9 @@ class connection {
     negotiated neg_{};
     conn_state state_ = conn_state::awaiting_hello;
     errc error_ = errc::ok;
-    bool paused_ = false;
+    bool paused_ = false;       ///< an ACK would not fit: input stops until the output drains
+    bool caller_holds_ = false; ///< feed() left bytes with the embedder (back-pressure)
+    bool eof_ = false;          ///< the peer shut its write side
     bool shutdown_pending_ = false;
 };
 

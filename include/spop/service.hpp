@@ -40,9 +40,13 @@ struct notify_request {
 ///     Must not throw, block or allocate per call.
 ///
 ///   static constexpr std::size_t max_ack_size   (optional)
-///     An upper bound of the ACK frame this service writes. The connection stops taking
-///     frames while its output buffer has less free space than that; without it the
-///     connection reserves a whole max-frame-size per NOTIFY.
+///     A promise: no ACK this service writes is larger (whole frame, header included). The
+///     connection answers a NOTIFY only when its output buffer has that much room (capped at
+///     the negotiated max-frame-size), and otherwise stops taking input until the peer reads
+///     (back-pressure). Without it, a whole negotiated frame is kept free for every ACK, which
+///     is always safe. A service whose ACK grows with the NOTIFY (one action per message, long
+///     names) must not declare a bound it cannot keep: the ack_writer is given only the promised
+///     room, and actions past it do not fit.
 template <class S>
 concept service = requires(S& s, const notify_request& req, ack_writer& ack) {
     { s.on_notify(req, ack) } -> std::same_as<errc>;

@@ -44,14 +44,43 @@ struct conn_harness {
     scoring_service svc;
     spop::connection<scoring_service> conn;
 
-    spop::feed_result feed(std::span<const std::uint8_t> in) { return conn.feed(in); }
-    spop::feed_result feed(std::string_view hex) { return conn.feed(unhex(hex)); }
+    /// Bytes feed() did not take (back-pressure), kept and fed again first, as an embedder must.
+    bytes held;
+
+    /// New bytes from the peer: after whatever is still held.
+    spop::feed_result feed(std::span<const std::uint8_t> in) {
+        if (held.empty()) {
+            const spop::feed_result r = conn.feed(in);
+            held.assign(in.begin() + static_cast<std::ptrdiff_t>(r.consumed), in.end());
+            return r;
+        }
+        held.insert(held.end(), in.begin(), in.end());
+        return pump();
+    }
+    spop::feed_result feed(std::string_view hex) { return feed(std::span<const std::uint8_t>(unhex(hex))); }
+
+    /// Feeds the held bytes again, when the connection wants them.
+    spop::feed_result pump() {
+        if (held.empty() || !conn.takes_input()) return {};
+        const spop::feed_result r = conn.feed(held);
+        held.erase(held.begin(), held.begin() + static_cast<std::ptrdiff_t>(r.consumed));
+        return r;
+    }
+
+    /// `n` bytes of the output were sent; then held input is fed again if it can be.
+    spop::feed_result consume(std::size_t n) {
+        spop::feed_result r = conn.consume_output(n);
+        const spop::feed_result p = pump();
+        r.frames += p.frames;
+        r.notifies += p.notifies;
+        return r;
+    }
 
     /// Copies everything output() holds and marks it sent.
     bytes drain() {
         const auto out = conn.output();
         bytes b(out.begin(), out.end());
-        conn.consume_output(b.size());
+        (void)consume(b.size());
         return b;
     }
 };
