@@ -1022,7 +1022,52 @@ TEST(Connection, EofInsidePartialFrameDropsIt) {
     const bytes out = h.drain();
     EXPECT_EQ(count_acks(out), 1u);
     EXPECT_TRUE(h.conn.should_close());
-    EXPECT_EQ(h.conn.buffered_bytes(), 0u);
+    h.conn.on_peer_closed(); // the embedder closes: the partial frame goes with it
+    EXPECT_EQ(h.pool.in_use(), 0u);
+}
+
+// End of stream while the embedder still holds several chunks, a frame straddling two of them:
+// the connection cannot know more is coming, so it must not drop its partial frame early.
+TEST(Connection, EofWithHeldChunksAndAFrameAcrossThem) {
+    conn_harness h;
+    establish(h);
+    bytes in;
+    const std::uint64_t n = 3000;
+    for (std::uint64_t i = 0; i < n; ++i) spop_test::append(in, notify(2 * i + 1, 1));
+    std::vector<bytes> chunks;
+    for (std::size_t off = 0; off < in.size(); off += 997)
+        chunks.emplace_back(in.begin() + static_cast<std::ptrdiff_t>(off),
+                            in.begin() +
+                                static_cast<std::ptrdiff_t>(std::min(off + 997, in.size())));
+    std::size_t next = 0;
+    bytes partial; // what feed() left of the current chunk
+    while (next < chunks.size() && h.conn.takes_input()) {
+        const spop::feed_result r = h.conn.feed(chunks[next]);
+        if (r.consumed < chunks[next].size()) {
+            partial.assign(chunks[next].begin() + static_cast<std::ptrdiff_t>(r.consumed),
+                           chunks[next].end());
+            ++next;
+            break;
+        }
+        ++next;
+    }
+    ASSERT_FALSE(h.conn.takes_input()) << "back-pressured with chunks still held";
+    h.conn.on_peer_eof();
+    bytes out;
+    for (int round = 0; round < 10000 && !h.conn.should_close(); ++round) {
+        const auto o = h.conn.output();
+        out.insert(out.end(), o.begin(), o.end());
+        (void)h.conn.consume_output(o.size());
+        while (h.conn.takes_input() && (!partial.empty() || next < chunks.size())) {
+            bytes& cur = partial.empty() ? chunks[next] : partial;
+            const spop::feed_result r = h.conn.feed(cur);
+            if (&cur != &partial) ++next;
+            bytes rest(cur.begin() + static_cast<std::ptrdiff_t>(r.consumed), cur.end());
+            partial = std::move(rest);
+        }
+    }
+    EXPECT_EQ(count_acks(out), n);
+    EXPECT_EQ(h.conn.error(), errc::ok);
 }
 
 // A service without max_ack_size gets a whole frame of room for each ACK, so large ACKs are

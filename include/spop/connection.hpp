@@ -231,11 +231,9 @@ class connection {
     }
 
     /// The peer shut its write side. Frames already received are answered (feed the bytes you
-    /// still hold as usual); a trailing partial frame can never complete and is dropped.
-    void on_peer_eof() noexcept {
-        eof_ = true;
-        if (!paused_) release_input();
-    }
+    /// still hold as usual, in order: a frame may continue in them). A partial frame left at the
+    /// end can never complete; it is freed with the connection.
+    void on_peer_eof() noexcept { eof_ = true; }
 
     /// Ends the connection with AGENT-DISCONNECT to_status(e) (e.g. errc::timeout).
     void close_with(errc e) noexcept { fail(e); }
@@ -290,7 +288,6 @@ class connection {
     feed_result& done(feed_result& res, std::size_t all) noexcept {
         res.consumed = all;
         caller_holds_ = false;
-        if (eof_ && !paused_) release_input(); // a partial frame after end of stream
         maybe_finish_shutdown();
         return res;
     }

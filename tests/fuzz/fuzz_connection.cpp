@@ -10,22 +10,21 @@
 //     bit  4    service: 0 = score_service (SET-VAR sess.ip_score, declares max_ack_size),
 //                        1 = echo_service (echoes every argument, no max_ack_size)
 //     bit  5    connection_config::noop_on_empty_ack
-//     bit  6    follow the feeding contract (connection.hpp): chunks of at most max_chunk, and
-//               no feed() while wants_input() is false; the connection must then never fail
-//               with input_overflow. connection.hpp also allows "once more (one chunk)" after
-//               wants_input() turns false; that allowance is exercised unless
-//               SPOP_FUZZ_STRICT=1 (it was a library finding, fixed: crashes/README.md)
+//     bit  6    end of stream: on_peer_eof() at a random point; from then on only the bytes
+//               already offered to feed() (the embedder's held ones) are fed
 //     bit  7    lifecycle events: occasional shutdown(), close_with(timeout | bad_data_type),
 //               on_peer_closed()
 //   byte 1   schedule seed, and
 //     bit  3    slow reader: consume_output() is rare, so ACKs pile up (back-pressure)
-//     bits 4-5  max_chunk for buffer_size_for(): 16384 (default_feed_chunk), 2048, 512, 64
+//     bits 4-5  the largest feed(): 16384 (default_feed_chunk), 2048, 512, 64 (the buffers are
+//               the same whatever the chunk size: feed() takes only what it can answer)
 //     bits 6-7  both set: allocation-failure mode, every nothrow operator new (what
 //               buffer_pool::acquire() uses) fails with probability 1/4
 //   byte 2.. the byte stream "from HAProxy"
 // A PRNG seeded from bytes 0-1 interleaves feed() of 1..4, 1..64, 1..2048 or all remaining bytes
-// (each from an exactly-sized heap copy; at most max_chunk under the contract) with
-// consume_output() of 0, a few, some or all bytes.
+// (each from an exactly-sized heap copy, at most max_chunk) with consume_output() of 0, a few,
+// some or all bytes. Like an embedder, the harness keeps what feed() did not consume and feeds
+// it again first; sometimes it feeds while takes_input() is false, which must take nothing.
 //
 // Invariants (abort on violation):
 //   - output() only grows at its end until consumed; bytes handed out never move or change;
@@ -36,6 +35,10 @@
 //     with AGENT-DISCONNECT unless the peer closed, an allocation failed, or it was a health
 //     check;
 //   - at most 2 pool blocks in use, buffered_bytes() <= 2 blocks, 0 once closed and drained;
+//   - never status 13 (input_overflow) unless an allocation failed: back-pressure pushes back,
+//     it does not disconnect; feed() takes everything unless it stops taking input;
+//   - after end of stream, once every received byte was fed and the output sent,
+//     should_close();
 //   - pool.in_use() == 0 after the connection is destroyed (no leaked block).
 #include <cstring>
 #include <new>
@@ -195,11 +198,11 @@ template <class S>
 struct harness {
     spop::connection_config cfg;
     std::size_t max_chunk = spop::default_feed_chunk;
-    bool contract = false;    // follow the documented feeding contract
     bool slow_reader = false; // rarely consume output
     bool events = false;
-    bool one_more_chunk = false;   // SPOP_FUZZ_ONE_MORE_CHUNK=1: use the documented allowance
-    bool extra_chunk_used = false; // the one chunk allowed after wants_input() turned false
+    bool eof_events = false;
+    bool eof = false;          // on_peer_eof() was called
+    std::size_t received = 0;  // end of the bytes offered to feed() so far
 
     std::vector<ids> calls;
     S svc{&calls};
@@ -211,13 +214,15 @@ struct harness {
     bool peer_closed = false;
     bool shut = false;
     std::uint64_t notifies = 0;
+    std::size_t pos_ = 0; // input bytes consumed by the connection
 
     void run(std::span<const std::uint8_t> input, std::uint64_t seed) {
-        spop::buffer_pool pool(spop::buffer_size_for(cfg.limits.max_frame_size, max_chunk), 4);
+        spop::buffer_pool pool(spop::buffer_size_for(cfg.limits.max_frame_size), 4);
         {
             spop::connection<S> c(svc, pool, cfg);
             drive(c, pool, input, seed);
             drain(c, pool);
+            if (eof && pos_ == received && !peer_closed) FUZZ_CHECK(c.should_close());
             if (c.state() == spop::conn_state::closing || c.state() == spop::conn_state::closed) {
                 FUZZ_CHECK(c.should_close());
                 FUZZ_CHECK(c.buffered_bytes() == 0);
@@ -231,25 +236,21 @@ struct harness {
     void drive(spop::connection<S>& c, spop::buffer_pool& pool, std::span<const std::uint8_t> input,
                std::uint64_t seed) {
         spop_fuzz::rng r(seed);
-        std::size_t pos = 0;
+        std::size_t& pos = pos_;
         std::size_t steps = 0;
-        const std::size_t max_steps = 4 * input.size() + 64;
-        while (pos < input.size() && steps++ < max_steps) {
+        const std::size_t max_steps = 8 * input.size() + 64;
+        while (pos < (eof ? received : input.size()) && steps++ < max_steps) {
             const std::uint64_t x = r.next();
             unsigned op = x & 15;
             if (slow_reader && op >= 9 && op < 14 && ((x >> 10) & 7) != 0) op = 0; // mostly feed
             if (op < 9) {
                 const bool accepting = c.state() == spop::conn_state::awaiting_hello ||
                                        c.state() == spop::conn_state::established;
-                if (c.wants_input()) extra_chunk_used = false;
-                if (contract && accepting && !c.wants_input()) {
-                    if (!one_more_chunk || extra_chunk_used) {
-                        consume(c, pool, SIZE_MAX); // hold the bytes until ACKs drain
-                        continue;
-                    }
-                    extra_chunk_used = true;
+                if (accepting && !c.takes_input() && ((x >> 12) & 3) != 0) {
+                    consume(c, pool, SIZE_MAX); // hold the bytes until ACKs drain
+                    continue;
                 }
-                const std::size_t rem = input.size() - pos;
+                const std::size_t rem = (eof ? received : input.size()) - pos;
                 std::size_t n = 0;
                 switch ((x >> 4) & 3) {
                 case 0: n = 1 + r.below(4); break;
@@ -258,13 +259,19 @@ struct harness {
                 default: n = rem; break;
                 }
                 if (n > rem) n = rem;
-                if (contract && n > max_chunk) n = max_chunk;
+                if (n > max_chunk) n = max_chunk;
                 const bytes chunk(input.begin() + static_cast<std::ptrdiff_t>(pos),
                                   input.begin() + static_cast<std::ptrdiff_t>(pos + n));
+                const bool took_input = c.takes_input();
                 const spop::feed_result fr = c.feed(chunk);
                 FUZZ_CHECK(fr.notifies <= fr.frames);
+                FUZZ_CHECK(fr.consumed <= n);
+                if (!took_input && accepting) FUZZ_CHECK(fr.consumed == 0 && fr.frames == 0);
+                // Less than all only when it stopped taking input (back-pressure).
+                if (fr.consumed < n) FUZZ_CHECK(!c.takes_input() && c.input_held());
                 notifies += fr.notifies;
-                pos += n;
+                if (pos + n > received) received = pos + n;
+                pos += fr.consumed;
                 check(c, pool);
             } else if (op < 14) {
                 std::size_t n = 0;
@@ -276,6 +283,12 @@ struct harness {
                 default: n = (x >> 6) & 1 ? SIZE_MAX : have; break;
                 }
                 consume(c, pool, n);
+            } else if (op == 15 && eof_events && !eof && ((x >> 8) & 3) == 0) {
+                // The peer half-closes: what was offered so far is all there will be.
+                c.on_peer_eof();
+                eof = true;
+                if (received < pos) received = pos;
+                check(c, pool);
             } else if (op == 14 && events) {
                 switch ((x >> 8) & 7) {
                 case 0: case 1: case 2: case 3: case 4:
@@ -356,12 +369,16 @@ struct harness {
                 FUZZ_CHECK(c.error() != errc::ok);
         } else {
             FUZZ_CHECK(c.error() == errc::ok);
-            FUZZ_CHECK(!c.should_close());
+            if (!eof) FUZZ_CHECK(!c.should_close());
         }
-        // The documented contract keeps a connection whose peer merely lags out of error 13.
-        if (contract && g_alloc_failures == 0) FUZZ_CHECK(c.error() != errc::input_overflow);
-        FUZZ_CHECK(c.should_close() ==
-                   (st == spop::conn_state::closed || (st == spop::conn_state::closing && out.empty())));
+        if (eof) FUZZ_CHECK(!c.wants_input());
+        // A peer that merely lags is pushed back, never disconnected with 13.
+        if (g_alloc_failures == 0) FUZZ_CHECK(c.error() != errc::input_overflow);
+        if (closing || !eof)
+            FUZZ_CHECK(c.should_close() == (st == spop::conn_state::closed ||
+                                            (st == spop::conn_state::closing && out.empty())));
+        else if (c.should_close())
+            FUZZ_CHECK(out.empty() && !c.input_held());
     }
 
     void validate(spop::connection<S>& c) {
@@ -458,11 +475,7 @@ void run(std::uint8_t opt, std::uint8_t opt2, std::uint64_t seed,
     h.cfg.limits.max_frame_size = mfs[(opt >> 1) & 3];
     h.cfg.limits.pipelining = (opt & 8) != 0;
     h.cfg.noop_on_empty_ack = (opt & 32) != 0;
-    h.contract = (opt & 64) != 0;
-    // The documented "one more chunk" allowance is exercised by default since buffer_size_for()
-    // reserves room for it; SPOP_FUZZ_STRICT=1 turns it off.
-    static const bool one_more_chunk = std::getenv("SPOP_FUZZ_STRICT") == nullptr;
-    h.one_more_chunk = one_more_chunk;
+    h.eof_events = (opt & 64) != 0;
     h.events = (opt & 128) != 0;
     h.run(input, seed);
 }

@@ -57,7 +57,9 @@ struct conn_harness {
         held.insert(held.end(), in.begin(), in.end());
         return pump();
     }
-    spop::feed_result feed(std::string_view hex) { return feed(std::span<const std::uint8_t>(unhex(hex))); }
+    spop::feed_result feed(std::string_view hex) {
+        return feed(std::span<const std::uint8_t>(unhex(hex)));
+    }
 
     /// Feeds the held bytes again, when the connection wants them.
     spop::feed_result pump() {
