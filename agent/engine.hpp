@@ -30,7 +30,10 @@ struct worker_env {
     const reputation_source* rep = nullptr;
     worker_stats* stats = nullptr;
     int wake_fd = -1;            ///< eventfd: main writes 1 to ask for a graceful stop
-    std::uint32_t max_conns = 0; ///< this worker's share of --max-connections
+    std::uint32_t max_conns = 0; ///< --max-connections: a total over every worker
+    /// Connections open across all workers (admitted, not closed yet). Touched at accept and
+    /// close only, never per frame.
+    std::atomic<std::uint32_t>* live_total = nullptr;
     std::uint64_t seed = 0;
     /// Connection hand-off (see hand_off()): accepted fds arrive on this pipe as ints.
     int handoff_rfd = -1;
@@ -140,10 +143,13 @@ struct conn_book {
     void gone(worker_env& env) noexcept { track_queued(env, queued_reported, 0); }
 };
 
-/// Decides what happens to a freshly accepted fd: refused (closed) over --max-connections,
-/// handed to a less loaded worker, or kept (true). Sets TCP_NODELAY on TCP sockets.
-bool admit(worker_env& env, int fd, bool is_tcp, std::uint32_t live, rate_limiter& rl,
-           std::uint32_t now);
+/// Decides what happens to a freshly accepted fd: refused (closed) when --max-connections
+/// are open across all workers, handed to a less loaded worker, or kept (true). Sets
+/// TCP_NODELAY on TCP sockets. An admitted fd takes a slot until close_admitted().
+bool admit(worker_env& env, int fd, bool is_tcp, rate_limiter& rl, std::uint32_t now);
+
+/// Closes an admitted connection's fd and gives its --max-connections slot back.
+void close_admitted(worker_env& env, int fd);
 
 /// Counts one AGENT-DISCONNECT if the connection queued one (called when it enters closing).
 void count_disconnect(worker_env& env, const conn_t& c);

@@ -75,9 +75,9 @@ void conn_book::after_state(worker_env& env, const conn_t& c) noexcept {
     if (c.is_healthcheck()) env.stats->healthchecks.add();
 }
 
-bool admit(worker_env& env, int fd, bool is_tcp, std::uint32_t live, rate_limiter& rl,
-           std::uint32_t now) {
-    if (live >= env.max_conns) {
+bool admit(worker_env& env, int fd, bool is_tcp, rate_limiter& rl, std::uint32_t now) {
+    if (env.live_total->fetch_add(1, std::memory_order_relaxed) >= env.max_conns) {
+        env.live_total->fetch_sub(1, std::memory_order_relaxed);
         env.stats->conns_rejected.add();
         unsigned sup = 0;
         if (rl.allow(now, sup))
@@ -92,6 +92,11 @@ bool admit(worker_env& env, int fd, bool is_tcp, std::uint32_t live, rate_limite
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
     return !hand_off(env, fd);
+}
+
+void close_admitted(worker_env& env, int fd) {
+    ::close(fd);
+    env.live_total->fetch_sub(1, std::memory_order_relaxed);
 }
 
 void count_disconnect(worker_env& env, const conn_t& c) {

@@ -143,7 +143,7 @@ class epoll_worker {
                 paused_listeners_.push_back(li);
                 return;
             }
-            if (!admit(env_, fd, env_.listen_is_tcp[li], live_, accept_rl_, now_)) continue;
+            if (!admit(env_, fd, env_.listen_is_tcp[li], accept_rl_, now_)) continue;
             add_conn(fd, peer_name(ss, len));
         }
     }
@@ -156,7 +156,7 @@ class epoll_worker {
             if (r <= 0) return;
             adopt_handed_off(env_, fds, static_cast<std::size_t>(r), [this](int fd) {
                 if (stopping_) {
-                    ::close(fd);
+                    close_admitted(env_, fd);
                     return;
                 }
                 sockaddr_storage ss{};
@@ -325,7 +325,7 @@ class epoll_worker {
         e.book.gone(env_);
         if (!e.draining) note_close(env_, e.c, e.peer.c_str(), how, errors_rl_);
         epoll_ctl(ep_, EPOLL_CTL_DEL, e.fd, nullptr);
-        ::close(e.fd);
+        close_admitted(env_, e.fd);
         conns_[idx].reset();
         free_.push_back(idx);
         --live_;

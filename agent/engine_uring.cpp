@@ -174,7 +174,8 @@ class uring_worker {
         // Connections handed over during the stop: close them.
         int fds[64];
         for (ssize_t r; (r = ::read(env_.handoff_rfd, fds, sizeof fds)) > 0;)
-            adopt_handed_off(env_, fds, static_cast<std::size_t>(r), [](int fd) { ::close(fd); });
+            adopt_handed_off(env_, fds, static_cast<std::size_t>(r),
+                             [this](int fd) { close_admitted(env_, fd); });
         return 0;
     }
 
@@ -321,13 +322,13 @@ class uring_worker {
             ::close(fd);
             return;
         }
-        if (!admit(env_, fd, env_.listen_is_tcp[li], live_, accept_rl_, now_)) return;
+        if (!admit(env_, fd, env_.listen_is_tcp[li], accept_rl_, now_)) return;
         adopt(fd);
     }
 
     void adopt(int fd) {
         if (stopping_) {
-            ::close(fd);
+            close_admitted(env_, fd);
             return;
         }
         std::uint32_t idx;
@@ -600,7 +601,7 @@ class uring_worker {
         uconn& e = *conns_[idx];
         if (!e.dead || e.ops != 0) return;
         e.book.gone(env_);
-        ::close(e.fd);
+        close_admitted(env_, e.fd);
         conns_[idx].reset();
         free_.push_back(idx);
         --live_;

@@ -123,6 +123,7 @@ int main(int argc, char** argv) {
     const std::uint64_t seed = static_cast<std::uint64_t>(mono_ns()) ^ static_cast<std::uint64_t>(getpid());
     std::vector<worker_env*> peers;
     for (auto& env : envs) peers.push_back(&env);
+    std::atomic<std::uint32_t> live_total{0};
     for (int i = 0; i < nworkers; ++i) {
         worker_env& env = envs[static_cast<std::size_t>(i)];
         int pfd[2];
@@ -141,8 +142,8 @@ int main(int argc, char** argv) {
         env.rep = &rep;
         stats.push_back(std::make_unique<worker_stats>());
         env.stats = stats.back().get();
-        env.max_conns = (opt.max_connections + static_cast<std::uint32_t>(nworkers) - 1) /
-                        static_cast<std::uint32_t>(nworkers);
+        env.max_conns = opt.max_connections; // a total: workers share one count
+        env.live_total = &live_total;
         env.seed = seed + static_cast<std::uint64_t>(i) * 0x9E3779B97F4A7C15ull;
         env.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (env.wake_fd < 0) return die("eventfd: " + std::string(std::strerror(errno)));

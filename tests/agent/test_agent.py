@@ -1650,31 +1650,35 @@ class LimitsTests(AgentCase):
         self.assertEqual(a.problems_since(mark), [])
 
     def test_max_connections(self):
-        a = self.start_agent(["--max-connections", "4"])
-        conns = []
-        served = refused = 0
-        for _ in range(10):
-            c = a.connect()
-            conns.append(c)
-            self._conns.append(c)
-            try:
-                c.send(V1_HELLO_34)
-                f = c.recv_frame()
-            except (ConnectionResetError, BrokenPipeError):
-                f = None
-            if f is None:
-                refused += 1
-            else:
-                self.assertEqual(f.type, T_AGENT_HELLO)
-                served += 1
-        # 2 workers, ceil(4/2) = 2 each; SO_REUSEPORT spreads connections by hash
-        self.assertGreaterEqual(served, 2)
-        self.assertLessEqual(served, 4)
-        self.assertEqual(served + refused, 10)
-        for c in conns:
-            c.close()
-        time.sleep(0.2)
-        self.assert_serves(a)
+        """--max-connections is a total over all workers: exactly N are served, whatever
+        worker the kernel picks, and closed connections give their slots back."""
+        for workers, limit, tries in ((2, 4, 10), (5, 10, 15)):
+            a = self.start_agent(["--max-connections", str(limit)], workers=workers)
+            for rnd in range(2):
+                conns = []
+                served = refused = 0
+                for _ in range(tries):
+                    c = a.connect()
+                    conns.append(c)
+                    self._conns.append(c)
+                    try:
+                        c.send(V1_HELLO_34)
+                        f = c.recv_frame()
+                    except (ConnectionResetError, BrokenPipeError):
+                        f = None
+                    if f is None:
+                        refused += 1
+                    else:
+                        self.assertEqual(f.type, T_AGENT_HELLO)
+                        served += 1
+                msg = "-n %d --max-connections %d, round %d" % (workers, limit, rnd)
+                self.assertEqual(served, limit, msg)
+                self.assertEqual(refused, tries - limit, msg)
+                for c in conns:
+                    c.close()
+                time.sleep(0.3)  # the agent sees the closes and frees the slots
+            self.assert_serves(a)
+            a.stop()
 
 
 def wait_peek_frames(c, count, timeout=5.0):
