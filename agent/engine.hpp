@@ -118,6 +118,17 @@ enum class timer_verdict {
     return timer_verdict::none;
 }
 
+/// Lame-duck stop: after SIGTERM the listeners close at once (HAProxy's checks then mark the
+/// agent DOWN and it stops sending), but a connection keeps being served until it has been idle
+/// for --drain-idle, so NOTIFYs still on the wire are answered. It gets AGENT-DISCONNECT 0 then,
+/// or when the last second of --shutdown-timeout begins, whichever comes first.
+[[nodiscard]] inline bool stop_connection_now(const options& o, std::uint32_t now,
+                                              std::uint32_t stop_deadline,
+                                              std::uint32_t last_active) noexcept {
+    const std::uint32_t flush_time = o.shutdown_timeout_s > 0 ? 1 : 0;
+    return now - last_active >= o.drain_idle_s || now + flush_time >= stop_deadline;
+}
+
 /// Keeps the worker's queued-ACK gauge in step with one connection. `reported` is that
 /// connection's share already in the gauge; pass 0 as `now` when the connection goes away.
 inline void track_queued(worker_env& env, std::uint32_t& reported, std::uint32_t now) noexcept {

@@ -340,9 +340,16 @@ class epoll_worker {
             epoll_ctl(ep_, EPOLL_CTL_DEL, fd, nullptr);
             ::shutdown(fd, SHUT_RDWR); // leave the SO_REUSEPORT group now, not at close
         }
+        drain_step();
+    }
+
+    /// During a stop: AGENT-DISCONNECT to the connections whose drain is over.
+    void drain_step() {
         for (std::uint32_t i = 0; i < conns_.size(); ++i) {
             if (!conns_[i] || conns_[i]->draining) continue;
-            conns_[i]->c.shutdown();
+            econn& e = *conns_[i];
+            if (!stop_connection_now(*env_.opt, now_, stop_deadline_, e.last_active)) continue;
+            e.c.shutdown();
             flush(i);
         }
     }
@@ -355,6 +362,7 @@ class epoll_worker {
             }
         }
         paused_listeners_.clear();
+        if (stopping_) drain_step();
         const options& o = *env_.opt;
         for (std::uint32_t i = 0; i < conns_.size(); ++i) {
             if (!conns_[i]) continue;

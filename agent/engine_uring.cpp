@@ -620,15 +620,23 @@ class uring_worker {
             io_uring_prep_cancel64(s, pack(op_accept, i, 0), 0);
             io_uring_sqe_set_data64(s, pack(op_cancel, 0, 0));
         }
+        drain_step();
+    }
+
+    /// During a stop: AGENT-DISCONNECT to the connections whose drain is over.
+    void drain_step() {
         for (std::uint32_t i = 0; i < conns_.size(); ++i) {
             if (!conns_[i] || conns_[i]->dead || conns_[i]->draining) continue;
-            conns_[i]->c.shutdown();
+            uconn& e = *conns_[i];
+            if (!stop_connection_now(*env_.opt, now_, stop_deadline_, e.last_active)) continue;
+            e.c.shutdown();
             mark_dirty(i);
         }
     }
 
     void tick() {
         rearm_starved();
+        if (stopping_) drain_step();
         for (std::uint32_t li : accept_rearm_)
             if (!stopping_) arm_accept(li);
         accept_rearm_.clear();

@@ -6,9 +6,9 @@
 #include <atomic>
 #include <cerrno>
 #include <csignal>
-#include <fcntl.h>
 #include <cstdio>
 #include <cstring>
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <sys/eventfd.h>
@@ -63,9 +63,12 @@ bool drop_privileges(const std::string& user, std::string& err) {
 int main(int argc, char** argv) {
     options opt;
     switch (parse_options(argc, argv, opt)) {
-    case parse_outcome::exit_ok: return 0;
-    case parse_outcome::exit_error: return 2;
-    case parse_outcome::run: break;
+    case parse_outcome::exit_ok:
+        return 0;
+    case parse_outcome::exit_error:
+        return 2;
+    case parse_outcome::run:
+        break;
     }
     if (opt.debug) g_log_level.store(static_cast<int>(level::debug));
     if (!opt.mmdb.empty() && !iprep::mmdb_supported()) {
@@ -87,7 +90,8 @@ int main(int argc, char** argv) {
         } else if (opt.engine == engine_kind::uring) {
             return die("io_uring unavailable: " + why);
         } else {
-            log(level::warn, "event=engine_fallback engine=epoll reason=\"io_uring unavailable: %s\"",
+            log(level::warn,
+                "event=engine_fallback engine=epoll reason=\"io_uring unavailable: %s\"",
                 why.c_str());
         }
     }
@@ -120,14 +124,16 @@ int main(int argc, char** argv) {
         shared_fds.push_back(fd);
     }
     reputation_source rep;
-    const std::uint64_t seed = static_cast<std::uint64_t>(mono_ns()) ^ static_cast<std::uint64_t>(getpid());
+    const std::uint64_t seed =
+        static_cast<std::uint64_t>(mono_ns()) ^ static_cast<std::uint64_t>(getpid());
     std::vector<worker_env*> peers;
     for (auto& env : envs) peers.push_back(&env);
     std::atomic<std::uint32_t> live_total{0};
     for (int i = 0; i < nworkers; ++i) {
         worker_env& env = envs[static_cast<std::size_t>(i)];
         int pfd[2];
-        if (pipe2(pfd, O_NONBLOCK | O_CLOEXEC) != 0) return die("pipe2: " + std::string(std::strerror(errno)));
+        if (pipe2(pfd, O_NONBLOCK | O_CLOEXEC) != 0)
+            return die("pipe2: " + std::string(std::strerror(errno)));
         env.handoff_rfd = pfd[0];
         env.handoff_wfd = pfd[1];
         env.peers = &peers;
@@ -219,8 +225,8 @@ int main(int argc, char** argv) {
         int sig = 0;
         if (sigwait(&sigs, &sig) != 0) continue;
         if (sig == SIGTERM || sig == SIGINT) {
-            log(level::info, "event=stopping signal=%s shutdown_timeout_s=%u",
-                sig == SIGTERM ? "SIGTERM" : "SIGINT", opt.shutdown_timeout_s);
+            log(level::info, "event=stopping signal=%s shutdown_timeout_s=%u drain_idle_s=%u",
+                sig == SIGTERM ? "SIGTERM" : "SIGINT", opt.shutdown_timeout_s, opt.drain_idle_s);
             wake_all();
             break;
         }
@@ -249,6 +255,7 @@ int main(int argc, char** argv) {
         conns += s->conns_total.get();
     }
     log(level::info, "event=stopped connections_total=%llu notify_total=%llu exit=%d",
-        static_cast<unsigned long long>(conns), static_cast<unsigned long long>(notifies), exit_code);
+        static_cast<unsigned long long>(conns), static_cast<unsigned long long>(notifies),
+        exit_code);
     return exit_code;
 }

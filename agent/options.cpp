@@ -47,7 +47,10 @@ void print_usage(const char* argv0) {
         "      --idle-timeout SEC      close established connections idle that long with\n"
         "                              AGENT-DISCONNECT 2 (default 0 = never; HAProxy pools them)\n"
         "      --hello-timeout SEC     close connections that send no HELLO in time (default 10)\n"
-        "      --shutdown-timeout SEC  on SIGTERM, wait at most that long for peers (default 5)\n"
+        "      --shutdown-timeout SEC  on SIGTERM, wait at most that long for peers (default 10)\n"
+        "      --drain-idle SEC        on SIGTERM, listeners close at once but a connection is\n"
+        "                              served until idle that long, then gets AGENT-DISCONNECT\n"
+        "                              (lame duck; default 1, 0 = disconnect at once)\n"
         "      --user NAME             drop privileges to NAME after binding\n"
         "\n"
         "Reputation (scores 0..100, 100 = trusted):\n"
@@ -99,6 +102,7 @@ enum long_only : int {
     opt_max_in_flight,
     opt_hello_timeout,
     opt_shutdown_timeout,
+    opt_drain_idle,
     opt_user,
     opt_default_score,
     opt_list,
@@ -131,6 +135,7 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
         {"max-in-flight", required_argument, nullptr, opt_max_in_flight},
         {"hello-timeout", required_argument, nullptr, opt_hello_timeout},
         {"shutdown-timeout", required_argument, nullptr, opt_shutdown_timeout},
+        {"drain-idle", required_argument, nullptr, opt_drain_idle},
         {"user", required_argument, nullptr, opt_user},
         {"default-score", required_argument, nullptr, opt_default_score},
         {"list", required_argument, nullptr, opt_list},
@@ -234,6 +239,10 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
         case opt_shutdown_timeout:
             if (!parse_int(optarg, 0, 3600, v)) return fail("invalid shutdown-timeout", optarg);
             o.shutdown_timeout_s = static_cast<std::uint32_t>(v);
+            break;
+        case opt_drain_idle:
+            if (!parse_int(optarg, 0, 3600, v)) return fail("invalid drain-idle", optarg);
+            o.drain_idle_s = static_cast<std::uint32_t>(v);
             break;
         case opt_user:
             o.user = optarg;

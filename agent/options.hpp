@@ -28,7 +28,8 @@ struct options {
     std::uint32_t max_in_flight = 1000; ///< ACKs queued per connection before back-pressure
     std::uint32_t idle_timeout_s = 0;   ///< 0 = never close idle established connections
     std::uint32_t hello_timeout_s = 10;
-    std::uint32_t shutdown_timeout_s = 5;
+    std::uint32_t shutdown_timeout_s = 10;
+    std::uint32_t drain_idle_s = 1; ///< on stop, serve a connection until idle this long
     int backlog = 4096;
     std::string user;
     std::string metrics; ///< ADDR:PORT, empty = off

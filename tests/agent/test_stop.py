@@ -1,0 +1,99 @@
+"""Lame-duck stop (issue 13, rolling restarts): on SIGTERM the listeners close at once, so
+HAProxy's checks mark the agent DOWN, but open connections are served until they have been idle
+for --drain-idle; NOTIFYs still arriving meanwhile are answered. Run by test_agent.py's runner,
+once per engine. Every loop is bounded; loopback only.
+"""
+
+import signal
+import socket
+import subprocess
+import time
+
+import test_agent as ta
+
+
+class LameDuckStopTests(ta.AgentCase):
+    agent_args = None
+
+    def test_serves_until_idle_then_disconnects(self):
+        a = self.start_agent(["--drain-idle", "1", "--shutdown-timeout", "8"])
+        c = self.conn(a, timeout=10)
+        c.handshake()
+        t0 = time.monotonic()
+        a.proc.send_signal(signal.SIGTERM)
+        # New connections are refused promptly (the listeners are gone).
+        deadline = time.monotonic() + 2
+        refused = False
+        while time.monotonic() < deadline and not refused:
+            try:
+                s = socket.create_connection(a.addr, timeout=0.5)
+                s.close()
+                time.sleep(0.05)
+            except OSError:
+                refused = True
+        self.assertTrue(refused, "listener still accepting after SIGTERM")
+        # The open connection keeps being answered while HAProxy keeps sending (2.5 s here).
+        sid = 1
+        while time.monotonic() - t0 < 2.5:
+            c.send(ta.notify(sid, 1, [ta.ip_msg()]))
+            self.check_ack_score(c.recv_frame(2.0), sid, 1)
+            sid += 2
+            time.sleep(0.1)
+        self.assertGreater(sid, 20)
+        # Quiet now: AGENT-DISCONNECT 0 within drain-idle (+1 s tick), then EOF, then exit 0.
+        quiet = time.monotonic()
+        f = c.recv_frame(4.0)
+        self.assertIsNotNone(f)
+        self.assertEqual(f.type, ta.T_AGENT_DISCONNECT)
+        self.assertEqual(ta.disconnect_fields(f)[0], (ta.D_UINT32, 0))
+        self.assertLess(time.monotonic() - quiet, 3.0)
+        self.assertIsNone(c.recv_frame(3.0))
+        try:
+            rc = a.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.fail("agent did not exit after its last connection closed")
+        self.assertEqual(rc, 0)
+
+    def test_drain_idle_zero_disconnects_at_once(self):
+        a = self.start_agent(["--drain-idle", "0"])
+        c = self.conn(a)
+        c.handshake()
+        c.send(ta.notify(1, 1, [ta.ip_msg()]))
+        self.check_ack_score(c.recv_frame(), 1, 1)
+        t0 = time.monotonic()
+        a.proc.send_signal(signal.SIGTERM)
+        f = c.recv_frame(3.0)
+        self.assertEqual(f.type, ta.T_AGENT_DISCONNECT)
+        self.assertLess(time.monotonic() - t0, 1.0)
+        self.assertEqual(a.proc.wait(5), 0)
+
+    def test_shutdown_timeout_bounds_a_busy_peer(self):
+        """A peer that never goes quiet is disconnected when --shutdown-timeout runs out; every
+        NOTIFY it sent before the AGENT-DISCONNECT is answered."""
+        a = self.start_agent(["--drain-idle", "5", "--shutdown-timeout", "3"])
+        c = self.conn(a, timeout=10)
+        c.handshake()
+        t0 = time.monotonic()
+        a.proc.send_signal(signal.SIGTERM)
+        sent, acks, disc = [], [], None
+        sid = 1
+        while time.monotonic() - t0 < 6 and disc is None:
+            try:
+                c.send(ta.notify(sid, 1, [ta.ip_msg()]))
+                sent.append(sid)
+                sid += 2
+            except OSError:
+                break
+            f = c.recv_frame(2.0)
+            if f is None:
+                break
+            if f.type == ta.T_AGENT_DISCONNECT:
+                disc = f
+            else:
+                acks.append(f.sid)
+            time.sleep(0.05)
+        self.assertIsNotNone(disc, "no AGENT-DISCONNECT before the shutdown timeout")
+        self.assertLess(time.monotonic() - t0, 3.5)
+        self.assertGreaterEqual(time.monotonic() - t0, 1.5)
+        self.assertEqual(acks, sent[:len(acks)])
+        self.assertEqual(a.proc.wait(5), 0)
