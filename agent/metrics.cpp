@@ -352,8 +352,8 @@ readiness_state& readiness() noexcept {
 
 const char* not_ready_reason(const readiness_state& r) noexcept {
     if (r.stopping.load(std::memory_order_relaxed)) return "shutting down";
-    if (!r.listening.load(std::memory_order_relaxed)) return "SPOP listeners not started";
     if (!r.data_loaded.load(std::memory_order_relaxed)) return "reputation data not loaded";
+    if (!r.listening.load(std::memory_order_relaxed)) return "SPOP listeners not started";
     return nullptr;
 }
 
@@ -403,7 +403,8 @@ int metrics_server::log_message(const mg_connection* conn, const char* msg) {
         if (c == '\n' || c == '\r' || c == '"') c = ' ';
     if (self != nullptr && self->starting_.load(std::memory_order_acquire)) {
         const std::lock_guard<std::mutex> lock(self->start_mu_);
-        self->start_error_ = line; // why mg_start2 failed, for the one-line error
+        // The first complaint says why (later ones only say that starting failed).
+        if (self->start_error_.empty()) self->start_error_ = line;
     }
     log(level::debug, "event=metrics_http msg=\"%s\"", line.c_str());
     return 1; // handled: civetweb writes nothing itself
@@ -467,6 +468,11 @@ bool metrics_server::open(const std::string& spec, std::string& err, const readi
     if (ctx == nullptr) {
         const std::lock_guard<std::mutex> lock(start_mu_);
         std::string why = !start_error_.empty() ? start_error_ : std::string(text);
+        // "cannot bind to ADDR: 98 (Address already in use)": keep what is in parentheses.
+        const std::size_t open_paren = why.rfind(" (");
+        if (why.rfind("cannot bind", 0) == 0 && open_paren != std::string::npos &&
+            why.back() == ')')
+            why = why.substr(open_paren + 2, why.size() - open_paren - 3);
         if (why.empty()) why = "cannot start the HTTP server";
         err = "cannot listen on --metrics " + spec + ": " + why;
         return false;

@@ -65,7 +65,7 @@ struct metrics_limits {
     static constexpr int threads = 128;             ///< connections served at once
     static constexpr int connection_queue = 32;     ///< accepted, waiting for a thread
     static constexpr int listen_backlog = 64;       ///< not accepted yet (kernel queue)
-    static constexpr int max_request_bytes = 8192;  ///< request line + headers; 413 beyond
+    static constexpr int max_request_bytes = 8192;  ///< request line + headers; 400 beyond
     static constexpr int request_timeout_ms = 2000; ///< to send the request; to take the reply
 };
 
