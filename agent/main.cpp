@@ -181,6 +181,7 @@ int main(int argc, char** argv) {
             return 2;
         }
     }
+    readiness().set_data_loaded(); // /readyz: the first load succeeded (or there is no source)
     if (!reloader.start(err)) return die(err);
     if (!opt.metrics.empty()) {
         metrics_sources msrc;
@@ -212,6 +213,7 @@ int main(int argc, char** argv) {
             if (rc != 0) failures.fetch_add(1);
         });
     }
+    readiness().set_listening(); // /readyz: listeners bound, workers started
 
     auto wake_all = [&] {
         for (auto& env : envs) {
@@ -227,6 +229,7 @@ int main(int argc, char** argv) {
         if (sig == SIGTERM || sig == SIGINT) {
             log(level::info, "event=stopping signal=%s shutdown_timeout_s=%u drain_idle_s=%u",
                 sig == SIGTERM ? "SIGTERM" : "SIGINT", opt.shutdown_timeout_s, opt.drain_idle_s);
+            readiness().set_stopping(); // /readyz: 503 while draining
             wake_all();
             break;
         }

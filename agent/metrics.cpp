@@ -5,11 +5,14 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <mutex>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <poll.h>
-#include <sys/eventfd.h>
+#include <string_view>
+#include <thread>
 #include <unistd.h>
+
+#include <civetweb.h>
 
 #include "log.hpp"
 
@@ -60,13 +63,6 @@ std::int64_t wall_ms() noexcept {
     timespec ts{};
     clock_gettime(CLOCK_REALTIME, &ts);
     return static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
-
-std::uint64_t mono_ms() noexcept {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1000u +
-           static_cast<std::uint64_t>(ts.tv_nsec) / 1000000u;
 }
 
 } // namespace
@@ -334,171 +330,228 @@ bool parse_metrics_address(const std::string& spec, sockaddr_storage& ss, sockle
         err = "invalid --metrics address '" + spec + "': " + gai_strerror(rc);
         return false;
     }
-    // ":PORT" listens on every IPv4 address, like the agent's default listener.
+    // ":PORT" listens on every IPv4 address, like the agent's default listener. A name with
+    // both families ("localhost") takes its IPv4 address: Debian's civetweb has no IPv6.
     const addrinfo* pick = res;
-    for (const addrinfo* a = res; a; a = a->ai_next)
-        if (host.empty() && a->ai_family == AF_INET) pick = a;
+    for (const addrinfo* a = res; a; a = a->ai_next) {
+        if (a->ai_family == AF_INET) {
+            pick = a;
+            break;
+        }
+    }
     std::memcpy(&ss, pick->ai_addr, pick->ai_addrlen);
     len = static_cast<socklen_t>(pick->ai_addrlen);
     freeaddrinfo(res);
     return true;
 }
 
+readiness_state& readiness() noexcept {
+    static readiness_state state;
+    return state;
+}
+
+const char* not_ready_reason(const readiness_state& r) noexcept {
+    if (r.stopping.load(std::memory_order_relaxed)) return "shutting down";
+    if (!r.data_loaded.load(std::memory_order_relaxed)) return "reputation data not loaded";
+    if (!r.listening.load(std::memory_order_relaxed)) return "SPOP listeners not started";
+    return nullptr;
+}
+
+namespace {
+
+/// civetweb takes its configuration as strings.
+std::string numeric_address(const sockaddr_storage& ss) {
+    char a[INET6_ADDRSTRLEN] = "?";
+    char d[INET6_ADDRSTRLEN + 16];
+    if (ss.ss_family == AF_INET6) {
+        const auto* s = reinterpret_cast<const sockaddr_in6*>(&ss);
+        inet_ntop(AF_INET6, &s->sin6_addr, a, sizeof a);
+        std::snprintf(d, sizeof d, "[%s]:%u", a, static_cast<unsigned>(ntohs(s->sin6_port)));
+    } else {
+        const auto* s = reinterpret_cast<const sockaddr_in*>(&ss);
+        inet_ntop(AF_INET, &s->sin_addr, a, sizeof a);
+        std::snprintf(d, sizeof d, "%s:%u", a, static_cast<unsigned>(ntohs(s->sin_port)));
+    }
+    return d;
+}
+
+/// The whole response in one write: status line, headers, body (none for HEAD).
+void respond(mg_connection* conn, int status, const char* reason, const char* type,
+             const std::string& body, bool head, const char* extra = "") {
+    std::string out;
+    out.reserve(160 + (head ? 0 : body.size()));
+    char hdr[256];
+    std::snprintf(hdr, sizeof hdr,
+                  "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                  "Cache-Control: no-store\r\n%sConnection: close\r\n\r\n",
+                  status, reason, type, body.size(), extra);
+    out += hdr;
+    if (!head) out += body;
+    mg_write(conn, out.data(), out.size());
+}
+
+} // namespace
+
 metrics_server::~metrics_server() {
     stop();
 }
 
-bool metrics_server::open(const std::string& spec, std::string& err) {
+int metrics_server::log_message(const mg_connection* conn, const char* msg) {
+    auto* self = static_cast<metrics_server*>(mg_get_user_data(mg_get_context(conn)));
+    std::string line = msg != nullptr ? msg : "";
+    for (char& c : line)
+        if (c == '\n' || c == '\r' || c == '"') c = ' ';
+    if (self != nullptr && self->starting_.load(std::memory_order_acquire)) {
+        const std::lock_guard<std::mutex> lock(self->start_mu_);
+        // The first complaint says why (later ones only say that starting failed).
+        if (self->start_error_.empty()) self->start_error_ = line;
+    }
+    log(level::debug, "event=metrics_http msg=\"%s\"", line.c_str());
+    return 1; // handled: civetweb writes nothing itself
+}
+
+bool metrics_server::open(const std::string& spec, std::string& err, const readiness_state* state) {
     sockaddr_storage ss{};
     socklen_t len = 0;
     if (!parse_metrics_address(spec, ss, len, err)) return false;
-    listen_fd_ = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (listen_fd_ < 0) {
-        err = std::string("metrics socket: ") + std::strerror(errno);
+    static const unsigned init_once = mg_init_library(0);
+    (void)init_once;
+    if (ss.ss_family == AF_INET6 && mg_check_feature(8) == 0) {
+        err = "--metrics " + spec + ": this civetweb build has no IPv6 support";
         return false;
     }
-    const int one = 1;
-    setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (::bind(listen_fd_, reinterpret_cast<const sockaddr*>(&ss), len) != 0 ||
-        ::listen(listen_fd_, 64) != 0) {
-        err = "cannot listen on --metrics " + spec + ": " + std::strerror(errno);
-        ::close(listen_fd_);
-        listen_fd_ = -1;
+    state_ = state != nullptr ? state : &readiness();
+    desc_ = numeric_address(ss);
+    // Where stop() connects to wake the server: the address itself, or loopback for "any".
+    addr_ = ss;
+    addr_len_ = len;
+    if (ss.ss_family == AF_INET) {
+        auto* in = reinterpret_cast<sockaddr_in*>(&addr_);
+        if (in->sin_addr.s_addr == htonl(INADDR_ANY)) in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    }
+
+    const std::string threads = std::to_string(metrics_limits::threads);
+    const std::string queue = std::to_string(metrics_limits::connection_queue);
+    const std::string backlog = std::to_string(metrics_limits::listen_backlog);
+    const std::string reqmax = std::to_string(metrics_limits::max_request_bytes);
+    const std::string timeout = std::to_string(metrics_limits::request_timeout_ms);
+    // clang-format off
+    const char* options[] = {
+        "listening_ports",    desc_.c_str(),
+        "num_threads",        threads.c_str(),
+        "connection_queue",   queue.c_str(),
+        "listen_backlog",     backlog.c_str(),
+        "max_request_size",   reqmax.c_str(),
+        "request_timeout_ms", timeout.c_str(),
+        "enable_keep_alive",  "no",
+        "tcp_nodelay",        "1",
+        nullptr,
+    };
+    // clang-format on
+    mg_callbacks cb{};
+    cb.log_message = &metrics_server::log_message;
+    mg_init_data init{};
+    init.callbacks = &cb;
+    init.user_data = this;
+    init.configuration_options = options;
+    char text[256] = "";
+    unsigned code = 0;
+    mg_error_data error{};
+    error.code = &code;
+    error.text = text;
+    error.text_buffer_size = sizeof text;
+
+    start_error_.clear();
+    starting_.store(true, std::memory_order_release);
+    mg_context* ctx = mg_start2(&init, &error);
+    starting_.store(false, std::memory_order_release);
+    if (ctx == nullptr) {
+        const std::lock_guard<std::mutex> lock(start_mu_);
+        std::string why = !start_error_.empty() ? start_error_ : std::string(text);
+        // "cannot bind to ADDR: 98 (Address already in use)": keep what is in parentheses.
+        const std::size_t open_paren = why.rfind(" (");
+        if (why.rfind("cannot bind", 0) == 0 && open_paren != std::string::npos &&
+            why.back() == ')')
+            why = why.substr(open_paren + 2, why.size() - open_paren - 3);
+        if (why.empty()) why = "cannot start the HTTP server";
+        err = "cannot listen on --metrics " + spec + ": " + why;
         return false;
     }
-    sockaddr_storage bound{};
-    socklen_t blen = sizeof bound;
-    getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&bound), &blen);
-    char a[INET6_ADDRSTRLEN] = "?";
-    char d[INET6_ADDRSTRLEN + 16];
-    if (bound.ss_family == AF_INET) {
-        const auto* s = reinterpret_cast<const sockaddr_in*>(&bound);
-        inet_ntop(AF_INET, &s->sin_addr, a, sizeof a);
-        std::snprintf(d, sizeof d, "%s:%u", a, static_cast<unsigned>(ntohs(s->sin_port)));
-    } else {
-        const auto* s = reinterpret_cast<const sockaddr_in6*>(&bound);
-        inet_ntop(AF_INET6, &s->sin6_addr, a, sizeof a);
-        std::snprintf(d, sizeof d, "[%s]:%u", a, static_cast<unsigned>(ntohs(s->sin6_port)));
-    }
-    desc_ = d;
+    ctx_ = ctx;
+    mg_set_request_handler(ctx_, "/", &metrics_server::handle, this);
     return true;
 }
 
 bool metrics_server::start(metrics_sources src, std::string& err) {
-    if (listen_fd_ < 0) {
+    if (ctx_ == nullptr) {
         err = "metrics server not open";
         return false;
     }
-    wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (wake_fd_ < 0) {
-        err = std::string("eventfd: ") + std::strerror(errno);
-        return false;
-    }
     src_ = std::move(src);
-    thread_ = std::thread([this] { run(); });
+    published_.store(true, std::memory_order_release);
     return true;
 }
 
 void metrics_server::stop() {
-    if (thread_.joinable()) {
-        const std::uint64_t one = 1;
-        ssize_t w = ::write(wake_fd_, &one, sizeof one);
-        (void)w;
-        thread_.join();
+    if (ctx_ == nullptr) return;
+    // civetweb's accept thread sees the stop flag only when its poll() returns, which it does
+    // every 2 s. A connection to the listener wakes it at once.
+    std::atomic<bool> done{false};
+    std::thread stopper([this, &done] {
+        mg_stop(ctx_);
+        done.store(true, std::memory_order_release);
+    });
+    for (int i = 0; i < 150 && !done.load(std::memory_order_acquire); ++i) {
+        const int fd = ::socket(addr_.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd >= 0) {
+            (void)::connect(fd, reinterpret_cast<const sockaddr*>(&addr_), addr_len_);
+            ::close(fd);
+        }
+        ::usleep(20 * 1000);
     }
-    if (listen_fd_ >= 0) ::close(listen_fd_);
-    if (wake_fd_ >= 0) ::close(wake_fd_);
-    listen_fd_ = wake_fd_ = -1;
+    stopper.join();
+    ctx_ = nullptr;
 }
 
-void metrics_server::run() {
-    rate_limiter rl(5);
-    while (true) {
-        pollfd pf[2] = {{listen_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
-        if (::poll(pf, 2, -1) < 0) {
-            if (errno == EINTR) continue;
-            log(level::error, "event=metrics_failed what=poll errno=%d", errno);
-            return;
-        }
-        if (pf[1].revents & POLLIN) return;
-        if (!(pf[0].revents & POLLIN)) continue;
-        const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (fd < 0) {
-            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
-                unsigned sup = 0;
-                if (rl.allow(mono_ms() / 1000, sup))
-                    log(level::warn, "event=metrics_accept_failed errno=%d suppressed=%u", errno,
-                        sup);
-            }
-            continue;
-        }
-        serve(fd);
-        ::close(fd);
-    }
-}
-
-/// One request per connection, 2 s to send it. Scrapes are rare; one client at a time.
-void metrics_server::serve(int fd) {
-    char req[4096];
-    std::size_t have = 0;
-    const std::uint64_t deadline = mono_ms() + 2000;
-    while (true) {
-        const std::string_view sv(req, have);
-        if (sv.find("\r\n\r\n") != std::string_view::npos || sv.find("\n\n") != sv.npos) break;
-        if (have == sizeof req) return;
-        const std::uint64_t now = mono_ms();
-        if (now >= deadline) return;
-        pollfd pf{fd, POLLIN, 0};
-        if (::poll(&pf, 1, static_cast<int>(deadline - now)) <= 0) return;
-        const ssize_t r = ::recv(fd, req + have, sizeof req - have, 0);
-        if (r <= 0) return;
-        have += static_cast<std::size_t>(r);
-    }
-    const std::string_view sv(req, have);
-    const std::size_t sp1 = sv.find(' ');
-    const std::size_t sp2 = sp1 == sv.npos ? sv.npos : sv.find(' ', sp1 + 1);
-    const std::string_view method = sv.substr(0, sp1);
-    std::string_view target =
-        sp2 == sv.npos ? std::string_view{} : sv.substr(sp1 + 1, sp2 - sp1 - 1);
-    const std::size_t q = target.find('?');
-    if (q != target.npos) target = target.substr(0, q);
-    std::string status = "200 OK", body, type = "text/plain; version=0.0.4; charset=utf-8";
+int metrics_server::handle(mg_connection* conn, void* arg) {
+    const auto* self = static_cast<const metrics_server*>(arg);
+    const mg_request_info* ri = mg_get_request_info(conn);
+    const std::string_view method = ri->request_method != nullptr ? ri->request_method : "";
+    const std::string_view path = ri->local_uri != nullptr ? ri->local_uri : "";
     const bool head = method == "HEAD";
     if (method != "GET" && !head) {
-        status = "405 Method Not Allowed";
-        body = "only GET and HEAD\n";
-        type = "text/plain";
-    } else if (target == "/metrics") {
-        body = render_metrics(src_);
-    } else if (target == "/") {
-        body = "spop agent: metrics at /metrics\n";
-        type = "text/plain";
-    } else {
-        status = "404 Not Found";
-        body = "not found; try /metrics\n";
-        type = "text/plain";
+        respond(conn, 405, "Method Not Allowed", "text/plain", "only GET and HEAD\n", false,
+                "Allow: GET, HEAD\r\n");
+        return 405;
     }
-    std::string resp = "HTTP/1.1 " + status + "\r\nContent-Type: " + type +
-                       "\r\nContent-Length: " + std::to_string(body.size()) +
-                       "\r\nConnection: close\r\n\r\n";
-    if (!head) resp += body;
-    std::size_t off = 0;
-    while (off < resp.size()) {
-        const std::uint64_t now = mono_ms();
-        if (now >= deadline + 3000) return;
-        const ssize_t w = ::send(fd, resp.data() + off, resp.size() - off, MSG_NOSIGNAL);
-        if (w > 0) {
-            off += static_cast<std::size_t>(w);
-            continue;
+    if (path == "/metrics") {
+        if (!self->published_.load(std::memory_order_acquire)) {
+            respond(conn, 503, "Service Unavailable", "text/plain", "starting\n", head);
+            return 503;
         }
-        if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-            pollfd pf{fd, POLLOUT, 0};
-            if (::poll(&pf, 1, static_cast<int>(deadline + 3000 - now)) <= 0) return;
-            continue;
-        }
-        return;
+        respond(conn, 200, "OK", "text/plain; version=0.0.4; charset=utf-8",
+                render_metrics(self->src_), head);
+        return 200;
     }
-    ::shutdown(fd, SHUT_WR);
+    if (path == "/healthz") {
+        respond(conn, 200, "OK", "text/plain", "ok\n", head);
+        return 200;
+    }
+    if (path == "/readyz") {
+        if (const char* why = not_ready_reason(*self->state_)) {
+            respond(conn, 503, "Service Unavailable", "text/plain",
+                    std::string("not ready: ") + why + "\n", head);
+            return 503;
+        }
+        respond(conn, 200, "OK", "text/plain", "ready\n", head);
+        return 200;
+    }
+    if (path == "/") {
+        respond(conn, 200, "OK", "text/plain", "spop agent: /metrics, /healthz, /readyz\n", head);
+        return 200;
+    }
+    respond(conn, 404, "Not Found", "text/plain", "not found; try /metrics\n", head);
+    return 404;
 }
 
 } // namespace agent

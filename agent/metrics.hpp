@@ -1,18 +1,27 @@
-// Prometheus metrics (--metrics ADDR:PORT): a tiny HTTP/1.x server on its own thread that
-// answers GET /metrics with the text exposition format. It only reads: the workers' counters
-// (each worker writes its own block; the scrape sums them) and the reloader's statistics.
-// docs/operations.md lists every metric.
+// Prometheus metrics and health endpoints (--metrics ADDR:PORT), served by civetweb (Debian's
+// libcivetweb) on threads of its own:
+//   /metrics  the text exposition format (docs/operations.md lists every metric)
+//   /healthz  200 "ok" while the process runs
+//   /readyz   200 once the SPOP listeners are up and the reputation data is loaded, else 503
+//             with a one-line reason
+// It only reads: the workers' counters (each worker writes its own block; the scrape sums
+// them), the reloader's statistics and the readiness flags below. civetweb serves one
+// connection per thread; the limits below bound what slow or hostile HTTP clients can hold.
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <sys/socket.h>
-#include <thread>
 #include <vector>
 
 #include "iprep/reloader.hpp"
 #include "stats.hpp"
+
+struct mg_context;
+struct mg_connection;
 
 namespace agent {
 
@@ -31,6 +40,35 @@ std::string render_metrics(const metrics_sources& src);
 bool parse_metrics_address(const std::string& spec, sockaddr_storage& ss, socklen_t& len,
                            std::string& err);
 
+/// What /readyz reports. main.cpp sets the flags (any thread may, in any order); the HTTP
+/// threads read them. Flags only go one way, so relaxed atomics are enough.
+struct readiness_state {
+    std::atomic<bool> listening{false};   ///< SPOP listeners bound and the workers started
+    std::atomic<bool> data_loaded{false}; ///< first reputation load succeeded (or none is set)
+    std::atomic<bool> stopping{false};    ///< SIGTERM/SIGINT: draining, take us out of rotation
+
+    void set_listening() noexcept { listening.store(true, std::memory_order_relaxed); }
+    void set_data_loaded() noexcept { data_loaded.store(true, std::memory_order_relaxed); }
+    void set_stopping() noexcept { stopping.store(true, std::memory_order_relaxed); }
+};
+
+/// The process's readiness, the one /readyz reports.
+readiness_state& readiness() noexcept;
+
+/// Null when ready; otherwise the reason /readyz gives with its 503 (one line, no newline).
+const char* not_ready_reason(const readiness_state& r) noexcept;
+
+/// Limits of the HTTP server. civetweb gives each connection a thread from a fixed pool, so the
+/// pool is sized for many idle or slow clients at once, and each is dropped after
+/// `request_timeout_ms`. See docs/operations.md, "Metrics".
+struct metrics_limits {
+    static constexpr int threads = 128;             ///< connections served at once
+    static constexpr int connection_queue = 32;     ///< accepted, waiting for a thread
+    static constexpr int listen_backlog = 64;       ///< not accepted yet (kernel queue)
+    static constexpr int max_request_bytes = 8192;  ///< request line + headers; 400 beyond
+    static constexpr int request_timeout_ms = 2000; ///< to send the request; to take the reply
+};
+
 class metrics_server {
   public:
     metrics_server() = default;
@@ -38,23 +76,31 @@ class metrics_server {
     metrics_server(const metrics_server&) = delete;
     metrics_server& operator=(const metrics_server&) = delete;
 
-    /// Binds and listens (call before dropping privileges). False with `err`.
-    bool open(const std::string& spec, std::string& err);
+    /// Binds and starts serving (call before dropping privileges): /healthz and /readyz answer
+    /// from now on; /metrics answers 503 until start(). False with `err` (one line).
+    /// `state` defaults to readiness().
+    bool open(const std::string& spec, std::string& err, const readiness_state* state = nullptr);
     /// The bound address, for logs ("127.0.0.1:9100").
     [[nodiscard]] const std::string& address() const noexcept { return desc_; }
-    /// Starts serving on its own thread.
+    /// Publishes the counters: /metrics answers from now on.
     bool start(metrics_sources src, std::string& err);
+    /// Stops serving; waits for the HTTP threads (each is bounded by request_timeout_ms).
     void stop();
 
   private:
-    void run();
-    void serve(int fd);
+    static int handle(mg_connection* conn, void* self);
+    static int log_message(const mg_connection* conn, const char* msg);
 
-    int listen_fd_ = -1;
-    int wake_fd_ = -1;
+    mg_context* ctx_ = nullptr;
     std::string desc_;
+    sockaddr_storage addr_{};
+    socklen_t addr_len_ = 0;
+    std::atomic<bool> starting_{false};
+    std::mutex start_mu_;
+    std::string start_error_; ///< civetweb's last complaint while starting (start_mu_)
+    const readiness_state* state_ = nullptr;
     metrics_sources src_;
-    std::thread thread_;
+    std::atomic<bool> published_{false}; ///< src_ is set and immutable
 };
 
 } // namespace agent

@@ -825,3 +825,107 @@ TEST(Metrics, AddressParsing) {
         EXPECT_FALSE(err.empty());
     }
 }
+
+TEST(Readiness, ReasonsInOrder) {
+    readiness_state r;
+    EXPECT_STREQ(not_ready_reason(r), "reputation data not loaded");
+    r.set_data_loaded();
+    EXPECT_STREQ(not_ready_reason(r), "SPOP listeners not started");
+    r.set_listening();
+    EXPECT_EQ(not_ready_reason(r), nullptr);
+    r.set_stopping();
+    EXPECT_STREQ(not_ready_reason(r), "shutting down");
+}
+
+namespace {
+
+/// GET `path` from 127.0.0.1:`port`: the whole response, or "" on a socket error.
+std::string http_get(unsigned port, const char* path) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return "";
+    timeval tv{5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    std::string out;
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0) {
+        const std::string req = std::string("GET ") + path + " HTTP/1.1\r\nHost: t\r\n\r\n";
+        if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
+            char buf[4096];
+            for (int i = 0; i < 1000; ++i) {
+                const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+                if (n <= 0) break;
+                out.append(buf, static_cast<std::size_t>(n));
+            }
+        }
+    }
+    ::close(fd);
+    return out;
+}
+
+unsigned free_tcp_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd < 0 || ::bind(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0 ||
+        getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+        if (fd >= 0) ::close(fd);
+        return 0;
+    }
+    ::close(fd);
+    return ntohs(a.sin_port);
+}
+
+} // namespace
+
+TEST(Readiness, ServerAnswersFromState) {
+    const unsigned port = free_tcp_port();
+    ASSERT_NE(port, 0u);
+    readiness_state state;
+    metrics_server srv;
+    std::string err;
+    ASSERT_TRUE(srv.open("127.0.0.1:" + std::to_string(port), err, &state)) << err;
+    EXPECT_EQ(srv.address(), "127.0.0.1:" + std::to_string(port));
+
+    std::string r = http_get(port, "/readyz");
+    EXPECT_EQ(r.rfind("HTTP/1.1 503 ", 0), 0u) << r;
+    EXPECT_NE(r.find("\r\n\r\nnot ready: reputation data not loaded\n"), std::string::npos) << r;
+    r = http_get(port, "/healthz");
+    EXPECT_EQ(r.rfind("HTTP/1.1 200 ", 0), 0u) << r;
+    EXPECT_NE(r.find("\r\n\r\nok\n"), std::string::npos) << r;
+    r = http_get(port, "/metrics"); // no counters published yet
+    EXPECT_EQ(r.rfind("HTTP/1.1 503 ", 0), 0u) << r;
+
+    state.set_data_loaded();
+    state.set_listening();
+    r = http_get(port, "/readyz");
+    EXPECT_EQ(r.rfind("HTTP/1.1 200 ", 0), 0u) << r;
+    EXPECT_NE(r.find("\r\n\r\nready\n"), std::string::npos) << r;
+
+    worker_stats w;
+    w.acks.add(5);
+    metrics_sources src;
+    src.workers = {&w};
+    src.engine = "epoll";
+    src.version = "t";
+    ASSERT_TRUE(srv.start(std::move(src), err)) << err;
+    r = http_get(port, "/metrics");
+    EXPECT_EQ(r.rfind("HTTP/1.1 200 ", 0), 0u) << r;
+    EXPECT_NE(r.find("\nspop_agent_acks_total 5\n"), std::string::npos) << r;
+
+    // A second server on the same port: a one-line error naming the address.
+    metrics_server again;
+    EXPECT_FALSE(again.open("127.0.0.1:" + std::to_string(port), err, &state));
+    EXPECT_NE(err.find("127.0.0.1:" + std::to_string(port)), std::string::npos) << err;
+    EXPECT_EQ(err.find('\n'), std::string::npos) << err;
+
+    state.set_stopping();
+    r = http_get(port, "/readyz");
+    EXPECT_NE(r.find("\r\n\r\nnot ready: shutting down\n"), std::string::npos) << r;
+    srv.stop();
+    EXPECT_EQ(http_get(port, "/healthz"), "");
+}
