@@ -241,3 +241,82 @@ TEST(Alloc, HandshakeAndDisconnectAllocateNothing) {
 }
 
 } // namespace
+
+namespace {
+
+/// A fixed pool of tickets with fixed storage, as an engine keeps per worker.
+struct fixed_deferral final : spop::deferral {
+    struct slot {
+        std::array<std::uint8_t, 256> buf{};
+        spop::ack_writer w;
+        bool busy = false;
+    };
+    std::array<slot, 32> slots{};
+    std::array<std::uint32_t, 32> done{};
+    std::size_t ndone = 0;
+    spop::ticket open(std::uint64_t, std::uint64_t sid, std::uint64_t fid,
+                      std::uint32_t mfs) noexcept override {
+        for (std::uint32_t i = 0; i < slots.size(); ++i) {
+            if (slots[i].busy) continue;
+            slots[i].busy = true;
+            slots[i].w = spop::ack_writer(slots[i].buf, sid, fid, mfs);
+            return spop::ticket(this, i);
+        }
+        return {};
+    }
+    bool available() const noexcept override { return true; }
+    spop::ack_writer& writer(std::uint32_t id) noexcept override { return slots[id].w; }
+    void finish(std::uint32_t id, bool) noexcept override { done[ndone++] = id; }
+};
+
+struct deferring {
+    std::array<spop::ticket, 32> held{};
+    std::size_t n = 0;
+    spop::errc on_notify(const spop::notify_request& req, spop::ack_writer&) noexcept {
+        held[n++] = req.defer();
+        return spop::errc::ok;
+    }
+};
+
+} // namespace
+
+TEST(Alloc, DeferredNotifyAllocatesNothing) {
+    spop::connection_config cfg;
+    spop::buffer_pool pool(spop::buffer_size_for(cfg.limits.max_frame_size));
+    fixed_deferral d;
+    deferring svc;
+    spop::connection<deferring> conn(svc, pool, cfg);
+    conn.set_deferral(&d, 1);
+    bytes batch;
+    for (std::uint64_t i = 0; i < 20; ++i) spop_test::append(batch, notify_frame(2 * i + 1));
+    (void)conn.feed(unhex(spop_test::vec::v1_hello_34));
+    (void)conn.consume_output(conn.output().size());
+    const auto round = [&] {
+        svc.n = 0;
+        (void)conn.feed(batch);
+        for (std::size_t i = svc.n; i-- > 0;)
+            svc.held[i].complete([](spop::ack_writer& a) {
+                a.set_var(spop::var_scope::sess, "ip_score", spop::value::from_uint32(7));
+            });
+        for (std::size_t k = 0; k < d.ndone; ++k) {
+            auto& s = d.slots[d.done[k]];
+            (void)conn.deliver(s.w, s.buf);
+            s.busy = false;
+        }
+        d.ndone = 0;
+        const std::size_t out = conn.output().size();
+        (void)conn.consume_output(out);
+        return out;
+    };
+    (void)round(); // warm-up
+    std::size_t bytes_out = 0;
+    {
+        alloc_window w;
+        for (int i = 0; i < 500; ++i) bytes_out += round();
+        w.stop();
+        EXPECT_EQ(w.news(), 0u) << "operator new called for a deferred NOTIFY";
+        EXPECT_EQ(w.deletes(), 0u);
+    }
+    EXPECT_EQ(bytes_out, 500u * 20 * 25) << "every deferred ACK delivered, V7-sized";
+    EXPECT_EQ(conn.deferred_count(), 0u);
+}

@@ -21,6 +21,9 @@
 //   on_peer_closed()     on RST or a failed send: drop everything, send nothing.
 //   shutdown()           graceful stop: answers what was received, then AGENT-DISCONNECT 0.
 //   close_with(errc)     e.g. errc::timeout from an idle timer: AGENT-DISCONNECT, then close.
+//   set_deferral(d, tag) lets services answer later (ticket.hpp); deliver(ack) then queues a
+//                        finished deferred ACK. Deferred NOTIFYs count against the in-flight
+//                        limit, and a graceful stop or end of stream waits for them.
 //
 // Back-pressure is TCP's own: the connection never buffers more input than one partial frame.
 // When its output cannot take another ACK it stops consuming (feed() returns less than it was
@@ -78,6 +81,7 @@ struct feed_result {
     std::size_t consumed = 0;   ///< bytes of the input taken (all of them unless back-pressured)
     std::uint32_t frames = 0;   ///< complete frames processed
     std::uint32_t notifies = 0; ///< NOTIFY frames answered with an ACK
+    std::uint32_t deferred = 0; ///< NOTIFY frames whose answer was deferred (a ticket)
 };
 
 template <service S>
@@ -114,7 +118,7 @@ class connection {
         if (out_head_ != out_tail_) return false;
         if (state_ == conn_state::closing) return true;
         // End of stream: once every frame received before it is answered and sent.
-        return eof_ && !paused_ && !caller_holds_;
+        return eof_ && !paused_ && !caller_holds_ && deferred_ == 0;
     }
     [[nodiscard]] std::span<const std::uint8_t> output() const noexcept {
         return {out_ + out_head_, out_tail_ - out_head_};
@@ -125,6 +129,49 @@ class connection {
     }
     /// True while feed() has refused bytes that the embedder still holds (back-pressure).
     [[nodiscard]] bool input_held() const noexcept { return caller_holds_; }
+    /// NOTIFYs deferred and not delivered yet.
+    [[nodiscard]] std::uint32_t deferred_count() const noexcept { return deferred_; }
+
+    /// Lets the service defer answers through `d` (ticket.hpp). `tag` identifies this
+    /// connection to `d` (e.g. a slot and generation). `d` must outlive the connection.
+    void set_deferral(deferral* d, std::uint64_t tag) noexcept {
+        deferral_ = d;
+        tag_ = tag;
+    }
+
+    /// Queues the ACK of a deferred NOTIFY: `ack` was written into `frame_buf` (the span it was
+    /// built on); an ACK without actions gets the no-op policy. Returns false when the output
+    /// buffer has no room now (deliver again after consume_output()); true when queued, or
+    /// dropped because the connection is closing or closed (nothing may follow a DISCONNECT).
+    [[nodiscard]] bool deliver(ack_writer& ack, std::span<const std::uint8_t> frame_buf) noexcept {
+        if (!accepting()) {
+            if (deferred_ != 0) --deferred_;
+            return true;
+        }
+        if (ack.empty() && cfg_->noop_on_empty_ack) ack.unset_var(cfg_->noop_scope, cfg_->noop_var);
+        const result w = ack.finish();
+        if (!w) {
+            --deferred_;
+            fail(w.ec);
+            return true;
+        }
+        if (!ensure_output()) return true;
+        if (pool_.block_size() - out_tail_ < w.consumed + max_agent_disconnect_size) return false;
+        std::memcpy(out_ + out_tail_, frame_buf.data(), w.consumed);
+        out_tail_ += static_cast<std::uint32_t>(w.consumed);
+        ++queued_acks_;
+        --deferred_;
+        maybe_finish_shutdown();
+        return true;
+    }
+
+    /// After the embedder freed tickets: a connection that stopped taking input only for want
+    /// of one resumes (answering the frame it had waiting). Does nothing otherwise.
+    feed_result retry_input() noexcept {
+        feed_result res;
+        if (paused_ && out_head_ == out_tail_) resume(res);
+        return res;
+    }
 
     /// Processes every complete frame in `in` and keeps a trailing partial frame. Takes less
     /// than all of `in` only when back-pressured: then `consumed` stops before the first frame it
@@ -271,7 +318,11 @@ class connection {
             release_buffers();
             return false;
         }
-        if (cfg_->max_queued_acks != 0 && queued_acks_ >= cfg_->max_queued_acks) return false;
+        if (cfg_->max_queued_acks != 0 && queued_acks_ + deferred_ >= cfg_->max_queued_acks)
+            return false;
+        if constexpr (requires { S::defers; }) {
+            if (S::defers && deferral_ != nullptr && !deferral_->available()) return false;
+        }
         return pool_.block_size() - out_tail_ >= ack_reserve() + max_agent_disconnect_size;
     }
 
@@ -319,7 +370,7 @@ class connection {
     }
 
     void maybe_finish_shutdown() noexcept {
-        if (shutdown_pending_ && !paused_ && !caller_holds_) finish_shutdown();
+        if (shutdown_pending_ && !paused_ && !caller_holds_ && deferred_ == 0) finish_shutdown();
     }
 
     void process(const std::uint8_t* f, std::size_t total, feed_result& res) noexcept {
@@ -374,12 +425,27 @@ class connection {
 
     void on_notify(const frame& fr, feed_result& res) noexcept {
         if (!fr.fin()) return fail(errc::fragmented_frame);
-        const notify_request req{fr.stream_id, fr.frame_id, fr.flags, fr.payload};
+        bool deferred = false;
+        const notify_request req{fr.stream_id,
+                                 fr.frame_id,
+                                 fr.flags,
+                                 fr.payload,
+                                 deferral_,
+                                 tag_,
+                                 neg_.max_frame_size,
+                                 deferral_ ? &deferred : nullptr};
         const std::span<std::uint8_t> space = output_space();
         // The reply may not eat into the room kept for a final AGENT-DISCONNECT.
         ack_writer ack(space.first(space.size() - max_agent_disconnect_size), fr.stream_id,
                        fr.frame_id, neg_.max_frame_size);
         const errc e = svc_.on_notify(req, ack);
+        if (deferred) {
+            // The ticket answers later (deliver()); even a parse error is its holder's now.
+            ++deferred_;
+            ++res.deferred;
+            if (e != errc::ok && e != errc::stopped) fail(e);
+            return;
+        }
         if (e != errc::ok && e != errc::stopped) return fail(e);
         if (ack.empty() && cfg_->noop_on_empty_ack) ack.unset_var(cfg_->noop_scope, cfg_->noop_var);
         const result w = ack.finish();
@@ -450,6 +516,9 @@ class connection {
     std::uint32_t limit_;
     std::uint32_t peer_status_ = 0;
     std::uint32_t queued_acks_ = 0; ///< ACKs in the output buffer since it was last empty
+    std::uint32_t deferred_ = 0;    ///< NOTIFYs answered by a ticket, not delivered yet
+    deferral* deferral_ = nullptr;
+    std::uint64_t tag_ = 0;
     negotiated neg_{};
     conn_state state_ = conn_state::awaiting_hello;
     errc error_ = errc::ok;

@@ -10,6 +10,7 @@
 #include <span>
 
 #include "notify.hpp"
+#include "ticket.hpp"
 #include "writer.hpp"
 
 namespace spop {
@@ -21,11 +22,27 @@ struct notify_request {
     std::uint64_t frame_id = 0;
     std::uint32_t flags = 0;
     std::span<const std::uint8_t> payload{};
+    // Set by the connection when its embedder supports deferred answers (ticket.hpp).
+    deferral* deferrer = nullptr;
+    std::uint64_t conn_tag = 0;
+    std::uint32_t max_frame_size = 0;
+    bool* deferred = nullptr;
 
     /// Runs parse_notify() over the payload.
     template <notify_handler H>
     [[nodiscard]] result parse(H& handler) const noexcept {
         return parse_notify(payload, handler);
+    }
+
+    /// Answer later: returns a ticket, and the connection sends no ACK now (whatever was written
+    /// to the ack_writer is discarded). Empty when the embedder has no deferral or no ticket
+    /// free: then answer now. At most one ticket per NOTIFY. Copy what you need from the
+    /// payload before returning: its views die with on_notify().
+    [[nodiscard]] ticket defer() const noexcept {
+        if (deferrer == nullptr || deferred == nullptr || *deferred) return {};
+        ticket t = deferrer->open(conn_tag, stream_id, frame_id, max_frame_size);
+        if (t) *deferred = true;
+        return t;
     }
 };
 
@@ -38,6 +55,12 @@ struct notify_request {
 ///     (truncated, varint_overflow, bad_data_type) makes the connection answer with
 ///     AGENT-DISCONNECT status 4 and close: the frame was malformed.
 ///     Must not throw, block or allocate per call.
+///
+///     A service may also answer later: see notify_request::defer() and ticket.hpp.
+///
+///   static constexpr bool defers = true           (optional)
+///     Declares that the service defers answers: the connection then also stops taking input
+///     while its embedder has no ticket free (back-pressure instead of synchronous fallbacks).
 ///
 ///   static constexpr std::size_t max_ack_size   (optional)
 ///     A promise: no ACK this service writes is larger (whole frame, header included). The

@@ -10,5 +10,6 @@
 #include "notify.hpp"
 #include "service.hpp"
 #include "status.hpp"
+#include "ticket.hpp"
 #include "varint.hpp"
 #include "writer.hpp"
