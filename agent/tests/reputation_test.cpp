@@ -1,4 +1,5 @@
-// Unit tests for the reputation sources: the file parsers (good and bad lines), the Poptrie
+// Unit tests for the reputation sources: the file parsers (good and bad lines; streaming
+// across read-buffer boundaries, BOM, binary content, long lines, size limits), the Poptrie
 // against a brute-force reference, precedence (allow-list, longest prefix, lowest score),
 // IPv4-mapped lookups, MaxMind DB import, snapshot publication under concurrent lookups, the
 // reloader (bad file keeps the old tables, inotify) and the /metrics page.
