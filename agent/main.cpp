@@ -1,8 +1,8 @@
 // agent: an SPOP agent serving IP reputation to HAProxy 2.6-3.4.
 //
-// The main thread parses flags, opens listeners, drops privileges, starts one worker thread
-// per -n, then only waits for signals. Workers share nothing but read-only configuration and
-// the reputation snapshot.
+// The main thread parses flags, loads the reputation data, opens listeners, drops privileges,
+// starts one worker thread per -n, then only waits for signals. Workers share nothing but
+// read-only configuration and the reputation snapshot.
 #include <atomic>
 #include <cerrno>
 #include <csignal>
@@ -58,6 +58,41 @@ bool drop_privileges(const std::string& user, std::string& err) {
     return true;
 }
 
+/// The initial load runs before any socket is bound, so the agent must read the files as the
+/// --user it will run as (a file that user cannot read must fail at start, as it would at every
+/// reload). When started as root, only the effective ids switch; the real ids stay root, so
+/// binding a privileged port and drop_privileges() still work afterwards.
+class load_identity {
+  public:
+    bool enter(const std::string& user, std::string& err) {
+        if (user.empty() || geteuid() != 0) return true;
+        const passwd* pw = getpwnam(user.c_str());
+        if (pw == nullptr) {
+            err = "unknown user '" + user + "' for --user";
+            return false;
+        }
+        (void)setgroups(0, nullptr); // as drop_privileges() will
+        if (setegid(pw->pw_gid) != 0 || seteuid(pw->pw_uid) != 0) {
+            err = "cannot read files as user '" + user + "': " + std::strerror(errno);
+            return false;
+        }
+        switched_ = true;
+        return true;
+    }
+    bool leave(std::string& err) {
+        if (!switched_) return true;
+        switched_ = false;
+        if (seteuid(0) != 0 || setegid(getgid()) != 0) {
+            err = std::string("cannot restore root after loading: ") + std::strerror(errno);
+            return false;
+        }
+        return true;
+    }
+
+  private:
+    bool switched_ = false;
+};
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -81,6 +116,7 @@ int main(int argc, char** argv) {
     sources.allow = opt.allow_lists;
     sources.csv = opt.csv_files;
     sources.mmdb = opt.mmdb;
+    sources.max_file_size = opt.max_file_size;
 
     bool use_uring = false;
     if (opt.engine != engine_kind::epoll) {
@@ -113,6 +149,27 @@ int main(int argc, char** argv) {
     pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
 
+    // Reputation tables: loaded before any socket is bound or listens. A connection can only be
+    // accepted by the kernel once a listener exists, so while the data loads a client (and
+    // HAProxy's health check) is refused cleanly instead of waiting in the accept queue, and
+    // reset when a bad file makes the agent exit. A bad file is fatal here.
+    reputation_source rep;
+    iprep::reload_stats reload_stats;
+    iprep::reloader reloader(rep, sources, reload_stats);
+    if (!sources.empty()) {
+        load_identity as_user;
+        if (!as_user.enter(opt.user, err)) return die(err);
+        iprep::parse_error perr;
+        const bool loaded = reloader.load(perr);
+        if (!as_user.leave(err)) return die(err);
+        if (!loaded) {
+            std::fprintf(stderr, "agent: cannot load reputation data: %s\n",
+                         perr.to_string().c_str());
+            return 2;
+        }
+    }
+    readiness().set_data_loaded(); // /readyz: the first load succeeded (or there is no source)
+
     const int nworkers = opt.workers;
     std::vector<worker_env> envs(static_cast<std::size_t>(nworkers));
     std::vector<std::unique_ptr<worker_stats>> stats;
@@ -123,7 +180,6 @@ int main(int argc, char** argv) {
         if (fd < 0) return die(err);
         shared_fds.push_back(fd);
     }
-    reputation_source rep;
     const std::uint64_t seed =
         static_cast<std::uint64_t>(mono_ns()) ^ static_cast<std::uint64_t>(getpid());
     std::vector<worker_env*> peers;
@@ -169,19 +225,6 @@ int main(int argc, char** argv) {
     if (!opt.metrics.empty() && !metrics.open(opt.metrics, err)) return die(err);
     if (!opt.user.empty() && !drop_privileges(opt.user, err)) return die(err);
 
-    // Reputation tables: loaded before any worker starts (as the user the agent runs as, so a
-    // file it could not read at reload time fails here already). A bad file is fatal here.
-    iprep::reload_stats reload_stats;
-    iprep::reloader reloader(rep, sources, reload_stats);
-    if (!sources.empty()) {
-        iprep::parse_error perr;
-        if (!reloader.load(perr)) {
-            std::fprintf(stderr, "agent: cannot load reputation data: %s\n",
-                         perr.to_string().c_str());
-            return 2;
-        }
-    }
-    readiness().set_data_loaded(); // /readyz: the first load succeeded (or there is no source)
     if (!reloader.start(err)) return die(err);
     if (!opt.metrics.empty()) {
         metrics_sources msrc;

@@ -7,6 +7,8 @@
 #include <getopt.h>
 #include <string_view>
 
+#include "iprep/parse.hpp"
+
 namespace agent {
 
 void print_usage(const char* argv0) {
@@ -61,6 +63,8 @@ void print_usage(const char* argv0) {
         "      --csv FILE              Suricata-style `ip-or-cidr,category,score` lines; "
         "repeatable\n"
         "      --mmdb FILE             MaxMind DB (see README for the field-to-score mapping)\n"
+        "      --max-file-size BYTES   largest reputation file accepted, with an optional K, M\n"
+        "                              or G suffix (default 512M); a larger file fails the load\n"
         "      --category-var NAME     also set sess.<prefix>.NAME to the list's category\n"
         "      --var-name NAME         score variable name (default ip_score)\n"
         "\n"
@@ -110,6 +114,7 @@ enum long_only : int {
     opt_allow,
     opt_csv,
     opt_mmdb,
+    opt_max_file_size,
     opt_category_var,
     opt_var_name,
     opt_metrics,
@@ -143,6 +148,7 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
         {"allow", required_argument, nullptr, opt_allow},
         {"csv", required_argument, nullptr, opt_csv},
         {"mmdb", required_argument, nullptr, opt_mmdb},
+        {"max-file-size", required_argument, nullptr, opt_max_file_size},
         {"category-var", required_argument, nullptr, opt_category_var},
         {"var-name", required_argument, nullptr, opt_var_name},
         {"metrics", required_argument, nullptr, opt_metrics},
@@ -276,6 +282,11 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
             break;
         case opt_mmdb:
             o.mmdb = optarg;
+            break;
+        case opt_max_file_size:
+            if (!iprep::parse_size(optarg, o.max_file_size))
+                return fail("invalid --max-file-size (BYTES with an optional K, M or G suffix)",
+                            optarg);
             break;
         case opt_category_var:
             o.category_var = optarg;

@@ -37,6 +37,7 @@ struct options {
     std::vector<std::string> allow_lists;
     std::vector<std::string> csv_files;
     std::string mmdb;
+    std::uint64_t max_file_size = std::uint64_t{512} << 20; ///< per reputation file
     std::string category_var;
     std::string var_name = "ip_score";
 };

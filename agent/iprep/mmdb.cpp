@@ -111,8 +111,9 @@ struct mmdb_closer {
 } // namespace
 
 bool import_mmdb(const std::string& path, entry_sink& out, std::size_t& networks,
-                 parse_error& err) {
+                 std::uint64_t max_file_size, parse_error& err) {
     networks = 0;
+    if (!check_file_size(path, max_file_size, err)) return false;
     MMDB_s db{};
     const int st = MMDB_open(path.c_str(), MMDB_MODE_MMAP, &db);
     if (st != MMDB_SUCCESS) {
@@ -121,6 +122,11 @@ bool import_mmdb(const std::string& path, entry_sink& out, std::size_t& networks
         return false;
     }
     mmdb_closer closer{&db};
+    if (db.file_size < 0 || static_cast<std::uint64_t>(db.file_size) > max_file_size) {
+        err = {path, 0,
+               too_large_message(static_cast<std::uint64_t>(db.file_size), max_file_size, true)};
+        return false;
+    }
     const unsigned bits = db.metadata.ip_version == 6 ? 128u : 32u;
     if (db.metadata.ip_version != 4 && db.metadata.ip_version != 6) {
         err = {path, 0, "unsupported ip_version " + std::to_string(db.metadata.ip_version)};
@@ -247,7 +253,8 @@ bool mmdb_supported() noexcept {
     return false;
 }
 
-bool import_mmdb(const std::string& path, entry_sink&, std::size_t& networks, parse_error& err) {
+bool import_mmdb(const std::string& path, entry_sink&, std::size_t& networks, std::uint64_t,
+                 parse_error& err) {
     networks = 0;
     err = {path, 0, "this agent was built without libmaxminddb (--mmdb is unavailable)"};
     return false;

@@ -20,9 +20,18 @@
 // Networks under ::/96 and ::ffff:0:0/96 in an IPv6 database are IPv4 networks. The aliases the
 // MaxMind writer adds (::ffff:0:0/96 and 2002::/16 pointing at the IPv4 subtree) are skipped;
 // 6to4 addresses (2002::/16) are therefore not matched against IPv4 networks.
+//
+// Memory: libmaxminddb maps the whole file read-only (mmap, MMDB_MODE_MMAP; it reads nothing
+// up front but looks for the metadata in the last 128 KiB) and the walk touches the search
+// tree and the data records it maps, so the pages counted are file-backed, reclaimable and
+// bounded by the file size, which --max-file-size bounds. libmaxminddb validates the metadata
+// and every node and record it reads; a file that is not a MaxMind DB fails at open. A file
+// truncated in place while it is being walked would fault (SIGBUS): replace it by renaming a
+// new file into place, as with every source.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "parse.hpp"
@@ -33,6 +42,9 @@ namespace agent::iprep {
 [[nodiscard]] bool mmdb_supported() noexcept;
 
 /// Imports every mapped network of `path` into `out`. `networks` counts the imported ones.
-bool import_mmdb(const std::string& path, entry_sink& out, std::size_t& networks, parse_error& err);
+/// A file larger than `max_file_size` is refused before it is opened, and again if the file
+/// libmaxminddb mapped turns out larger (it grew in between).
+bool import_mmdb(const std::string& path, entry_sink& out, std::size_t& networks,
+                 std::uint64_t max_file_size, parse_error& err);
 
 } // namespace agent::iprep

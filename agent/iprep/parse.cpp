@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
+#include <memory>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -63,20 +64,9 @@ constexpr std::uint32_t mask32(unsigned len) noexcept {
     return len == 0 ? 0u : ~0u << (32 - len);
 }
 
-/// Calls f(line_number, line_without_comment) for each non-empty line; stops when f is false.
-template <class F>
-bool for_each_line(std::string_view text, F&& f) {
-    std::size_t lineno = 0;
-    while (!text.empty()) {
-        const std::size_t nl = text.find('\n');
-        std::string_view line = nl == std::string_view::npos ? text : text.substr(0, nl);
-        text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
-        ++lineno;
-        line = trim(strip_comment(line));
-        if (line.empty()) continue;
-        if (!f(lineno, line)) return false;
-    }
-    return true;
+/// Bytes that make a file binary rather than text: C0 controls other than TAB, LF, VT, FF, CR.
+constexpr bool is_binary_byte(unsigned char u) noexcept {
+    return u < 0x20 && u != '\t' && u != '\n' && u != '\v' && u != '\f' && u != '\r';
 }
 
 } // namespace
@@ -157,94 +147,261 @@ void entry_sink::add(const net_prefix& p, std::uint32_t value) {
         v4.push_back({key4(p.v4), p.len, value});
 }
 
+namespace {
+
+bool list_line(std::string_view line, std::uint32_t value, entry_sink& out, std::string& why) {
+    std::size_t blank = 0;
+    while (blank < line.size() && !is_blank(line[blank])) ++blank;
+    if (blank != line.size()) {
+        why = "expected one address or CIDR per line, got '" + printable(line) + "'";
+        return false;
+    }
+    net_prefix p;
+    if (!parse_prefix(line, p, why)) return false;
+    out.add(p, value);
+    return true;
+}
+
+bool csv_line(std::string_view line, entry_sink& out, std::string& why) {
+    auto fail = [&](std::string msg) {
+        why = std::move(msg);
+        return false;
+    };
+    const std::size_t c1 = line.find(',');
+    const std::size_t c2 = c1 == std::string_view::npos ? c1 : line.find(',', c1 + 1);
+    if (c2 == std::string_view::npos || line.find(',', c2 + 1) != std::string_view::npos)
+        return fail("expected 'ip-or-cidr,category,score', got '" + printable(line) + "'");
+    const std::string_view ip = trim(line.substr(0, c1));
+    const std::string_view cat = trim(line.substr(c1 + 1, c2 - c1 - 1));
+    const std::string_view sc = trim(line.substr(c2 + 1));
+    net_prefix p;
+    if (!parse_prefix(ip, p, why)) return false;
+    if (cat.empty()) return fail("empty category");
+    if (cat.size() > category_max_len)
+        return fail("category longer than 64 bytes: '" + printable(cat) + "'");
+    for (char c : cat) {
+        const auto u = static_cast<unsigned char>(c);
+        if (u <= 0x20 || u >= 0x7F || c == '"' || c == '\'' || c == '\\')
+            return fail("bad character in category '" + printable(cat) + "'");
+    }
+    if (sc.empty() || sc.size() > 3) return fail("bad score '" + printable(sc) + "' (0..127)");
+    int s = 0;
+    for (char c : sc) {
+        if (c < '0' || c > '9') return fail("bad score '" + printable(sc) + "' (0..127)");
+        s = s * 10 + (c - '0');
+    }
+    if (s > 127) return fail("score " + std::to_string(s) + " out of range 0..127");
+    const std::uint32_t id = category_pool::instance().intern(cat);
+    if (id == 0) return fail("too many distinct categories (the process keeps at most 65535)");
+    out.add(p, encode_value(outcome_bits::listed, suricata_to_score(s), id));
+    return true;
+}
+
+} // namespace
+
+text_parser::text_parser(format f, std::string_view file, std::uint32_t value, entry_sink& out,
+                         std::size_t max_line)
+    : fmt_(f), file_(file), value_(value), out_(out), max_line_(max_line) {}
+
+bool text_parser::fail(std::string msg, parse_error& err) {
+    err = {file_, lineno_, std::move(msg)};
+    return false;
+}
+
+bool text_parser::dispatch(std::string_view line, parse_error& err) {
+    ++lineno_;
+    if (lineno_ == 1 && line.substr(0, 3) == "\xEF\xBB\xBF") line.remove_prefix(3);
+    line = trim(strip_comment(line));
+    if (line.empty()) return true;
+    std::string why;
+    const bool ok =
+        fmt_ == format::list ? list_line(line, value_, out_, why) : csv_line(line, out_, why);
+    return ok || fail(std::move(why), err);
+}
+
+bool text_parser::feed(std::string_view chunk, parse_error& err) {
+    const char* const p = chunk.data();
+    const std::size_t n = chunk.size();
+    std::size_t start = 0; // first byte of the current line in this chunk
+    for (std::size_t i = 0; i < n; ++i) {
+        const auto u = static_cast<unsigned char>(p[i]);
+        if (u == '\n') {
+            bool ok;
+            if (carry_.empty()) {
+                ok = dispatch(std::string_view(p + start, i - start), err);
+            } else {
+                carry_.append(p + start, i - start);
+                ok = dispatch(carry_, err);
+                carry_.clear();
+            }
+            if (!ok) return false;
+            start = i + 1;
+        } else if (is_binary_byte(u)) {
+            char b[8];
+            std::snprintf(b, sizeof b, "0x%02x", u);
+            ++lineno_;
+            return fail("binary content (byte " + std::string(b) + " at column " +
+                            std::to_string(carry_.size() + (i - start) + 1) + "): not a text file",
+                        err);
+        } else if (carry_.size() + (i - start) >= max_line_) {
+            // Refused as soon as it is too long: a file without line feeds is never buffered.
+            ++lineno_;
+            return fail("line longer than " + std::to_string(max_line_) + " bytes", err);
+        }
+    }
+    carry_.append(p + start, n - start);
+    return true;
+}
+
+bool text_parser::finish(parse_error& err) {
+    if (carry_.empty()) return true;
+    const bool ok = dispatch(carry_, err);
+    carry_.clear();
+    return ok;
+}
+
 bool parse_list(std::string_view text, std::string_view file, std::uint32_t value, entry_sink& out,
                 parse_error& err) {
-    return for_each_line(text, [&](std::size_t lineno, std::string_view line) {
-        net_prefix p;
-        std::string why;
-        std::size_t blank = 0;
-        while (blank < line.size() && !is_blank(line[blank])) ++blank;
-        if (blank != line.size()) {
-            err = {std::string(file), lineno,
-                   "expected one address or CIDR per line, got '" + printable(line) + "'"};
-            return false;
-        }
-        if (!parse_prefix(line, p, why)) {
-            err = {std::string(file), lineno, why};
-            return false;
-        }
-        out.add(p, value);
-        return true;
-    });
+    text_parser p(text_parser::format::list, file, value, out);
+    return p.feed(text, err) && p.finish(err);
 }
 
 bool parse_csv(std::string_view text, std::string_view file, entry_sink& out, parse_error& err) {
-    category_pool& pool = category_pool::instance();
-    return for_each_line(text, [&](std::size_t lineno, std::string_view line) {
-        auto fail = [&](std::string msg) {
-            err = {std::string(file), lineno, std::move(msg)};
-            return false;
-        };
-        const std::size_t c1 = line.find(',');
-        const std::size_t c2 = c1 == std::string_view::npos ? c1 : line.find(',', c1 + 1);
-        if (c2 == std::string_view::npos || line.find(',', c2 + 1) != std::string_view::npos)
-            return fail("expected 'ip-or-cidr,category,score', got '" + printable(line) + "'");
-        const std::string_view ip = trim(line.substr(0, c1));
-        const std::string_view cat = trim(line.substr(c1 + 1, c2 - c1 - 1));
-        const std::string_view sc = trim(line.substr(c2 + 1));
-        net_prefix p;
-        std::string why;
-        if (!parse_prefix(ip, p, why)) return fail(why);
-        if (cat.empty()) return fail("empty category");
-        if (cat.size() > category_max_len)
-            return fail("category longer than 64 bytes: '" + printable(cat) + "'");
-        for (char c : cat) {
-            const auto u = static_cast<unsigned char>(c);
-            if (u <= 0x20 || u >= 0x7F || c == '"' || c == '\'' || c == '\\')
-                return fail("bad character in category '" + printable(cat) + "'");
-        }
-        if (sc.empty() || sc.size() > 3) return fail("bad score '" + printable(sc) + "' (0..127)");
-        int s = 0;
-        for (char c : sc) {
-            if (c < '0' || c > '9') return fail("bad score '" + printable(sc) + "' (0..127)");
-            s = s * 10 + (c - '0');
-        }
-        if (s > 127) return fail("score " + std::to_string(s) + " out of range 0..127");
-        const std::uint32_t id = pool.intern(cat);
-        if (id == 0) return fail("too many distinct categories (the process keeps at most 65535)");
-        out.add(p, encode_value(outcome_bits::listed, suricata_to_score(s), id));
-        return true;
-    });
+    text_parser p(text_parser::format::csv, file, 0, out);
+    return p.feed(text, err) && p.finish(err);
 }
 
-bool read_file(const std::string& path, std::string& out, parse_error& err) {
-    out.clear();
+std::string format_size(std::uint64_t bytes) {
+    static constexpr char units[] = {'T', 'G', 'M', 'K'};
+    for (int i = 0; i < 4; ++i) {
+        const unsigned shift = 40 - 10 * static_cast<unsigned>(i);
+        const std::uint64_t m = std::uint64_t{1} << shift;
+        if (bytes >= m && bytes % m == 0) return std::to_string(bytes >> shift) + units[i];
+    }
+    return std::to_string(bytes);
+}
+
+bool parse_size(std::string_view s, std::uint64_t& out) {
+    std::size_t i = 0;
+    std::uint64_t v = 0;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
+        if (v > (UINT64_MAX - 9) / 10) return false;
+        v = v * 10 + static_cast<std::uint64_t>(s[i] - '0');
+        ++i;
+    }
+    if (i == 0) return false;
+    std::string_view suffix = s.substr(i);
+    unsigned shift = 0;
+    if (!suffix.empty()) {
+        switch (suffix.front()) {
+        case 'k':
+        case 'K':
+            shift = 10;
+            break;
+        case 'm':
+        case 'M':
+            shift = 20;
+            break;
+        case 'g':
+        case 'G':
+            shift = 30;
+            break;
+        case 't':
+        case 'T':
+            shift = 40;
+            break;
+        case 'b':
+        case 'B':
+            break;
+        default:
+            return false;
+        }
+        if (shift != 0) suffix.remove_prefix(1);
+        if (!(suffix.empty() || suffix == "B" || suffix == "b" ||
+              (shift != 0 && (suffix == "iB" || suffix == "ib"))))
+            return false;
+    }
+    if (v == 0 || v > (UINT64_MAX >> shift)) return false;
+    out = v << shift;
+    return true;
+}
+
+std::string too_large_message(std::uint64_t size, std::uint64_t limit, bool growing) {
+    if (growing)
+        return "grew past --max-file-size " + format_size(limit) + " while being read (more than " +
+               std::to_string(limit) + " bytes)";
+    return "file is " + std::to_string(size) + " bytes, larger than --max-file-size " +
+           format_size(limit) + " (" + std::to_string(limit) + " bytes)";
+}
+
+namespace {
+
+/// Opens and fstat()s `path`: a directory or a file over the limit is refused here, before
+/// anything is read. Returns the descriptor, or -1 with err set.
+int open_checked(const std::string& path, std::uint64_t limit, parse_error& err) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         err = {path, 0, std::string("cannot open: ") + std::strerror(errno)};
-        return false;
+        return -1;
     }
     struct stat st {};
-    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    if (fstat(fd, &st) != 0) {
+        err = {path, 0, std::string("cannot stat: ") + std::strerror(errno)};
+        ::close(fd);
+        return -1;
+    }
+    if (S_ISDIR(st.st_mode)) {
         ::close(fd);
         err = {path, 0, "is a directory"};
-        return false;
+        return -1;
     }
-    if (st.st_size > 0) out.reserve(static_cast<std::size_t>(st.st_size));
-    char buf[65536];
-    while (true) {
-        const ssize_t r = ::read(fd, buf, sizeof buf);
+    // st_size is 0 for pipes and /proc files: the limit is then enforced while reading.
+    if (st.st_size > 0 && static_cast<std::uint64_t>(st.st_size) > limit) {
+        ::close(fd);
+        err = {path, 0, too_large_message(static_cast<std::uint64_t>(st.st_size), limit, false)};
+        return -1;
+    }
+    return fd;
+}
+
+} // namespace
+
+bool check_file_size(const std::string& path, std::uint64_t max_file_size, parse_error& err) {
+    const int fd = open_checked(path, max_file_size, err);
+    if (fd < 0) return false;
+    ::close(fd);
+    return true;
+}
+
+bool parse_file(const std::string& path, text_parser& p, const read_limits& lim, parse_error& err,
+                std::uint64_t* bytes_read) {
+    std::uint64_t total = 0;
+    if (bytes_read != nullptr) *bytes_read = 0;
+    const int fd = open_checked(path, lim.max_file_size, err);
+    if (fd < 0) return false;
+    const std::size_t bufsize = lim.buffer_size == 0 ? 65536 : lim.buffer_size;
+    const std::unique_ptr<char[]> buf(new char[bufsize]);
+    bool ok = true;
+    while (ok) {
+        const ssize_t r = ::read(fd, buf.get(), bufsize);
         if (r == 0) break;
         if (r < 0) {
             if (errno == EINTR) continue;
             err = {path, 0, std::string("read error: ") + std::strerror(errno)};
-            ::close(fd);
-            return false;
+            ok = false;
+            break;
         }
-        out.append(buf, static_cast<std::size_t>(r));
+        total += static_cast<std::uint64_t>(r);
+        if (total > lim.max_file_size) {
+            err = {path, 0, too_large_message(total, lim.max_file_size, true)};
+            ok = false;
+            break;
+        }
+        ok = p.feed(std::string_view(buf.get(), static_cast<std::size_t>(r)), err);
     }
     ::close(fd);
-    return true;
+    if (bytes_read != nullptr) *bytes_read = total;
+    return ok && p.finish(err);
 }
 
 std::string file_category(std::string_view path) {

@@ -132,42 +132,43 @@ std::unique_ptr<snapshot> load_snapshot(const sources_config& cfg, load_stats& s
     const std::uint64_t t0 = now_ns();
     st = load_stats{};
     entry_sink listed, allow;
-    std::string text;
+    read_limits lim;
+    lim.max_file_size = cfg.max_file_size;
     category_pool& pool = category_pool::instance();
     auto note_mtime = [&](const std::string& path) {
         struct stat sb {};
         if (::stat(path.c_str(), &sb) == 0 && sb.st_mtime > st.newest_mtime)
             st.newest_mtime = sb.st_mtime;
     };
+    // Each file is streamed into the sinks: memory grows with the entries, not with the files.
     for (const auto& l : cfg.lists) {
-        if (!read_file(l.path, text, err)) return nullptr;
-        note_mtime(l.path);
         const std::uint32_t v =
             encode_value(outcome_bits::listed, l.score, pool.intern(file_category(l.path)));
         const std::size_t before = listed.size();
-        if (!parse_list(text, l.path, v, listed, err)) return nullptr;
+        text_parser p(text_parser::format::list, l.path, v, listed);
+        if (!parse_file(l.path, p, lim, err)) return nullptr;
+        note_mtime(l.path);
         st.list_entries += listed.size() - before;
     }
     for (const auto& a : cfg.allow) {
-        if (!read_file(a, text, err)) return nullptr;
-        note_mtime(a);
         const std::uint32_t v =
             encode_value(outcome_bits::allowed, 100, pool.intern(file_category(a)));
         const std::size_t before = allow.size();
-        if (!parse_list(text, a, v, allow, err)) return nullptr;
+        text_parser p(text_parser::format::list, a, v, allow);
+        if (!parse_file(a, p, lim, err)) return nullptr;
+        note_mtime(a);
         st.allow_entries += allow.size() - before;
     }
     for (const auto& c : cfg.csv) {
-        if (!read_file(c, text, err)) return nullptr;
-        note_mtime(c);
         const std::size_t before = listed.size();
-        if (!parse_csv(text, c, listed, err)) return nullptr;
+        text_parser p(text_parser::format::csv, c, 0, listed);
+        if (!parse_file(c, p, lim, err)) return nullptr;
+        note_mtime(c);
         st.csv_entries += listed.size() - before;
     }
-    text.clear();
-    text.shrink_to_fit();
     if (!cfg.mmdb.empty()) {
-        if (!import_mmdb(cfg.mmdb, listed, st.mmdb_networks, err)) return nullptr;
+        if (!import_mmdb(cfg.mmdb, listed, st.mmdb_networks, cfg.max_file_size, err))
+            return nullptr;
         note_mtime(cfg.mmdb);
     }
     auto snap = build_snapshot(listed, allow, st);

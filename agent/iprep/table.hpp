@@ -30,6 +30,7 @@ struct sources_config {
     std::vector<std::string> allow;
     std::vector<std::string> csv;
     std::string mmdb;
+    std::uint64_t max_file_size = default_max_file_size; ///< per file (--max-file-size)
     [[nodiscard]] bool empty() const noexcept {
         return lists.empty() && allow.empty() && csv.empty() && mmdb.empty();
     }

@@ -1,4 +1,5 @@
-// Unit tests for the reputation sources: the file parsers (good and bad lines), the Poptrie
+// Unit tests for the reputation sources: the file parsers (good and bad lines; streaming
+// across read-buffer boundaries, BOM, binary content, long lines, size limits), the Poptrie
 // against a brute-force reference, precedence (allow-list, longest prefix, lowest score),
 // IPv4-mapped lookups, MaxMind DB import, snapshot publication under concurrent lookups, the
 // reloader (bad file keeps the old tables, inotify) and the /metrics page.
@@ -7,9 +8,12 @@
 #include <arpa/inet.h>
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <fcntl.h>
 #include <fstream>
+#include <initializer_list>
 #include <new>
 #include <random>
 #include <string>
@@ -296,9 +300,10 @@ TEST(ParseCsv, BadLines) {
 }
 
 TEST(ParseFiles, MissingFileAndCategoryNames) {
-    std::string text;
+    entry_sink out;
+    text_parser p(text_parser::format::list, "/nonexistent/list.netset", 1, out);
     parse_error err;
-    EXPECT_FALSE(read_file("/nonexistent/list.netset", text, err));
+    EXPECT_FALSE(parse_file("/nonexistent/list.netset", p, read_limits{}, err));
     EXPECT_EQ(err.line, 0u);
     EXPECT_EQ(err.file, "/nonexistent/list.netset");
     EXPECT_NE(err.to_string().find("cannot open"), std::string::npos);
@@ -306,6 +311,290 @@ TEST(ParseFiles, MissingFileAndCategoryNames) {
     EXPECT_EQ(file_category("plain"), "plain");
     EXPECT_EQ(file_category("dir.d/name.with.dots.ipset"), "name.with.dots");
     EXPECT_EQ(file_category(std::string(100, 'a') + ".ipset").size(), 64u);
+}
+
+// ---- streaming reads -------------------------------------------------------------------------
+
+namespace {
+
+template <class Key>
+bool same_entries(const std::vector<lpm_entry<Key>>& a, const std::vector<lpm_entry<Key>>& b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (a[i].addr != b[i].addr || a[i].len != b[i].len || a[i].value != b[i].value)
+            return false;
+    return true;
+}
+
+bool same_entries(const entry_sink& a, const entry_sink& b) {
+    return same_entries(a.v4, b.v4) && same_entries(a.v6, b.v6);
+}
+
+/// Parses `text` fed as the given chunks (cut at `cuts`, ascending offsets).
+bool parse_chunks(text_parser::format f, std::string_view text,
+                  std::initializer_list<std::size_t> cuts, entry_sink& out, parse_error& err,
+                  std::size_t max_line = max_line_bytes) {
+    text_parser p(f, "chunks", 9, out, max_line);
+    std::size_t at = 0;
+    for (std::size_t c : cuts) {
+        if (!p.feed(text.substr(at, c - at), err)) return false;
+        at = c;
+    }
+    return p.feed(text.substr(at), err) && p.finish(err);
+}
+
+} // namespace
+
+// A line cut by the read buffer at any offset (in two or three pieces, the BOM and a CRLF cut
+// too) parses exactly as the whole text does.
+TEST(Streaming, LineSplitAtEveryOffset) {
+    const std::string list = "\xEF\xBB\xBF# header comment\r\n"
+                             "192.0.2.1\r\n"
+                             "198.51.100.0/24   # note\n"
+                             "\n"
+                             "2001:db8::/32\n"
+                             "\t203.0.113.7\t\n"
+                             "10.0.0.0/8";
+    const std::string csv = "\xEF\xBB\xBF"
+                            "192.0.2.1,BadHosts,127\r\n"
+                            "# c\n"
+                            " 198.51.100.0/24 , Scanners , 64 \n"
+                            "2001:db8::/48,Tor,0";
+    for (const auto f : {text_parser::format::list, text_parser::format::csv}) {
+        const std::string& text = f == text_parser::format::list ? list : csv;
+        entry_sink whole;
+        parse_error err;
+        ASSERT_TRUE(parse_chunks(f, text, {}, whole, err)) << err.to_string();
+        ASSERT_EQ(whole.size(), f == text_parser::format::list ? 5u : 3u);
+        for (std::size_t a = 0; a <= text.size(); ++a) {
+            entry_sink two;
+            ASSERT_TRUE(parse_chunks(f, text, {a}, two, err)) << a << ": " << err.to_string();
+            ASSERT_TRUE(same_entries(whole, two)) << "cut at " << a;
+            for (std::size_t b = a; b <= text.size(); ++b) {
+                entry_sink three;
+                ASSERT_TRUE(parse_chunks(f, text, {a, b}, three, err)) << a << "," << b;
+                ASSERT_TRUE(same_entries(whole, three)) << "cuts at " << a << "," << b;
+            }
+        }
+    }
+}
+
+// The same through files, with read buffers of 1 to 17 bytes.
+TEST(Streaming, FileWithTinyReadBuffers) {
+    temp_dir d;
+    std::string text = "\xEF\xBB\xBF";
+    for (int i = 0; i < 50; ++i)
+        text += "10.1." + std::to_string(i) + ".0/24 # entry " + std::to_string(i) + "\n";
+    text += "2001:db8::1";
+    const std::string path = d.file("t.netset", text);
+    entry_sink whole;
+    parse_error err;
+    ASSERT_TRUE(parse_list(text, path, 9, whole, err)) << err.to_string();
+    ASSERT_EQ(whole.size(), 51u);
+    for (std::size_t buf = 1; buf <= 17; ++buf) {
+        entry_sink out;
+        text_parser p(text_parser::format::list, path, 9, out);
+        read_limits lim;
+        lim.buffer_size = buf;
+        std::uint64_t n = 0;
+        ASSERT_TRUE(parse_file(path, p, lim, err, &n)) << buf << ": " << err.to_string();
+        EXPECT_EQ(n, text.size());
+        EXPECT_TRUE(same_entries(whole, out)) << "buffer " << buf;
+    }
+}
+
+TEST(Streaming, ErrorLineIsTheSameAtEveryCut) {
+    const std::string text = "192.0.2.1\n# c\n\n198.51.100.0/24\n10.0.0.0/33\n5.6.7.8\n";
+    for (std::size_t a = 0; a <= text.size(); ++a) {
+        entry_sink out;
+        parse_error err;
+        EXPECT_FALSE(parse_chunks(text_parser::format::list, text, {a}, out, err));
+        EXPECT_EQ(err.line, 5u) << a;
+        EXPECT_NE(err.message.find("10.0.0.0/33"), std::string::npos) << a << ": " << err.message;
+    }
+}
+
+TEST(Streaming, ByteOrderMark) {
+    entry_sink out;
+    parse_error err;
+    ASSERT_TRUE(parse_list("\xEF\xBB\xBF"
+                           "192.0.2.1\n",
+                           "bom.ipset", 1, out, err))
+        << err.to_string();
+    ASSERT_EQ(out.v4.size(), 1u);
+    EXPECT_EQ(out.v4[0].addr, key4(0xC0000201u));
+    EXPECT_TRUE(parse_list("\xEF\xBB\xBF", "only-bom.ipset", 1, out, err)) << err.to_string();
+    EXPECT_TRUE(parse_list("\xEF\xBB\xBF# comment\n", "bom-comment.ipset", 1, out, err));
+    EXPECT_TRUE(parse_csv("\xEF\xBB\xBF"
+                          "192.0.2.1,Cat,5\n",
+                          "bom.csv", out, err))
+        << err.to_string();
+    // Only at the start of the file: elsewhere it is not part of an address.
+    EXPECT_FALSE(parse_list("192.0.2.1\n\xEF\xBB\xBF"
+                            "192.0.2.2\n",
+                            "bom2.ipset", 1, out, err));
+    EXPECT_EQ(err.line, 2u);
+    EXPECT_FALSE(parse_list("\xEF\xBB\xBF\xEF\xBB\xBF"
+                            "192.0.2.2\n",
+                            "bom3.ipset", 1, out, err));
+    EXPECT_EQ(err.line, 1u);
+}
+
+TEST(Streaming, BinaryContentRefused) {
+    entry_sink out;
+    parse_error err;
+    static constexpr char nul_text[] = "192.0.2.1\n192.0.2.2\n# x\0y\n";
+    EXPECT_FALSE(
+        parse_list(std::string_view(nul_text, sizeof nul_text - 1), "nul.ipset", 1, out, err));
+    EXPECT_EQ(err.line, 3u);
+    EXPECT_NE(err.message.find("binary content (byte 0x00 at column 4)"), std::string::npos)
+        << err.message;
+    EXPECT_FALSE(parse_csv("\x01\x02\x03", "bin.csv", out, err));
+    EXPECT_EQ(err.line, 1u);
+    EXPECT_NE(err.message.find("byte 0x01"), std::string::npos) << err.message;
+    // Blanks that text files do contain are accepted.
+    EXPECT_TRUE(parse_list("\t192.0.2.1\v\f\r\n", "blanks.ipset", 1, out, err)) << err.to_string();
+}
+
+// A 1 GiB sparse file (no disk blocks) is refused at its first NUL byte after one read buffer.
+TEST(Streaming, NulRefusedWithoutReadingTheRest) {
+    temp_dir d;
+    const std::string path = d.file("sparse.ipset", "192.0.2.1\n");
+    ASSERT_EQ(::truncate(path.c_str(), std::int64_t{1} << 30), 0);
+    entry_sink out;
+    text_parser p(text_parser::format::list, path, 1, out);
+    read_limits lim;
+    lim.max_file_size = std::uint64_t{2} << 30;
+    parse_error err;
+    std::uint64_t n = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_FALSE(parse_file(path, p, lim, err, &n));
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(1));
+    EXPECT_EQ(err.line, 2u);
+    EXPECT_NE(err.message.find("binary content"), std::string::npos) << err.message;
+    EXPECT_LE(n, lim.buffer_size);
+    EXPECT_EQ(out.size(), 1u);
+}
+
+TEST(Streaming, LongLineRefused) {
+    const std::string ok = "# " + std::string(max_line_bytes - 2, 'c') + "\n192.0.2.1\n";
+    entry_sink out;
+    parse_error err;
+    EXPECT_TRUE(parse_list(ok, "max.ipset", 1, out, err)) << err.to_string();
+    const std::string bad = "192.0.2.1\n# " + std::string(max_line_bytes - 1, 'c') + "\n";
+    for (std::size_t a :
+         {std::size_t{0}, std::size_t{10}, std::size_t{11}, std::size_t{4000}, bad.size() - 1}) {
+        EXPECT_FALSE(parse_chunks(text_parser::format::list, bad, {a}, out, err)) << a;
+        EXPECT_EQ(err.line, 2u) << a;
+        EXPECT_NE(err.message.find("line longer than 4096 bytes"), std::string::npos)
+            << err.message;
+    }
+    // A file without line feeds is refused after max_line bytes, not read to the end.
+    temp_dir d;
+    const std::string path = d.file("oneline.ipset", std::string(1 << 20, '1'));
+    text_parser p(text_parser::format::list, path, 1, out);
+    std::uint64_t n = 0;
+    EXPECT_FALSE(parse_file(path, p, read_limits{}, err, &n));
+    EXPECT_EQ(err.line, 1u);
+    EXPECT_NE(err.message.find("line longer than"), std::string::npos) << err.message;
+    EXPECT_LE(n, read_limits{}.buffer_size);
+}
+
+TEST(Streaming, SizeLimitCheckedBeforeReading) {
+    temp_dir d;
+    const std::string path = d.file("big.ipset", "192.0.2.1\n192.0.2.2\n"); // 20 bytes
+    read_limits lim;
+    lim.max_file_size = 19;
+    entry_sink out;
+    parse_error err;
+    std::uint64_t n = 1;
+    text_parser p(text_parser::format::list, path, 1, out);
+    EXPECT_FALSE(parse_file(path, p, lim, err, &n));
+    EXPECT_EQ(n, 0u);
+    EXPECT_EQ(err.file, path);
+    EXPECT_EQ(err.line, 0u);
+    EXPECT_NE(err.message.find("file is 20 bytes, larger than --max-file-size 19"),
+              std::string::npos)
+        << err.message;
+    lim.max_file_size = 20;
+    text_parser p2(text_parser::format::list, path, 1, out);
+    EXPECT_TRUE(parse_file(path, p2, lim, err, &n)) << err.to_string();
+
+    // Through the loader, for every kind of source, MaxMind DB included.
+    sources_config cfg;
+    cfg.max_file_size = 19;
+    cfg.lists.push_back({path, 5});
+    EXPECT_FALSE(load(cfg, err));
+    EXPECT_EQ(err.file, path);
+    EXPECT_NE(err.message.find("--max-file-size"), std::string::npos) << err.message;
+    cfg.lists.clear();
+    cfg.csv.push_back(d.file("big.csv", "192.0.2.1,Cat,5\n192.0.2.2,Cat,5\n"));
+    EXPECT_FALSE(load(cfg, err));
+    EXPECT_EQ(err.file, cfg.csv[0]);
+    EXPECT_NE(err.message.find("--max-file-size"), std::string::npos) << err.message;
+    if (mmdb_supported()) {
+        cfg.csv.clear();
+        cfg.mmdb = d.file("big.mmdb", std::string(100, 'x'));
+        EXPECT_FALSE(load(cfg, err));
+        EXPECT_EQ(err.file, cfg.mmdb);
+        EXPECT_NE(err.message.find("larger than --max-file-size"), std::string::npos)
+            << err.message;
+    }
+}
+
+// A file whose size fstat() cannot tell (a pipe here; a file growing while it is read is the
+// same case) is cut off once it passes the limit.
+TEST(Streaming, SizeLimitCheckedWhileReading) {
+    std::signal(SIGPIPE, SIG_IGN);
+    temp_dir d;
+    const std::string path = d.path() + "/growing.ipset";
+    ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
+    std::thread writer([&] {
+        const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+        if (fd < 0) return;
+        const std::string line = "192.0.2.1\n";
+        for (int i = 0; i < 1000; ++i)
+            if (::write(fd, line.data(), line.size()) < 0) break; // EPIPE once the reader quits
+        ::close(fd);
+    });
+    read_limits lim;
+    lim.max_file_size = 95;
+    lim.buffer_size = 16;
+    entry_sink out;
+    text_parser p(text_parser::format::list, path, 1, out);
+    parse_error err;
+    std::uint64_t n = 0;
+    EXPECT_FALSE(parse_file(path, p, lim, err, &n));
+    writer.join();
+    EXPECT_EQ(err.line, 0u);
+    EXPECT_NE(err.message.find("grew past --max-file-size 95 while being read"), std::string::npos)
+        << err.message;
+    EXPECT_GT(n, 95u);
+    EXPECT_LE(n, 95u + lim.buffer_size);
+    EXPECT_LE(out.size(), 9u);
+}
+
+TEST(Streaming, SizeOption) {
+    std::uint64_t v = 0;
+    EXPECT_TRUE(parse_size("123", v));
+    EXPECT_EQ(v, 123u);
+    EXPECT_TRUE(parse_size("64K", v));
+    EXPECT_EQ(v, 65536u);
+    EXPECT_TRUE(parse_size("512m", v));
+    EXPECT_EQ(v, std::uint64_t{512} << 20);
+    EXPECT_TRUE(parse_size("2G", v));
+    EXPECT_EQ(v, std::uint64_t{2} << 30);
+    EXPECT_TRUE(parse_size("1GiB", v));
+    EXPECT_EQ(v, std::uint64_t{1} << 30);
+    EXPECT_TRUE(parse_size("100MB", v));
+    EXPECT_EQ(v, std::uint64_t{100} << 20);
+    for (const char* bad : {"", "0", "0K", "K", "1X", "1.5G", "-1", "1 G", "1Gx", "1iB",
+                            "99999999999999999999", "17179869184G"})
+        EXPECT_FALSE(parse_size(bad, v)) << bad;
+    EXPECT_EQ(format_size(std::uint64_t{512} << 20), "512M");
+    EXPECT_EQ(format_size(1536), "1536");
+    EXPECT_EQ(format_size(std::uint64_t{3} << 10), "3K");
+    EXPECT_EQ(format_size(default_max_file_size), "512M");
 }
 
 // ---- LPM against a brute-force reference --------------------------------------------------
@@ -707,6 +996,29 @@ TEST(Reloader, BadFileKeepsOldTables) {
     EXPECT_EQ(look(rep, "192.0.2.1").outcome, lookup_outcome::unlisted);
     EXPECT_EQ(look(rep, "198.51.100.1").score, 15);
     EXPECT_EQ(st.prefixes_v4.load(), 1u);
+}
+
+// A binary or oversized file on reload is refused early and the old tables stay in use.
+TEST(Reloader, BinaryOrOversizedFileKeepsOldTables) {
+    temp_dir d;
+    sources_config cfg;
+    cfg.max_file_size = 1 << 20;
+    cfg.lists.push_back({d.file("l.ipset", "192.0.2.0/24\n"), 15});
+    reputation_source rep;
+    reload_stats st;
+    reloader rl(rep, cfg, st);
+    parse_error err;
+    ASSERT_TRUE(rl.load(err));
+    d.file("l.ipset", std::string("192.0.2.0/24\n\0\0\0", 16));
+    EXPECT_FALSE(rl.load(err, "test"));
+    EXPECT_EQ(err.line, 2u);
+    EXPECT_NE(err.message.find("binary content"), std::string::npos) << err.message;
+    EXPECT_EQ(look(rep, "192.0.2.1").score, 15);
+    ASSERT_EQ(::truncate(cfg.lists[0].path.c_str(), 2 << 20), 0);
+    EXPECT_FALSE(rl.load(err, "test"));
+    EXPECT_NE(err.message.find("larger than --max-file-size 1M"), std::string::npos) << err.message;
+    EXPECT_EQ(look(rep, "192.0.2.1").score, 15);
+    EXPECT_EQ(st.reloads_failed.load(), 2u);
 }
 
 TEST(Reloader, FileChangesAndRequests) {

@@ -20,7 +20,13 @@ Tests, in order:
                 prefixes) are swapped 16 times (SIGHUP and renames): every NOTIFY must get a
                 correct ACK, none later than 1 s (HAProxy's usual processing timeout), and both
                 versions must be seen;
-  start-errors  a bad file or a missing --mmdb at start: exit status 2, one line on stderr.
+  start-errors  a bad file or a missing --mmdb at start: exit status 2, one line on stderr;
+  big-files     a 1 GiB sparse file at start (over --max-file-size, or under a 2G limit and
+                refused at its first NUL byte) fails at once with one line and a small peak
+                RSS; the same on SIGHUP keeps the old tables and the agent's VmHWM flat;
+  bom           lists and CSV files starting with a UTF-8 byte order mark load;
+  slow-start    clients connecting during a slow initial load (1.5 M lines) are refused,
+                then served; during a load that fails, none is accepted and reset.
 
 Exit status: 0 all passed, 1 a test failed. The last line is "N passed, N failed, N skipped".
 """
@@ -640,6 +646,212 @@ def test_start_errors(ctx):
             raise AssertionError("%s: expected one line with %r, got %r" % (args, needle, err))
 
 
+# ----------------------------------------------------------------------------------------------
+# Large, binary and odd files; start-up order
+# ----------------------------------------------------------------------------------------------
+
+GIB = 1 << 30
+RSS_BOUND_KB = 200 * 1024  # far below the 1 GiB a whole-file read costs
+
+
+def run_rss(args, timeout=20):
+    """Runs the agent until it exits: (status, stderr, seconds, peak RSS in kB).
+
+    The peak comes from wait4(): it includes the few MB the forked child had before exec,
+    which is irrelevant next to the 1 GiB the test guards against."""
+    t0 = time.time()
+    p = subprocess.Popen([AGENT, "-p", str(free_port()), "-a", "127.0.0.1", "-n", "1",
+                          "--engine", ENGINE] + args,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    timer = threading.Timer(timeout, lambda: p.kill())
+    timer.start()
+    try:
+        err = p.stderr.read().decode(errors="replace")  # EOF when the agent exits
+        _, status, ru = os.wait4(p.pid, 0)
+    finally:
+        timer.cancel()
+        p.stderr.close()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return p.returncode, err, time.time() - t0, ru.ru_maxrss
+
+
+def vm_hwm_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM for %d" % pid)
+
+
+def sparse_file(path, size):
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
+def test_big_files(ctx):
+    """A 1 GiB sparse file fails fast at start, with a one-line error and a small peak RSS:
+    refused by size (default --max-file-size 512M) or, under a larger limit, at its first NUL
+    byte; the same files on reload keep the old tables without the RSS growing."""
+    sparse = sparse_file(os.path.join(ctx.dir, "sparse.netset"), GIB)
+    try:
+        cases = [
+            (["--list", sparse + "=5"],
+             "%s: file is %d bytes, larger than --max-file-size 512M" % (sparse, GIB)),
+            (["--max-file-size", "2G", "--list", sparse + "=5"],
+             "%s:1: binary content (byte 0x00 at column 1)" % sparse),
+            (["--max-file-size", "2G", "--csv", sparse], "%s:1: binary content" % sparse),
+            (["--max-file-size", "40", "--allow", ctx.allow], "larger than --max-file-size 40"),
+        ]
+        for args, needle in cases:
+            rc, err, secs, rss = run_rss(args)
+            lines = [l for l in err.splitlines() if l.strip()]
+            if rc != 2 or len(lines) != 1 or needle not in lines[0]:
+                raise AssertionError("%s: exit %r, expected 2 and one line with %r: %r"
+                                     % (args, rc, needle, err))
+            if secs > 5 or rss > RSS_BOUND_KB:
+                raise AssertionError("%s: %.1fs, peak RSS %d kB: not a fast failure"
+                                     % (args, secs, rss))
+            if VERBOSE:
+                print("  %-60s %.2fs peak %d kB" % (" ".join(args)[-60:], secs, rss))
+        for bad in ("--max-file-size 0", "--max-file-size 1.5G", "--max-file-size 12Q"):
+            rc, err, _, _ = run_rss(bad.split())
+            if rc != 2 or "invalid --max-file-size" not in err or len(err.splitlines()) != 1:
+                raise AssertionError("%s: exit %r: %r" % (bad, rc, err))
+
+        # Reload: the list is replaced in place by the sparse file, then SIGHUP.
+        for extra, needle in (([], "larger than --max-file-size 512M"),
+                              (["--max-file-size", "2G"], "binary content")):
+            path = os.path.join(ctx.dir, "hup.netset")
+            write_atomic(path, "192.0.2.0/24\n")
+            a = Agent(["--list", path + "=5", "--default-score", "77"] + extra, ctx.dir)
+            try:
+                if score_of(a.port, "192.0.2.1") != 5:
+                    raise AssertionError("list not loaded")
+                hwm0 = vm_hwm_kb(a.p.pid)
+                errors = reloads(a, "error")
+                os.truncate(path, GIB)  # no close-after-write: only the SIGHUP reloads
+                t0 = time.time()
+                a.hup()
+                wait_until(lambda: reloads(a, "error") > errors, 10, "failed reload")
+                secs = time.time() - t0
+                hwm1 = vm_hwm_kb(a.p.pid)
+                if score_of(a.port, "192.0.2.1") != 5:
+                    raise AssertionError("the failed reload changed the tables")
+                lines = [l for l in a.log().splitlines() if "event=reload_failed" in l]
+                if len(lines) != 1 or needle not in lines[0] or ('file="%s"' % path) not in lines[0]:
+                    raise AssertionError("expected one reload_failed line with %r: %r"
+                                         % (needle, lines))
+                if hwm1 - hwm0 > 64 * 1024 or secs > 5:
+                    raise AssertionError("reload of a 1 GiB file: peak RSS %d -> %d kB, %.1fs"
+                                         % (hwm0, hwm1, secs))
+                if VERBOSE:
+                    print("  SIGHUP %-20s VmHWM %d -> %d kB, %.2fs"
+                          % (" ".join(extra) or "default", hwm0, hwm1, secs))
+            finally:
+                a.stop()
+                os.unlink(path)
+    finally:
+        os.unlink(sparse)
+
+
+def test_bom(ctx):
+    """A UTF-8 byte order mark at the start of a list or CSV file is accepted."""
+    lst = os.path.join(ctx.dir, "bom.netset")
+    with open(lst, "wb") as f:
+        f.write(b"\xef\xbb\xbf192.0.2.0/24\r\n# windows editor\r\n")
+    csv = os.path.join(ctx.dir, "bom.csv")
+    with open(csv, "wb") as f:
+        f.write(b"\xef\xbb\xbf203.0.113.0/24,Scanners,127\n")
+    a = Agent(["--list", lst + "=5", "--csv", csv, "--default-score", "77"], ctx.dir)
+    try:
+        got = (score_of(a.port, "192.0.2.1"), score_of(a.port, "203.0.113.1"))
+        if got != (5, 0):
+            raise AssertionError("scores %r, expected (5, 0)" % (got,))
+    finally:
+        a.stop()
+
+
+def write_big_list(path, n, tail=""):
+    with open(path, "w") as f:
+        for base in range(0, n, 65536):
+            f.write("".join("10.%d.%d.%d\n" % (i >> 16 & 255, i >> 8 & 255, i & 255)
+                            for i in range(base, min(n, base + 65536))))
+        f.write(tail)
+
+
+def connect_during_start(args, timeout=60):
+    """Starts the agent and connects to it again and again while it starts. Every attempt
+    must be refused (nothing listens yet) or served (AGENT-HELLO); a connection that is
+    accepted and then reset or closed fails. Returns (results, agent exit status or None,
+    the agent's log)."""
+    port = free_port()
+    errpath = os.path.join(tempfile.gettempdir(), "spop-slow-%d.log" % port)
+    with open(errpath, "w+") as errf:
+        p = subprocess.Popen([AGENT, "-p", str(port), "-a", "127.0.0.1", "-n", "2",
+                              "--engine", ENGINE] + args,
+                             stdout=subprocess.DEVNULL, stderr=errf, start_new_session=True)
+        results = []
+        try:
+            deadline = time.time() + timeout
+            while time.time() < deadline:
+                try:
+                    c = Conn(port, timeout=timeout)
+                    c.close()
+                    results.append("served")
+                    break
+                except ConnectionRefusedError:
+                    results.append("refused")
+                except (OSError, ConnectionError, AssertionError) as e:
+                    results.append("broken: %r" % e)
+                    break
+                if p.poll() is not None:
+                    break
+                time.sleep(0.01)
+        finally:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(5)
+        errf.seek(0)
+        log = errf.read()
+    os.unlink(errpath)
+    return results, p.returncode, log
+
+
+def test_slow_start(ctx):
+    """Connections during a slow initial load are refused cleanly, then served; a load that
+    fails never leaves a connection accepted and then reset."""
+    n = 1500000
+    big = os.path.join(ctx.dir, "big.netset")
+    write_big_list(big, n)
+    try:
+        results, _, log = connect_during_start(["--list", big + "=5"])
+        broken = [r for r in results if r.startswith("broken")]
+        if broken or results[-1:] != ["served"]:
+            raise AssertionError("attempts: %s ... %s" % (results[:3], results[-3:]))
+        if "list_entries=%d " % n not in log:
+            raise AssertionError("big list not loaded: " + log[-500:])
+        if results.count("refused") == 0:
+            ctx.notes.append("slow-start: the load finished before the first connection")
+        # A load that fails after a while: the agent exits; nobody was ever accepted.
+        write_big_list(big, n, tail="not-an-address\n")
+        results, rc, log = connect_during_start(["--list", big + "=5"])
+        broken = [r for r in results if r.startswith("broken")]
+        if broken or "served" in results:
+            raise AssertionError("attempts during a failing load: %s ... %s"
+                                 % (results[:3], results[-3:]))
+        if rc != 2 or ("%s:%d: " % (big, n + 1)) not in log:
+            raise AssertionError("exit %r: %s" % (rc, log[-300:]))
+        if VERBOSE:
+            print("  failing load: %d refused attempts, no reset" % len(results))
+    finally:
+        os.unlink(big)
+
+
 def main():
     global AGENT, MKMMDB, ENGINE, VERBOSE
     ap = argparse.ArgumentParser()
@@ -675,7 +887,8 @@ def main():
             print("0 passed, 1 failed, 0 skipped")
             return 1
         tests = [("scores", test_scores), ("metrics", test_metrics), ("reload", test_reload),
-                 ("under-load", test_under_load), ("start-errors", test_start_errors)]
+                 ("under-load", test_under_load), ("start-errors", test_start_errors),
+                 ("big-files", test_big_files), ("bom", test_bom), ("slow-start", test_slow_start)]
         try:
             for name, fn in tests:
                 t0 = time.time()
