@@ -149,7 +149,12 @@ int main(int argc, char** argv) {
     pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
 
-    // Reputation tables: loaded before any socket is bound or listens. A connection can only be
+    // The metrics endpoint comes up first, so that /healthz answers and /readyz says "not
+    // ready" while the data loads (it is not the SPOP port: HAProxy's checks do not see it).
+    metrics_server metrics;
+    if (!opt.metrics.empty() && !metrics.open(opt.metrics, err)) return die(err);
+
+    // Reputation tables: loaded before any SPOP socket is bound or listens. A connection can only be
     // accepted by the kernel once a listener exists, so while the data loads a client (and
     // HAProxy's health check) is refused cleanly instead of waiting in the accept queue, and
     // reset when a bad file makes the agent exit. A bad file is fatal here.
@@ -221,8 +226,6 @@ int main(int argc, char** argv) {
             env.listen_is_tcp.push_back(false);
         }
     }
-    metrics_server metrics;
-    if (!opt.metrics.empty() && !metrics.open(opt.metrics, err)) return die(err);
     if (!opt.user.empty() && !drop_privileges(opt.user, err)) return die(err);
 
     if (!reloader.start(err)) return die(err);
