@@ -17,23 +17,29 @@
 
 namespace {
 
+// The replacement operators below live in the TU that calls them, so the optimizer may inline
+// them into a caller. GCC 12 then sees `::operator new` on one side and the std::free() of the
+// inlined operator delete on the other, and warns -Wmismatched-new-delete (at -O2 with -g, e.g.
+// debugoptimized), although both are ours and match. Keeping the malloc/free helpers out of
+// line gives callers an opaque call, as if the operators were defined in their own TU, which is
+// how a program replaces them; the counting itself is unchanged.
 std::atomic<bool> g_counting{false};
 std::atomic<std::size_t> g_news{0};
 std::atomic<std::size_t> g_deletes{0};
 
-void* counted_alloc(std::size_t n) {
+[[gnu::noinline]] void* counted_alloc(std::size_t n) {
     if (g_counting.load(std::memory_order_relaxed)) g_news.fetch_add(1, std::memory_order_relaxed);
     return std::malloc(n == 0 ? 1 : n);
 }
 
-void* counted_aligned_alloc(std::size_t n, std::align_val_t al) {
+[[gnu::noinline]] void* counted_aligned_alloc(std::size_t n, std::align_val_t al) {
     if (g_counting.load(std::memory_order_relaxed)) g_news.fetch_add(1, std::memory_order_relaxed);
     const auto a = static_cast<std::size_t>(al);
     const std::size_t size = (n + a - 1) / a * a;
     return std::aligned_alloc(a, size == 0 ? a : size);
 }
 
-void counted_free(void* p) noexcept {
+[[gnu::noinline]] void counted_free(void* p) noexcept {
     if (p == nullptr) return;
     if (g_counting.load(std::memory_order_relaxed))
         g_deletes.fetch_add(1, std::memory_order_relaxed);
