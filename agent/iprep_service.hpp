@@ -96,9 +96,9 @@ class iprep_service {
         // Then the categories, after every score: a full frame loses categories first.
         const std::size_t kept = p1.addresses < kept_categories ? p1.addresses : kept_categories;
         for (std::size_t i = 0; i < kept; ++i)
-            if (!p1.categories[i].empty())
+            if (p1.cat_size[i] != 0)
                 ack.set_var(cfg_.scope, cfg_.category_var,
-                            spop::value::from_string(p1.categories[i]));
+                            spop::value::from_string({p1.cat_data[i], p1.cat_size[i]}));
         if (p1.addresses > kept_categories && !cfg_.category_var.empty()) {
             // Pass 2, only for NOTIFYs with more messages than kept aside: the rest looked up
             // again (a reload in between may give a newer category; scores are not redone).
@@ -111,6 +111,7 @@ class iprep_service {
 
   private:
     static constexpr std::size_t kept_categories = 16;
+    static_assert(reputation_max_category <= 255, "category sizes are kept in a byte");
 
     /// Finds each check-client-ip message's address and calls f(ip, v6) at its end.
     template <class F>
@@ -149,7 +150,10 @@ class iprep_service {
             score_pass* p;
             void operator()(const std::uint8_t* ip, bool v6) noexcept {
                 const std::string_view cat = p->svc.score(p->ack, ip, v6);
-                if (p->addresses < kept_categories) p->categories[p->addresses] = cat;
+                if (p->addresses < kept_categories) {
+                    p->cat_data[p->addresses] = cat.data();
+                    p->cat_size[p->addresses] = static_cast<std::uint8_t>(cat.size());
+                }
                 ++p->addresses;
             }
         };
@@ -160,7 +164,10 @@ class iprep_service {
         iprep_service& svc;
         spop::ack_writer& ack;
         std::size_t addresses = 0;
-        std::string_view categories[kept_categories]{};
+        // Left uninitialized on purpose (no per-NOTIFY clearing): entries [0, addresses) are
+        // written before they are read.
+        const char* cat_data[kept_categories];
+        std::uint8_t cat_size[kept_categories]; // <= reputation_max_category
         address_handler<on_address> h;
     };
 
