@@ -210,7 +210,8 @@ TEST(AckWriter, FrameLengthExactlyAtMaxFrameSize) {
             SCOPED_TRACE(std::to_string(n) + (buffer_is_limit ? " buffer" : " mfs"));
             bytes buf(buffer_is_limit ? 4 + limit : 4096);
             spop::ack_writer w(buf, 1, 1, buffer_is_limit ? 100000 : limit);
-            const value v = value::from_string(std::string(n, 'a'));
+            const std::string text(n, 'a');
+            const value v = value::from_string(text);
             EXPECT_EQ(spop::set_var_size("x", v) + 7, frame_len);
             const bool ok = w.set_var(var_scope::req, "x", v);
             EXPECT_EQ(ok, frame_len <= limit);
