@@ -1,15 +1,29 @@
-// The IP-reputation service: `check-client-ip` with one IPv4/IPv6 argument (named `ip` or
+// The IP-reputation service: `check-client-ip` with one address argument (named `ip` or
 // unnamed) gets SET-VAR sess ip_score <0..100>, which HAProxy exposes as
 // sess.<var-prefix>.ip_score. Scores are random by default, like HAProxy's spoa-example, or a
 // fixed --default-score; a reputation table (lists, allow-lists) answers first when loaded.
+//
+// Argument types read: IPV4 and IPV6, and a STRING holding one IPv4 or IPv6 literal (HAProxy
+// sends a header sample such as `req.hdr(x-forwarded-for)` as a string), spaces and tabs around
+// it ignored. Anything else (a list "a, b", a port, brackets, a zone, other types) is not an
+// address: that message gets no score.
+//
+// ACK size: every action is optional to the ACK. A NOTIFY may carry many messages, so the
+// service writes every score first, then the categories, and the ack_writer leaves out whole
+// what does not fit the negotiated max-frame-size. Left-out actions are counted
+// (ack_actions_dropped) and logged, rate-limited. The service declares no max_ack_size: it has
+// no bound below a whole frame, so the connection keeps room for a whole frame per NOTIFY.
 #pragma once
 
+#include <arpa/inet.h>
 #include <cstdint>
 #include <cstring>
+#include <ctime>
 #include <string_view>
 
 #include <spop/service.hpp>
 
+#include "log.hpp"
 #include "reputation.hpp"
 #include "stats.hpp"
 
@@ -23,29 +37,90 @@ struct iprep_config {
     std::string_view category_var{};
 };
 
+/// Scores are 0..100 (a one-byte varint).
+inline constexpr std::uint32_t iprep_max_score = 100;
+
+/// Length of a scope's name in HAProxy's full variable name ("sess" in "sess.iprep.ip_score").
+[[nodiscard]] constexpr std::size_t scope_name_length(spop::var_scope s) noexcept {
+    return s == spop::var_scope::proc || s == spop::var_scope::sess ? 4 : 3;
+}
+
+/// FRAME-LENGTH of the largest ACK that one check-client-ip message can produce with `cfg`:
+/// the ACK header with the largest ids, the score SET-VAR, and the category SET-VAR with the
+/// longest category any source can hold (reputation_max_category). Compare it with a
+/// max-frame-size: below it, the category of a single-message NOTIFY may be left out (the
+/// score, written first, is kept while max_score_ack() fits).
+[[nodiscard]] constexpr std::size_t max_single_message_ack(const iprep_config& cfg) noexcept {
+    std::size_t n = spop::max_ack_header_length +
+                    spop::set_var_size(cfg.var_name, spop::value::from_uint32(iprep_max_score));
+    if (!cfg.category_var.empty())
+        n += 3 + spop::varint_size(cfg.category_var.size()) + cfg.category_var.size() + 1 +
+             spop::varint_size(reputation_max_category) + reputation_max_category;
+    return n;
+}
+
+/// FRAME-LENGTH of the largest ACK holding one score and nothing else.
+[[nodiscard]] constexpr std::size_t max_score_ack(const iprep_config& cfg) noexcept {
+    return spop::max_ack_header_length +
+           spop::set_var_size(cfg.var_name, spop::value::from_uint32(iprep_max_score));
+}
+
+/// Parses a STRING argument as one IPv4 or IPv6 literal. No allocation: at most 45 characters
+/// (INET6_ADDRSTRLEN - 1) are copied to the stack for inet_pton.
+[[nodiscard]] inline bool address_from_string(std::string_view s, std::uint8_t* out,
+                                              bool& v6) noexcept {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    char buf[46];
+    if (s.empty() || s.size() >= sizeof buf) return false;
+    // inet_pton stops at a NUL: "1.2.3.4\0junk" is not an address.
+    if (std::memchr(s.data(), '\0', s.size()) != nullptr) return false;
+    std::memcpy(buf, s.data(), s.size());
+    buf[s.size()] = '\0';
+    v6 = s.find(':') != std::string_view::npos;
+    return inet_pton(v6 ? AF_INET6 : AF_INET, buf, out) == 1;
+}
+
 class iprep_service {
   public:
-    /// ACK header (<= 4+5+10+10) + SET-VAR ip_score + an optional category string (bounded).
-    static constexpr std::size_t max_ack_size = 64 + 2 * 64 + reputation_max_category;
-
     iprep_service(const iprep_config& cfg, const reputation_source& rep, worker_stats& stats,
                   std::uint64_t seed) noexcept
         : cfg_(cfg), rep_(rep), stats_(stats), rng_(seed | 1) {}
 
     spop::errc on_notify(const spop::notify_request& req, spop::ack_writer& ack) noexcept {
-        handler h{*this, ack};
-        const spop::result r = req.parse(h);
-        return r.ec;
+        // Pass 1: every score, in message order. The first categories are kept aside (views
+        // into the category pool, which never dangle) so that most NOTIFYs parse once.
+        score_pass p1{*this, ack};
+        const spop::result r = req.parse(p1.h);
+        if (r.ec != spop::errc::ok) return r.ec;
+        // Then the categories, after every score: a full frame loses categories first.
+        const std::size_t kept = p1.addresses < kept_categories ? p1.addresses : kept_categories;
+        for (std::size_t i = 0; i < kept; ++i)
+            if (p1.cat_size[i] != 0)
+                ack.set_var(cfg_.scope, cfg_.category_var,
+                            spop::value::from_string({p1.cat_data[i], p1.cat_size[i]}));
+        if (p1.addresses > kept_categories && !cfg_.category_var.empty()) {
+            // Pass 2, only for NOTIFYs with more messages than kept aside: the rest looked up
+            // again (a reload in between may give a newer category; scores are not redone).
+            category_pass p2{*this, ack};
+            (void)req.parse(p2.h); // parsed fine once already
+        }
+        if (ack.dropped() != 0) note_truncation(req, p1.addresses, ack);
+        return spop::errc::ok;
     }
 
   private:
-    struct handler {
-        iprep_service& svc;
-        spop::ack_writer& ack;
+    static constexpr std::size_t kept_categories = 16;
+    static_assert(reputation_max_category <= 255, "category sizes are kept in a byte");
+
+    /// Finds each check-client-ip message's address and calls f(ip, v6) at its end.
+    template <class F>
+    struct address_handler {
+        F f;
         bool target = false;
         bool have_ip = false;
-        std::uint8_t ip[16]{};
         bool v6 = false;
+        std::uint8_t ip[16]{};
 
         spop::action on_message(std::string_view name, std::uint8_t) noexcept {
             target = name == "check-client-ip";
@@ -58,17 +133,67 @@ class iprep_service {
                 v6 = v.type == spop::data_type::ipv6;
                 std::memcpy(ip, v.bytes.data(), v.bytes.size());
                 have_ip = true;
+            } else if (v.type == spop::data_type::string) {
+                have_ip = address_from_string(v.bytes, ip, v6);
             }
             return spop::action::proceed;
         }
         spop::action on_message_end() noexcept {
-            if (target && have_ip) svc.answer(ack, ip, v6);
+            if (target && have_ip) f(ip, v6);
             target = false;
             return spop::action::proceed;
         }
     };
 
-    void answer(spop::ack_writer& ack, const std::uint8_t* ip, bool v6) noexcept {
+    struct score_pass {
+        struct on_address {
+            score_pass* p;
+            void operator()(const std::uint8_t* ip, bool v6) noexcept {
+                const std::string_view cat = p->svc.score(p->ack, ip, v6);
+                if (p->addresses < kept_categories) {
+                    p->cat_data[p->addresses] = cat.data();
+                    p->cat_size[p->addresses] = static_cast<std::uint8_t>(cat.size());
+                }
+                ++p->addresses;
+            }
+        };
+        score_pass(iprep_service& s, spop::ack_writer& a) noexcept : svc(s), ack(a), h{{this}} {}
+        score_pass(const score_pass&) = delete;
+        score_pass& operator=(const score_pass&) = delete;
+
+        iprep_service& svc;
+        spop::ack_writer& ack;
+        std::size_t addresses = 0;
+        // Left uninitialized on purpose (no per-NOTIFY clearing): entries [0, addresses) are
+        // written before they are read.
+        const char* cat_data[kept_categories];
+        std::uint8_t cat_size[kept_categories]; // <= reputation_max_category
+        address_handler<on_address> h;
+    };
+
+    struct category_pass {
+        struct on_address {
+            category_pass* p;
+            void operator()(const std::uint8_t* ip, bool v6) noexcept {
+                if (p->seen++ < kept_categories) return;
+                const lookup_result lr = p->svc.rep_.lookup(ip, v6);
+                if (!lr.category.empty())
+                    p->ack.set_var(p->svc.cfg_.scope, p->svc.cfg_.category_var,
+                                   spop::value::from_string(lr.category));
+            }
+        };
+        category_pass(iprep_service& s, spop::ack_writer& a) noexcept : svc(s), ack(a), h{{this}} {}
+        category_pass(const category_pass&) = delete;
+        category_pass& operator=(const category_pass&) = delete;
+
+        iprep_service& svc;
+        spop::ack_writer& ack;
+        std::size_t seen = 0;
+        address_handler<on_address> h;
+    };
+
+    /// Writes the score; returns the category to export later (empty: none or off).
+    std::string_view score(spop::ack_writer& ack, const std::uint8_t* ip, bool v6) noexcept {
         const lookup_result lr = rep_.lookup(ip, v6);
         int score;
         switch (lr.outcome) {
@@ -85,10 +210,29 @@ class iprep_service {
             score = cfg_.default_score >= 0 ? cfg_.default_score : random_score();
             break;
         }
+        // Keeps max_single_message_ack() true whatever a source holds.
+        if (score < 0) score = 0;
+        if (score > static_cast<int>(iprep_max_score)) score = static_cast<int>(iprep_max_score);
         ack.set_var(cfg_.scope, cfg_.var_name,
                     spop::value::from_uint32(static_cast<std::uint32_t>(score)));
-        if (!cfg_.category_var.empty() && !lr.category.empty())
-            ack.set_var(cfg_.scope, cfg_.category_var, spop::value::from_string(lr.category));
+        return cfg_.category_var.empty() ? std::string_view{} : lr.category;
+    }
+
+    void note_truncation(const spop::notify_request& req, std::size_t addresses,
+                         const spop::ack_writer& ack) noexcept {
+        stats_.ack_actions_dropped.add(ack.dropped());
+        timespec ts{};
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+        unsigned suppressed = 0;
+        if (!truncation_rl_.allow(static_cast<std::uint64_t>(ts.tv_sec), suppressed)) return;
+        log(level::warn,
+            "event=ack_truncated stream_id=%llu frame_id=%llu addresses=%zu "
+            "dropped_actions=%zu ack_bytes=%zu reason=\"%s\" suppressed=%u",
+            static_cast<unsigned long long>(req.stream_id),
+            static_cast<unsigned long long>(req.frame_id), addresses, ack.dropped(), ack.size(),
+            ack.drop_reason() == spop::errc::exceeds_max_frame_size ? "max-frame-size"
+                                                                    : "output buffer",
+            suppressed);
     }
 
     int random_score() noexcept {
@@ -103,6 +247,7 @@ class iprep_service {
     const reputation_source& rep_;
     worker_stats& stats_;
     std::uint64_t rng_;
+    rate_limiter truncation_rl_{5};
 };
 
 static_assert(spop::service<iprep_service>);

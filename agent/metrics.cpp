@@ -189,6 +189,9 @@ std::string render_metrics(const metrics_sources& src) {
     w.sample("spop_agent_lookups_total", "outcome=\"listed\"", all.listed);
     w.sample("spop_agent_lookups_total", "outcome=\"allowed\"", all.allowed);
     w.sample("spop_agent_lookups_total", "outcome=\"default\"", all.deflt);
+    w.one("spop_agent_ack_actions_dropped_total", "counter",
+          "SET-VAR actions left out of ACKs that could not hold them all (scores go first).",
+          [&] { std::uint64_t n = 0; for (const auto* ws : src.workers) n += ws->ack_actions_dropped.get(); return n; }());
 
     // Per worker.
     struct per_metric {

@@ -5,9 +5,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <getopt.h>
+#include <string>
 #include <string_view>
 
 #include "iprep/parse.hpp"
+#include "iprep_service.hpp"
 
 namespace agent {
 
@@ -66,6 +68,7 @@ void print_usage(const char* argv0) {
         "      --max-file-size BYTES   largest reputation file accepted, with an optional K, M\n"
         "                              or G suffix (default 512M); a larger file fails the load\n"
         "      --category-var NAME     also set sess.<prefix>.NAME to the list's category\n"
+        "                              (names: 1-40 characters of a-z A-Z 0-9 . _)\n"
         "      --var-name NAME         score variable name (default ip_score)\n"
         "\n"
         "Operations:\n"
@@ -119,6 +122,57 @@ enum long_only : int {
     opt_var_name,
     opt_metrics,
 };
+
+/// HAProxy variable names: only a-z, A-Z, 0-9, '.' and '_' (anything else cannot be declared
+/// in its configuration, so the variable would never be set).
+bool valid_var_chars(std::string_view n) {
+    for (const char c : n)
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_'))
+            return false;
+    return true;
+}
+
+/// Refuses variable names HAProxy would never set, and a -m the ACK for a single
+/// check-client-ip message can never fit.
+parse_outcome check_variables(const options& o) {
+    char msg[320];
+    const struct {
+        const char* flag;
+        const std::string& name;
+    } vars[] = {{"--var-name", o.var_name}, {"--category-var", o.category_var}};
+    for (const auto& v : vars) {
+        if (!v.name.empty() && !valid_var_chars(v.name)) {
+            std::snprintf(msg, sizeof msg,
+                          "%s: HAProxy variable names may only contain a-z A-Z 0-9 . _", v.flag);
+            return fail(msg, nullptr);
+        }
+    }
+    if (o.category_var == o.var_name)
+        return fail("--category-var must differ from --var-name", o.category_var.c_str());
+    iprep_config c;
+    c.var_name = o.var_name;
+    c.category_var = o.category_var;
+    const std::size_t worst = max_single_message_ack(c);
+    if (worst > o.max_frame_size) {
+        std::snprintf(msg, sizeof msg,
+                      "the ACK for one check-client-ip message (a score%s) can take %zu bytes, "
+                      "above --max-frame-size %u: shorten the variable names or raise -m",
+                      o.category_var.empty() ? "" : " and a 64-byte category", worst,
+                      o.max_frame_size);
+        return fail(msg, nullptr);
+    }
+    for (const auto& v : vars) {
+        if (v.name.size() > max_var_name_length) {
+            std::snprintf(msg, sizeof msg,
+                          "%s is %zu bytes, above %zu: HAProxy drops a variable whose full "
+                          "name sess.<var-prefix>.<name> reaches 64 bytes",
+                          v.flag, v.name.size(), max_var_name_length);
+            return fail(msg, nullptr);
+        }
+    }
+    return parse_outcome::run;
+}
 
 } // namespace
 
@@ -289,6 +343,7 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
                             optarg);
             break;
         case opt_category_var:
+            if (*optarg == '\0') return fail("empty --category-var", nullptr);
             o.category_var = optarg;
             break;
         case opt_var_name:
@@ -305,7 +360,7 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
         }
     }
     if (optind < argc) return fail("unexpected argument", argv[optind]);
-    return parse_outcome::run;
+    return check_variables(o);
 }
 
 } // namespace agent

@@ -1,6 +1,7 @@
 // Command-line options. The reference agent's flags (-h -d -p -n -m -c) keep their meaning.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -41,6 +42,13 @@ struct options {
     std::string category_var;
     std::string var_name = "ip_score";
 };
+
+/// The longest --var-name / --category-var accepted. HAProxy drops a SET-VAR whose full name
+/// "sess.<var-prefix>.<name>" reaches 64 bytes (spop::haproxy_max_var_full_name), and the agent
+/// cannot see the var-prefix (`option var-prefix`, by default the spoe-agent's name). 40 bytes
+/// leave 63 - 5 ("sess.") - 1 (".") - 40 = 17 bytes for the prefix, enough for the usual
+/// ("iprep", an agent name); with a longer prefix keep len(prefix) + len(name) <= 57.
+inline constexpr std::size_t max_var_name_length = 40;
 
 enum class parse_outcome { run, exit_ok, exit_error };
 

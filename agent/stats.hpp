@@ -39,6 +39,7 @@ struct alignas(64) worker_stats {
     counter lookups_listed;
     counter lookups_allowed;
     counter lookups_default;
+    counter ack_actions_dropped; // SET-VAR actions left out of an ACK that could not hold them
     counter batch_latency[latency_slots];   // time from a receive completion to its ACKs queued
     counter batch_latency_sum_ns;
     counter batch_latency_count;

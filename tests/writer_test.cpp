@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <limits>
@@ -124,44 +125,62 @@ TEST(AckWriter, ManyActionsParseBack) {
     EXPECT_EQ(p.actions.back().scope, var_scope::res);
 }
 
+// An empty ACK for ids (1, 1): what finish() returns when every action was left out.
+const std::string empty_ack_1_1 = norm_hex("00000007 67 00000001 01 01");
+
 TEST(AckWriter, NoBufferSpaceVersusExceedsMaxFrameSize) {
     const std::string big(300, 'v');
     {
-        // The caller's buffer is the limit.
+        // The caller's buffer is the limit: the action is left out, the ACK is still produced.
         bytes buf(40);
         spop::ack_writer w(buf, 1, 1, mfs);
         EXPECT_FALSE(w.set_var(var_scope::sess, "x", value::from_string(big)));
-        EXPECT_EQ(w.error(), errc::no_buffer_space);
-        EXPECT_EQ(w.finish().ec, errc::no_buffer_space);
+        EXPECT_TRUE(w.ok());
+        EXPECT_EQ(w.dropped(), 1u);
+        EXPECT_EQ(w.drop_reason(), errc::no_buffer_space);
+        EXPECT_TRUE(w.empty());
+        EXPECT_EQ(frame_hex(buf, w.finish()), empty_ack_1_1);
     }
     {
         // max-frame-size is the limit (the buffer would have room).
         bytes buf(4096);
         spop::ack_writer w(buf, 1, 1, 256);
         EXPECT_FALSE(w.set_var(var_scope::sess, "x", value::from_string(big)));
-        EXPECT_EQ(w.error(), errc::exceeds_max_frame_size);
-        EXPECT_EQ(w.finish().ec, errc::exceeds_max_frame_size);
+        EXPECT_EQ(w.drop_reason(), errc::exceeds_max_frame_size);
+        EXPECT_EQ(w.dropped(), 1u);
+        EXPECT_EQ(frame_hex(buf, w.finish()), empty_ack_1_1);
     }
     {
         // A buffer of exactly 4 + max-frame-size: the frame is too big for the peer.
         bytes buf(4 + 256);
         spop::ack_writer w(buf, 1, 1, 256);
         EXPECT_FALSE(w.set_var(var_scope::sess, "x", value::from_string(big)));
-        EXPECT_EQ(w.error(), errc::exceeds_max_frame_size);
+        EXPECT_EQ(w.drop_reason(), errc::exceeds_max_frame_size);
     }
     {
-        // The header alone does not fit.
+        // The header alone does not fit: no ACK at all, and nothing counted as dropped.
         bytes buf(10);
         spop::ack_writer w(buf, 1, 1, mfs);
         EXPECT_FALSE(w.ok());
         EXPECT_EQ(w.error(), errc::no_buffer_space);
         EXPECT_FALSE(w.unset_var(var_scope::sess, "x"));
+        EXPECT_EQ(w.dropped(), 0u);
         EXPECT_EQ(w.finish().ec, errc::no_buffer_space);
+    }
+    {
+        // A max-frame-size below the header: the same, as exceeds_max_frame_size.
+        bytes buf(64);
+        spop::ack_writer w(buf, 1, 1, 6);
+        EXPECT_FALSE(w.ok());
+        EXPECT_FALSE(w.set_var(var_scope::sess, "x", value::null()));
+        EXPECT_EQ(w.finish().ec, errc::exceeds_max_frame_size);
     }
     {
         // A default-constructed writer refuses everything and never writes.
         spop::ack_writer w;
+        EXPECT_FALSE(w.ok());
         EXPECT_FALSE(w.set_var(var_scope::sess, "x", value::null()));
+        EXPECT_EQ(w.dropped(), 0u);
         EXPECT_NE(w.finish().ec, errc::ok);
     }
 }
@@ -169,14 +188,15 @@ TEST(AckWriter, NoBufferSpaceVersusExceedsMaxFrameSize) {
 TEST(AckWriter, OversizeFrameIsExceedsMaxFrameSizeEvenWithASmallBuffer) {
     // writer.hpp: "exceeds_max_frame_size (checked first, because it is what the peer would
     // reject)". A 300-byte value can never fit a 256-byte max-frame-size, whatever the buffer:
-    // the error must not depend on how much buffer the caller happened to pass.
+    // the reason must not depend on how much buffer the caller happened to pass.
     const std::string big(300, 'v');
     for (const std::size_t buf_size : {4096u, 261u, 260u, 259u, 200u, 100u}) {
         SCOPED_TRACE(buf_size);
         bytes buf(buf_size);
         spop::ack_writer w(buf, 1, 1, 256);
         EXPECT_FALSE(w.set_var(var_scope::sess, "x", value::from_string(big)));
-        EXPECT_EQ(w.error(), errc::exceeds_max_frame_size);
+        EXPECT_EQ(w.drop_reason(), errc::exceeds_max_frame_size);
+        EXPECT_EQ(frame_hex(buf, w.finish()), empty_ack_1_1);
     }
 }
 
@@ -190,20 +210,27 @@ TEST(AckWriter, FrameLengthExactlyAtMaxFrameSize) {
             SCOPED_TRACE(std::to_string(n) + (buffer_is_limit ? " buffer" : " mfs"));
             bytes buf(buffer_is_limit ? 4 + limit : 4096);
             spop::ack_writer w(buf, 1, 1, buffer_is_limit ? 100000 : limit);
-            const bool ok = w.set_var(var_scope::req, "x", value::from_string(std::string(n, 'a')));
+            const std::string text(n, 'a');
+            const value v = value::from_string(text);
+            EXPECT_EQ(spop::set_var_size("x", v) + 7, frame_len);
+            const bool ok = w.set_var(var_scope::req, "x", v);
             EXPECT_EQ(ok, frame_len <= limit);
             const spop::result r = w.finish();
             if (frame_len <= limit) {
                 EXPECT_EQ(r, (spop::result{errc::ok, 4 + frame_len}));
+                EXPECT_EQ(w.dropped(), 0u);
             } else {
-                EXPECT_EQ(r.ec,
+                // Left out, and the ACK still goes: an empty one.
+                EXPECT_EQ(r, (spop::result{errc::ok, 4 + 7}));
+                EXPECT_EQ(w.dropped(), 1u);
+                EXPECT_EQ(w.drop_reason(),
                           buffer_is_limit ? errc::no_buffer_space : errc::exceeds_max_frame_size);
             }
         }
     }
 }
 
-TEST(AckWriter, RollbackKeepsEarlierActions) {
+TEST(AckWriter, RollbackKeepsEarlierActionsAndGoesOn) {
     bytes buf(1024, 0xEE); // larger than 4 + max-frame-size: the limit is max-frame-size
     spop::ack_writer w(buf, 1, 1, 256);
     ASSERT_TRUE(w.set_var(var_scope::sess, "ip_score", value::from_uint32(42)));
@@ -211,20 +238,182 @@ TEST(AckWriter, RollbackKeepsEarlierActions) {
     const std::string first =
         norm_hex("00000000 67 00000001 01 01 01 03 01 08 69705f73636f7265 03 2a");
     ASSERT_EQ(to_hex(std::span<const std::uint8_t>(buf).first(25)), first);
-    // A second action too big for max-frame-size fails as a whole...
+    // A second action too big for max-frame-size is left out as a whole...
     EXPECT_FALSE(w.set_var(var_scope::sess, "blob", value::from_binary(std::string(400, 'b'))));
-    EXPECT_EQ(w.error(), errc::exceeds_max_frame_size);
-    // ...and leaves the first untouched; the writer is not empty.
+    EXPECT_EQ(w.drop_reason(), errc::exceeds_max_frame_size);
+    EXPECT_EQ(w.dropped(), 1u);
+    // ...leaves the first untouched; the writer is not empty and still usable.
     EXPECT_EQ(to_hex(std::span<const std::uint8_t>(buf).first(25)), first);
     EXPECT_FALSE(w.empty());
-    // The error is sticky: later actions are refused and finish() reports the first error.
-    EXPECT_FALSE(w.unset_var(var_scope::sess, "x"));
-    EXPECT_EQ(w.finish().ec, errc::exceeds_max_frame_size);
+    EXPECT_TRUE(w.ok());
+    // Not sticky: a later action that fits is written after the first.
+    EXPECT_TRUE(w.unset_var(var_scope::txn, "x"));
+    EXPECT_EQ(frame_hex(buf, w.finish()),
+              norm_hex("0000001a 67 00000001 01 01 01 03 01 08 69705f73636f7265 03 2a "
+                       "02 02 02 01 78"));
 
     // A failed first action leaves nothing written: the writer is still empty.
     spop::ack_writer w2(buf, 1, 1, 256);
     EXPECT_FALSE(w2.set_var(var_scope::sess, "blob", value::from_binary(std::string(400, 'b'))));
     EXPECT_TRUE(w2.empty());
+    EXPECT_EQ(frame_hex(buf, w2.finish()), empty_ack_1_1);
+}
+
+// One action of a test script: SET-VAR (value set) or UNSET-VAR.
+struct scripted {
+    var_scope scope;
+    std::string name;
+    bool set;
+    value v;
+    [[nodiscard]] std::size_t size() const {
+        return set ? spop::set_var_size(name, v) : spop::unset_var_size(name);
+    }
+    bool write(spop::ack_writer& w) const {
+        return set ? w.set_var(scope, name, v) : w.unset_var(scope, name);
+    }
+};
+
+std::vector<scripted> script() {
+    static const std::string long_text(300, 'c');
+    std::vector<scripted> s;
+    s.push_back({var_scope::sess, "ip_score", true, value::from_uint32(42)});
+    s.push_back({var_scope::sess, "ip_category", true, value::from_string(long_text)});
+    s.push_back({var_scope::txn, "x", false, value::null()});
+    for (const auto& t : all_types()) s.push_back({var_scope::req, t.name, true, t.v});
+    s.push_back({var_scope::res, std::string(250, 'n'), false, value::null()}); // 2-byte varint
+    s.push_back({var_scope::sess, "ip_score", true, value::from_uint32(7)});
+    return s;
+}
+
+// Writes `actions` into a writer limited either by its buffer (`limit` bytes, length prefix
+// included) or by max-frame-size (`limit` - 4), and checks the result against the greedy rule:
+// each action is kept iff it fits after the ones kept before it.
+void check_greedy(const std::vector<scripted>& actions, std::size_t limit, bool buffer_is_limit,
+                  std::uint64_t sid, std::uint64_t fid) {
+    const std::size_t header = spop::frame_header_size(sid, fid);
+    // The writer gets a span inside a larger, poisoned buffer: nothing may land outside it.
+    const std::size_t span_size = buffer_is_limit ? limit : limit + 512;
+    bytes big(span_size + 64, 0xEE);
+    const std::uint32_t max_frame =
+        buffer_is_limit ? spop::max_max_frame_size : static_cast<std::uint32_t>(limit - 4);
+    spop::ack_writer w(std::span<std::uint8_t>(big).first(span_size), sid, fid, max_frame);
+    if (header > limit) {
+        EXPECT_FALSE(w.ok());
+        for (const auto& a : actions) EXPECT_FALSE(a.write(w));
+        EXPECT_EQ(w.dropped(), 0u);
+        EXPECT_FALSE(w.finish());
+        return;
+    }
+    ASSERT_TRUE(w.ok());
+    std::size_t used = header;
+    std::vector<const scripted*> kept;
+    std::size_t dropped = 0;
+    for (const auto& a : actions) {
+        const bool fits = used + a.size() <= limit;
+        EXPECT_EQ(a.write(w), fits) << a.name << " at " << used;
+        if (fits) {
+            used += a.size();
+            kept.push_back(&a);
+        } else {
+            ++dropped;
+            EXPECT_EQ(w.drop_reason(),
+                      buffer_is_limit ? errc::no_buffer_space : errc::exceeds_max_frame_size);
+        }
+        EXPECT_EQ(w.size(), used);
+    }
+    EXPECT_EQ(w.dropped(), dropped);
+    const spop::result r = w.finish();
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r.consumed, used);
+    for (std::size_t i = span_size; i < big.size(); ++i) ASSERT_EQ(big[i], 0xEE) << i;
+
+    // The same frame, written with only the kept actions and no limit.
+    bytes ref(8192);
+    spop::ack_writer rw(ref, sid, fid, spop::max_max_frame_size);
+    for (const scripted* a : kept) ASSERT_TRUE(a->write(rw));
+    const spop::result rr = rw.finish();
+    ASSERT_TRUE(rr);
+    EXPECT_EQ(to_hex(std::span<const std::uint8_t>(big).first(r.consumed)),
+              to_hex(std::span<const std::uint8_t>(ref).first(rr.consumed)));
+    // And it parses back as a valid ACK with exactly those actions.
+    const auto frames =
+        spop_test::split_frames(std::span<const std::uint8_t>(big).first(r.consumed));
+    ASSERT_EQ(frames.size(), 1u);
+    const auto p = spop_test::parse_ack_payload(frames[0].payload);
+    EXPECT_EQ(p.error, "");
+    ASSERT_EQ(p.actions.size(), kept.size());
+    for (std::size_t i = 0; i < kept.size(); ++i) EXPECT_EQ(p.actions[i].name, kept[i]->name);
+}
+
+TEST(AckWriter, RollbackAtEveryBoundary) {
+    const auto actions = script();
+    std::size_t total = 0;
+    for (const auto& a : actions) total += a.size();
+    for (const auto& [sid, fid] : {std::pair<std::uint64_t, std::uint64_t>{1, 1},
+                                   {std::numeric_limits<std::uint64_t>::max(), 1u << 20}}) {
+        const std::size_t header = spop::frame_header_size(sid, fid);
+        // Every limit from "not even the header" to "everything fits", in both modes, and with
+        // the actions in both orders (big ones first leaves room that small ones then use).
+        for (std::size_t limit = header > 4 ? header - 2 : 0; limit <= header + total + 2;
+             ++limit) {
+            for (const bool buffer_is_limit : {true, false}) {
+                if (!buffer_is_limit && limit < 4) continue; // max-frame-size = limit - 4
+                for (const bool reversed : {false, true}) {
+                    SCOPED_TRACE("limit " + std::to_string(limit) +
+                                 (buffer_is_limit ? " buffer" : " mfs") +
+                                 (reversed ? " reversed" : "") + " sid " + std::to_string(sid));
+                    auto a = actions;
+                    if (reversed) std::reverse(a.begin(), a.end());
+                    check_greedy(a, limit, buffer_is_limit, sid, fid);
+                    if (::testing::Test::HasFatalFailure()) return;
+                }
+            }
+        }
+    }
+}
+
+TEST(AckWriter, ManyScoresAtSmallFrameFinishAfterDrops) {
+    // Issue 10: 9 scores and 9 64-byte categories at max-frame-size 256. Scores first: all nine
+    // fit, then as many categories as the frame still holds; the ACK stays a valid frame.
+    bytes buf(4096);
+    spop::ack_writer w(buf, 1, 1, 256);
+    const std::string cat(64, 'k');
+    for (int i = 0; i < 9; ++i)
+        EXPECT_TRUE(w.set_var(var_scope::sess, "ip_score", value::from_uint32(50)));
+    int cats = 0;
+    for (int i = 0; i < 9; ++i)
+        cats += w.set_var(var_scope::sess, "ip_category", value::from_string(cat)) ? 1 : 0;
+    EXPECT_EQ(cats, 1); // 11 + 9*14 = 137 bytes, then one 83-byte category
+    EXPECT_EQ(w.dropped(), 8u);
+    const spop::result r = w.finish();
+    ASSERT_TRUE(r);
+    EXPECT_LE(r.consumed, 4u + 256u);
+    const auto frames =
+        spop_test::split_frames(std::span<const std::uint8_t>(buf).first(r.consumed));
+    ASSERT_EQ(frames.size(), 1u);
+    const auto p = spop_test::parse_ack_payload(frames[0].payload);
+    EXPECT_EQ(p.error, "");
+    ASSERT_EQ(p.actions.size(), 10u);
+    for (int i = 0; i < 9; ++i) EXPECT_EQ(p.actions[static_cast<std::size_t>(i)].name, "ip_score");
+    EXPECT_EQ(p.actions[9].name, "ip_category");
+}
+
+TEST(AckWriter, SizesAndLimits) {
+    for (const auto& t : all_types()) {
+        bytes buf(512);
+        spop::ack_writer w(buf, 1, 1, mfs);
+        ASSERT_TRUE(w.set_var(var_scope::sess, t.name, t.v));
+        EXPECT_EQ(w.size(), spop::frame_header_size(1, 1) + spop::set_var_size(t.name, t.v));
+    }
+    const std::string n250(250, 'n');
+    bytes buf(512);
+    spop::ack_writer w(buf, 1, 1, mfs);
+    ASSERT_TRUE(w.unset_var(var_scope::sess, n250));
+    EXPECT_EQ(w.size(), spop::frame_header_size(1, 1) + spop::unset_var_size(n250));
+    constexpr auto max_id = std::numeric_limits<std::uint64_t>::max();
+    EXPECT_EQ(spop::max_ack_header_length, spop::frame_header_size(max_id, max_id) - 4);
+    // "sess.iprep.ip_score" is 19 bytes: well below HAProxy's 63.
+    EXPECT_EQ(spop::haproxy_max_var_full_name, 63u);
 }
 
 TEST(AckWriter, EmptyAck) {

@@ -4,6 +4,8 @@
 // Limits: a frame must fit in the span *and* its FRAME-LENGTH must not exceed the negotiated
 // max-frame-size. The first failure is reported as no_buffer_space, the second as
 // exceeds_max_frame_size (checked first, because it is what the peer would reject).
+// The exception is an ACK's actions: one that does not fit is left out and the ACK is still
+// produced (see ack_writer).
 // A frame is always written whole, in one contiguous region: HAProxy 3.2 resets a connection
 // whose AGENT-HELLO arrives split, so never hand out partial frames.
 #pragma once
@@ -29,7 +31,8 @@ namespace detail {
 /// then the caller's buffer.
 class frame_builder {
   public:
-    constexpr frame_builder() noexcept = default;
+    /// A builder with nowhere to write: refuses everything, finish() fails.
+    constexpr frame_builder() noexcept : ec_(errc::no_buffer_space) {}
 
     /// Starts a frame in `out`; its FRAME-LENGTH may not exceed `max_frame_size`.
     frame_builder(std::span<std::uint8_t> out, std::uint32_t max_frame_size, frame_type type,
@@ -62,6 +65,13 @@ class frame_builder {
     /// Position to roll back to if a multi-part item fails half way.
     [[nodiscard]] std::uint8_t* mark() const noexcept { return cur_; }
     void rollback(std::uint8_t* m) noexcept { cur_ = m; }
+    /// Rolls back to `m` *and* forgets the error, so that later items may still be written.
+    /// Only for items that are optional to the frame (ACK actions): `m` must be a mark taken
+    /// after the frame header was written.
+    void discard(std::uint8_t* m) noexcept {
+        cur_ = m;
+        ec_ = errc::ok;
+    }
 
     /// Patches the length prefix; returns the whole frame's size.
     [[nodiscard]] result finish() noexcept {
@@ -99,14 +109,50 @@ class frame_builder {
 
 } // namespace detail
 
+/// HAProxy's limit on a variable's full name: it builds "<scope>.<var-prefix>.<name>" (for
+/// example "sess.iprep.ip_score") in a 64-byte buffer. A SET-VAR/UNSET-VAR whose full name
+/// reaches 64 bytes is silently dropped since HAProxy 3.5 (commit 23a2811b6, backported to
+/// every stable branch); older unpatched versions truncate it to 63 bytes and read past that
+/// stack buffer. The writer cannot check this (it does not know `option var-prefix`): keep
+/// len(scope) + 1 + len(var-prefix) + 1 + len(name) below this, e.g. when validating
+/// configured names. Scope names are "proc", "sess", "txn", "req", "res".
+inline constexpr std::size_t haproxy_max_var_full_name = 63;
+
+/// Bytes one SET-VAR action takes in an ACK payload, for sizing: action type, NB-ARGS, scope,
+/// NAME and the typed value.
+[[nodiscard]] constexpr std::size_t set_var_size(std::string_view name, const value& v) noexcept {
+    return 3 + varint_size(name.size()) + name.size() + value_size(v);
+}
+/// The same for UNSET-VAR.
+[[nodiscard]] constexpr std::size_t unset_var_size(std::string_view name) noexcept {
+    return 3 + varint_size(name.size()) + name.size();
+}
+/// FRAME-LENGTH of an ACK with no action and the largest possible ids (two 10-byte varints):
+/// what an ACK costs before its actions, whatever NOTIFY it answers.
+inline constexpr std::size_t max_ack_header_length = 1 + 4 + 10 + 10;
+
 /// Writes an ACK frame: FIN set, the NOTIFY's ids echoed, then a list of actions.
 ///
-/// Each set_var()/unset_var() either appends the whole action or nothing (a failed action is
-/// rolled back and the writer remembers the error). finish() patches the length and returns
-/// the frame size, or the first error.
+/// An ACK is always produced: actions are optional to it, so an action that does not fit is
+/// left out whole (rolled back, never half written), counted in dropped(), and the writer
+/// carries on; a later, smaller action may still fit. finish() then patches the length and
+/// returns a valid ACK holding every action that fitted, in the order written. Writing the
+/// most important actions first is the caller's job.
 ///
-/// Variable names are sent as given; HAProxy stores them as "<scope>.<var-prefix>.<name>",
-/// truncated to 63 characters, and only sets variables it already knows about.
+/// "Fits" means both limits hold after the action: the frame's FRAME-LENGTH stays within the
+/// negotiated max-frame-size given to the constructor (what the peer would reject), and the
+/// whole frame, length prefix included, stays within the span `out` (the caller's buffer).
+/// drop_reason() tells which limit refused the last dropped action.
+///
+/// Only the frame header is mandatory: if `out` cannot hold it (or the writer is
+/// default-constructed) ok() is false, every action is refused without being counted, and
+/// finish() returns that error.
+///
+/// Variable names are sent as given; see haproxy_max_var_full_name for HAProxy's limit on the
+/// full name, and note that HAProxy only sets variables it already knows about (unless
+/// `option force-set-var`).
+///
+/// No allocation, no exception: it writes into `out` only.
 class ack_writer {
   public:
     ack_writer() noexcept = default;
@@ -116,34 +162,52 @@ class ack_writer {
           header_size_(frame_header_size(stream_id, frame_id)) {}
 
     /// SET-VAR: `01 03 <scope> <NAME> <TYPED-DATA>`. A NULL value makes HAProxy unset it.
+    /// Returns false if the action was left out.
     bool set_var(var_scope scope, std::string_view name, const value& v) noexcept {
+        if (!b_.ok()) return false;
         std::uint8_t* m = b_.mark();
         if (b_.put_u8(static_cast<std::uint8_t>(action_type::set_var)) && b_.put_u8(3) &&
             b_.put_u8(static_cast<std::uint8_t>(scope)) && b_.put_name(name) && b_.put_value(v))
             return true;
-        b_.rollback(m);
-        return false;
+        return drop(m);
     }
 
-    /// UNSET-VAR: `02 02 <scope> <NAME>`.
+    /// UNSET-VAR: `02 02 <scope> <NAME>`. Returns false if the action was left out.
     bool unset_var(var_scope scope, std::string_view name) noexcept {
+        if (!b_.ok()) return false;
         std::uint8_t* m = b_.mark();
         if (b_.put_u8(static_cast<std::uint8_t>(action_type::unset_var)) && b_.put_u8(2) &&
             b_.put_u8(static_cast<std::uint8_t>(scope)) && b_.put_name(name))
             return true;
-        b_.rollback(m);
-        return false;
+        return drop(m);
     }
 
     /// True when no action has been written yet.
     [[nodiscard]] bool empty() const noexcept { return b_.size() <= header_size_; }
+    /// False only when the frame header did not fit: then finish() fails with error().
     [[nodiscard]] bool ok() const noexcept { return b_.ok(); }
     [[nodiscard]] errc error() const noexcept { return b_.error(); }
+    /// Actions left out because they did not fit.
+    [[nodiscard]] std::size_t dropped() const noexcept { return dropped_; }
+    /// Why the last action was left out: exceeds_max_frame_size or no_buffer_space (ok if none
+    /// was). The max-frame-size is checked first.
+    [[nodiscard]] errc drop_reason() const noexcept { return drop_reason_; }
+    /// Bytes written so far, length prefix included.
+    [[nodiscard]] std::size_t size() const noexcept { return b_.size(); }
     [[nodiscard]] result finish() noexcept { return b_.finish(); }
 
   private:
+    bool drop(std::uint8_t* m) noexcept {
+        drop_reason_ = b_.error();
+        b_.discard(m);
+        ++dropped_;
+        return false;
+    }
+
     detail::frame_builder b_;
     std::size_t header_size_ = 0;
+    std::size_t dropped_ = 0;
+    errc drop_reason_ = errc::ok;
 };
 
 /// AGENT-HELLO: version "2.0", the negotiated max-frame-size (UINT32) and capabilities.

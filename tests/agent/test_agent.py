@@ -1044,7 +1044,7 @@ class ServiceTests(AgentCase):
             # the target message with a NULL argument (failed sample fetch), or a non-IP value
             c.send(notify(3, 1, [("check-client-ip", [("ip", t_null())])]))
             self.check_noop_ack(c.recv_frame(), 3, 1)
-            c.send(notify(5, 1, [("check-client-ip", [("ip", t_str("1.2.3.4"))])]))
+            c.send(notify(5, 1, [("check-client-ip", [("ip", t_str("not-an-address"))])]))
             self.check_noop_ack(c.recv_frame(), 5, 1)
             # a prefix of the message name is not the message (§12.20)
             c.send(notify(7, 1, [("check-client", [("ip", t_ip("127.0.0.1"))])]))
