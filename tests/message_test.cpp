@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <ranges>
 #include <string>
 #include <vector>
 
@@ -100,6 +101,10 @@ void with_first_message(const bytes& payload, F f) {
     EXPECT_TRUE(r);
     EXPECT_GE(calls, 1);
 }
+
+static_assert(std::ranges::input_range<message_view>);
+static_assert(std::is_trivially_copyable_v<message_view> && sizeof(message_view) <= 40);
+static_assert(std::is_trivially_copyable_v<ip_address> && sizeof(ip_address) == 17);
 
 // --- dispatch ------------------------------------------------------------------------------
 
@@ -224,7 +229,8 @@ struct svc_with_members {
     static constexpr spop::router routes{
         spop::on("check-client-ip", &svc_with_members::ip),
         spop::on("count", &svc_with_members::count),
-        spop::on("lambda", [](svc_with_members& self, const message_view&,
+        // `auto&`: the class is still incomplete here, so the body must wait for the call.
+        spop::on("lambda", [](auto& self, const message_view&,
                               spop::ack_writer&) { self.order.emplace_back("lambda"); }),
         spop::on("plain", [](const message_view&, spop::ack_writer&) noexcept {}),
     };
