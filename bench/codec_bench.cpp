@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <random>
 #include <span>
 #include <string>
 #include <string_view>
@@ -15,6 +16,7 @@
 
 #include <spop/spop.hpp>
 
+#include "../examples/random_service.hpp"
 #include "../tests/support/vectors.hpp"
 #include "ack_parser.hpp"
 #include "iprep_service.hpp"
@@ -302,6 +304,107 @@ void BM_NotifyToAck(benchmark::State& state) {
     state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(in.size()));
 }
 BENCHMARK(BM_NotifyToAck);
+
+/// spoa-example's random service written by hand on parse_notify (what examples/blocking_agent
+/// had before spop::router): the baseline BM_RandomService compares the router against.
+class hand_random_service {
+  public:
+    static constexpr std::size_t max_ack_size = 64;
+    explicit hand_random_service(std::uint32_t seed) noexcept : rng_(seed) {}
+    spop::errc on_notify(const spop::notify_request& req, spop::ack_writer& ack) noexcept {
+        handler h{*this, ack};
+        return req.parse(h).ec;
+    }
+
+  private:
+    struct handler {
+        hand_random_service& self;
+        spop::ack_writer& ack;
+        bool target = false;
+        unsigned index = 0;
+        spop::action on_message(std::string_view name, std::uint8_t) noexcept {
+            target = name == "check-client-ip";
+            index = 0;
+            return spop::action::proceed;
+        }
+        spop::action on_arg(std::string_view, const spop::value& v) noexcept {
+            if (target && index++ == 0 &&
+                (v.type == spop::data_type::ipv4 || v.type == spop::data_type::ipv6)) {
+                const auto score = static_cast<std::uint32_t>(self.rng_() % 101);
+                ack.set_var(spop::var_scope::sess, "ip_score", spop::value::from_uint32(score));
+            }
+            return spop::action::proceed;
+        }
+        spop::action on_message_end() noexcept { return spop::action::proceed; }
+    };
+    std::minstd_rand rng_;
+};
+
+/// One NOTIFY through a service's on_notify into an ACK (split_frame + on_notify + finish),
+/// for the router-based examples/random_service.hpp and the hand-written handler above; the
+/// ratio of the two is the router's cost. Both are seeded alike and must write the same bytes.
+/// Arg 0: the V5 NOTIFY; arg 1: three messages, check-client-ip last after two 3-arg ones.
+template <class Service>
+void BM_RandomService(benchmark::State& state) {
+    static const bytes multi = make_notify(1, 1, [](spop::notify_writer& w) {
+        for (const char* name : {"check-ua", "check-path"}) {
+            w.message(name, 3);
+            w.arg("ua", spop::value::from_string("Mozilla/5.0 (X11; Linux x86_64)"));
+            w.arg("path", spop::value::from_string("/index.html"));
+            w.arg("port", spop::value::from_int64(443));
+        }
+        w.message("check-client-ip", 1);
+        w.arg("ip", spop::value::from_ipv4(ip4_local));
+    });
+    const bytes& in = state.range(0) == 0 ? v5_notify : multi;
+    std::array<std::uint8_t, 256> out{};
+    auto step = [&out](Service& svc, std::span<const std::uint8_t> frame_bytes) noexcept {
+        spop::frame f;
+        if (!spop::split_frame(frame_bytes, mfs, f)) return spop::result{spop::errc::truncated, 0};
+        const spop::notify_request req{f.stream_id, f.frame_id, f.flags, f.payload};
+        spop::ack_writer w(out, f.stream_id, f.frame_id, mfs);
+        const spop::errc e = svc.on_notify(req, w);
+        if (e != spop::errc::ok) return spop::result{e, 0};
+        return w.finish();
+    };
+    {
+        // Same seed, same ACK bytes as the other implementation, three times running.
+        Service svc(7);
+        hand_random_service ref(7);
+        std::array<std::uint8_t, 256> want{};
+        for (int i = 0; i < 3; ++i) {
+            spop::frame f;
+            (void)spop::split_frame(in, mfs, f);
+            spop::ack_writer rw(want, f.stream_id, f.frame_id, mfs);
+            (void)ref.on_notify({f.stream_id, f.frame_id, f.flags, f.payload}, rw);
+            const spop::result rr = rw.finish();
+            const spop::result r = step(svc, in);
+            if (!r || !rr || r.consumed != v7_ack.size() || r.consumed != rr.consumed ||
+                !std::equal(out.begin(), out.begin() + r.consumed, want.begin())) {
+                state.SkipWithError("the services' ACKs differ or are not one SET-VAR");
+                return;
+            }
+        }
+    }
+    Service svc(7);
+    std::size_t out_bytes = 0;
+    const std::span<const std::uint8_t> s(in);
+    for (auto _ : state) {
+        benchmark::DoNotOptimize(s.data());
+        const spop::result r = step(svc, s);
+        out_bytes += r.consumed;
+        benchmark::DoNotOptimize(out.data());
+        benchmark::ClobberMemory();
+    }
+    if (out_bytes != state.iterations() * v7_ack.size()) {
+        state.SkipWithError("an ACK failed during the timed loop");
+        return;
+    }
+    state.SetItemsProcessed(state.iterations());
+    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(in.size()));
+}
+BENCHMARK_TEMPLATE(BM_RandomService, hand_random_service)->Arg(0)->Arg(1);
+BENCHMARK_TEMPLATE(BM_RandomService, example::random_service)->Arg(0)->Arg(1);
 
 /// An established connection over the bench service, its handshake already consumed.
 struct established {

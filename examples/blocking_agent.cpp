@@ -1,7 +1,7 @@
 // A complete SPOP agent in one file, on nothing but the spop headers and POSIX sockets: one
 // thread per connection, blocking I/O. It proves the sans-IO core embeds into any server.
 //
-//   blocking_agent [port] [service]     service: iprep (default) or bot
+//   blocking_agent [port] [service]     service: iprep (default; random_service.hpp) or bot
 //
 // HAProxy connections are few and long-lived, so a thread each is fine at small scale; the
 // `agent` binary is the io_uring/epoll version of the same loop.
@@ -12,7 +12,6 @@
 #include <cstring>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <random>
 #include <string_view>
 #include <sys/socket.h>
 #include <thread>
@@ -21,39 +20,9 @@
 #include <spop/spop.hpp>
 
 #include "bot_service.hpp"
+#include "random_service.hpp"
 
 namespace {
-
-// The reference agent's service: check-client-ip -> sess.<prefix>.ip_score, random 0..100.
-class random_iprep {
-  public:
-    static constexpr std::size_t max_ack_size = 64;
-    spop::errc on_notify(const spop::notify_request& req, spop::ack_writer& ack) noexcept {
-        handler h{*this, ack};
-        return req.parse(h).ec;
-    }
-
-  private:
-    struct handler {
-        random_iprep& self;
-        spop::ack_writer& ack;
-        bool target = false;
-        spop::action on_message(std::string_view name, std::uint8_t) noexcept {
-            target = name == "check-client-ip";
-            return spop::action::proceed;
-        }
-        spop::action on_arg(std::string_view, const spop::value& v) noexcept {
-            if (target && (v.type == spop::data_type::ipv4 || v.type == spop::data_type::ipv6)) {
-                const auto score = static_cast<std::uint32_t>(self.rng_() % 101);
-                ack.set_var(spop::var_scope::sess, "ip_score", spop::value::from_uint32(score));
-                target = false; // one score per message
-            }
-            return spop::action::proceed;
-        }
-        spop::action on_message_end() noexcept { return spop::action::proceed; }
-    };
-    std::minstd_rand rng_{std::random_device{}()};
-};
 
 template <spop::service S>
 void serve(int fd) {
@@ -132,6 +101,6 @@ int main(int argc, char** argv) {
         if (which == "bot")
             std::thread(serve<example::bot_service>, fd).detach();
         else
-            std::thread(serve<random_iprep>, fd).detach();
+            std::thread(serve<example::random_service>, fd).detach();
     }
 }

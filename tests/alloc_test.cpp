@@ -246,6 +246,63 @@ TEST(Alloc, HandshakeAndDisconnectAllocateNothing) {
     EXPECT_EQ(w.news(), 0u);
 }
 
+TEST(Alloc, RouterAndTypedGettersAllocateNothing) {
+    // Two routed messages with every getter, an unrouted one, and the V5 vector.
+    bytes frame(512);
+    {
+        const std::array<std::uint8_t, 16> ip6{0x20, 0x01, 0x0d, 0xb8};
+        spop::notify_writer w(frame, 1, 1, spop::default_max_frame_size);
+        w.message("check-client-ip", 4);
+        w.arg("ip", value::from_ipv6(ip6));
+        w.arg("xff", value::from_string("192.0.2.7"));
+        w.arg("port", value::from_int64(443));
+        w.arg("", value::from_binary("tls"));
+        w.message("skipped", 1);
+        w.arg("x", value::from_bool(true));
+        w.message("check-ua", 1);
+        w.arg("ua", value::from_string("Googlebot/2.1"));
+        frame.resize(w.finish().consumed);
+    }
+    const bytes v5 = unhex(spop_test::vec::v5_notify_34);
+    std::vector<std::uint8_t> out(1024);
+    std::uint64_t sum = 0;
+    spop::router r{
+        spop::on("check-client-ip",
+                 [&sum](const spop::message_view& m, spop::ack_writer& ack) noexcept {
+                     const auto ip = m.ip("ip");
+                     sum += ip->size() + m.ip_or_string("xff")->size() +
+                            static_cast<std::uint64_t>(m.integer("port").value_or(0)) +
+                            m.binary(3)->size() + m.ip(0)->size();
+                     for (const spop::argument& a : m) sum += a.name.size();
+                     if (ip) ack.set_var(spop::var_scope::sess, "ip_score", ip->to_value());
+                 }),
+        spop::on("check-ua",
+                 [&sum](const spop::message_view& m, spop::ack_writer& ack) noexcept {
+                     const auto ua = m.string("ua");
+                     sum += ua->size() + (m.boolean("ua").status() == spop::arg_status::wrong_type);
+                     ack.set_var(spop::var_scope::txn, "is_bot", value::from_bool(ua.has_value()));
+                 }),
+    };
+    std::size_t ok = 0;
+    {
+        alloc_window w;
+        for (int i = 0; i < 10000; ++i) {
+            spop::frame f;
+            if (!spop::split_frame(i % 2 ? frame : v5, spop::default_max_frame_size, f)) continue;
+            const spop::notify_request req{f.stream_id, f.frame_id, f.flags, f.payload};
+            spop::ack_writer ack(out, f.stream_id, f.frame_id, spop::default_max_frame_size);
+            if (r.dispatch(req, ack) == errc::ok && !ack.empty() && ack.finish()) ++ok;
+        }
+        w.stop();
+        EXPECT_EQ(w.news(), 0u);
+        EXPECT_EQ(w.deletes(), 0u);
+    }
+    EXPECT_EQ(ok, 10000u);
+    // Per rich NOTIFY: ip 16, xff 4, port 443, binary 3, ip(0) 16, names 2+3+4+0, ua 13 + 1.
+    // Per V5: ip 4, ip(0) 4, name 2; the other getters answer missing.
+    EXPECT_EQ(sum, 5000u * (16 + 4 + 443 + 3 + 16 + 9 + 14) + 5000u * (4 + 4 + 2));
+}
+
 } // namespace
 
 namespace {

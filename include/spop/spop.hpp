@@ -7,6 +7,7 @@
 #include "frame.hpp"
 #include "handshake.hpp"
 #include "kv.hpp"
+#include "message.hpp"
 #include "notify.hpp"
 #include "service.hpp"
 #include "status.hpp"
