@@ -121,6 +121,19 @@ class ABGate(unittest.TestCase):
         rc, out = compare("--ab", ab_file(self.tmp.name, b_overrides={("c1_d1", "epoll", 1): {"cpu": 15.0}}))
         self.assertEqual(rc, 0, out)
 
+    def test_median_alone_beyond_limit_is_not_a_regression(self):
+        # Three of five B runs disturbed (+40% CPU), the best B run as cheap as the best A run:
+        # a busy neighbour, not a slower agent.
+        over = {("c4_d16", "uring", rep): {"cpu": 7.0} for rep in (2, 3, 4)}
+        rc, out = compare("--ab", ab_file(self.tmp.name, b_overrides=over))
+        self.assertEqual(rc, 0, out)
+        self.assertEqual(self.verdicts(out, "agent_cpu_us_per_frame"), ["median only", "ok", "ok", "ok"])
+
+    def test_best_run_alone_beyond_limit_is_not_a_regression(self):
+        over = {("c4_d16", "uring", 0): {"cpu": 2.0}}
+        rc, out = compare("--ab", ab_file(self.tmp.name, a_overrides=over))
+        self.assertEqual(rc, 0, out)
+
     def test_p99_is_shown_not_gated_unless_asked(self):
         path = ab_file(self.tmp.name, {"p99": 3.0})
         rc, out = compare("--ab", path)
@@ -153,7 +166,7 @@ class ABGate(unittest.TestCase):
         rc, out = compare("--ab", ab_file(self.tmp.name, {"cpu": 1.2}), "--markdown")
         self.assertEqual(rc, 1, out)
         self.assertIn("| c4 d16 | uring |", out)
-        self.assertIn("1.200 **REGRESSION**", out)
+        self.assertIn("1.200 (1.200) **REGRESSION**", out)
 
     def test_not_an_ab_file_is_a_usage_error(self):
         path = os.path.join(self.tmp.name, "plain.jsonl")
