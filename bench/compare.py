@@ -264,7 +264,8 @@ def fmt_spread(sp):
     return "-" if sp is None else f"{fmt(sp[0])} [{fmt(sp[1])}-{fmt(sp[2])}]"
 
 
-AB_METRICS = [("frames_per_s", HIGHER, "frames/s"), ("agent_cpu_us_per_frame", LOWER, "agent us/frame"),
+AB_METRICS = [("frames_per_s", HIGHER, "frames/s"),
+              ("agent_cpu_us_per_frame", LOWER, "agent us/frame"),
               ("p50_us", LOWER, "p50 us"), ("p99_us", LOWER, "p99 us")]
 
 

@@ -40,8 +40,7 @@ def ab_file(tmp, b_scale=None, reps=5, a_overrides=None, b_overrides=None, load=
                 base = {"fps": 100000.0 * wobble, "cpu": 5.0 * wobble, "p50": 50.0 * wobble,
                         "p99": 500.0 * wobble}
                 a = dict(base, **(a_overrides or {}).get((scenario, engine, rep), {}))
-                b = {"fps": base["fps"] * b_scale.get("fps", 1), "cpu": base["cpu"] * b_scale.get("cpu", 1),
-                     "p50": base["p50"] * b_scale.get("p50", 1), "p99": base["p99"] * b_scale.get("p99", 1)}
+                b = {k: v * b_scale.get(k, 1) for k, v in base.items()}
                 b.update((b_overrides or {}).get((scenario, engine, rep), {}))
                 lines.append(run(f"A/{engine}/{scenario}", **a))
                 lines.append(run(f"B/{engine}/{scenario}", **b))
@@ -118,7 +117,8 @@ class ABGate(unittest.TestCase):
 
     def test_one_outlier_run_does_not_move_the_median(self):
         # One B run at 3x the CPU (a neighbour's burst): the median ignores it.
-        rc, out = compare("--ab", ab_file(self.tmp.name, b_overrides={("c1_d1", "epoll", 1): {"cpu": 15.0}}))
+        over = {("c1_d1", "epoll", 1): {"cpu": 15.0}}
+        rc, out = compare("--ab", ab_file(self.tmp.name, b_overrides=over))
         self.assertEqual(rc, 0, out)
 
     def test_median_alone_beyond_limit_is_not_a_regression(self):
@@ -127,7 +127,8 @@ class ABGate(unittest.TestCase):
         over = {("c4_d16", "uring", rep): {"cpu": 7.0} for rep in (2, 3, 4)}
         rc, out = compare("--ab", ab_file(self.tmp.name, b_overrides=over))
         self.assertEqual(rc, 0, out)
-        self.assertEqual(self.verdicts(out, "agent_cpu_us_per_frame"), ["median only", "ok", "ok", "ok"])
+        self.assertEqual(self.verdicts(out, "agent_cpu_us_per_frame"),
+                         ["median only", "ok", "ok", "ok"])
 
     def test_best_run_alone_beyond_limit_is_not_a_regression(self):
         over = {("c4_d16", "uring", 0): {"cpu": 2.0}}
@@ -151,7 +152,8 @@ class ABGate(unittest.TestCase):
         for side in ("A", "B"):
             with self.subTest(side=side):
                 over = {("c4_d16", "uring", 2): {"ok": False, "error": "lost ACK"}}
-                path = ab_file(self.tmp.name, **{("a_overrides" if side == "A" else "b_overrides"): over})
+                key = "a_overrides" if side == "A" else "b_overrides"
+                path = ab_file(self.tmp.name, **{key: over})
                 rc, out = compare("--ab", path)
                 self.assertEqual(rc, 1, out)
                 self.assertIn(f"FAIL (side {side}, 1 run(s): lost ACK)", out)
