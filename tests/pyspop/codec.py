@@ -318,7 +318,7 @@ def plain(typed):
 
 
 def set_vars(payload):
-    """ACK payload with SET-VAR actions only -> {name: plain value}; any other action is an error."""
+    """ACK payload of SET-VAR actions only -> {name: plain value}; other actions are errors."""
     out = {}
     for a in parse_actions(payload):
         if a[0] != "set":
