@@ -114,7 +114,7 @@ class Agent:
         self.workers = workers
         self.engine = engine
         self.tcp = tcp
-        self.metrics = metrics
+        self.with_metrics = metrics
         self.ready = ready or logged_start
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
@@ -144,7 +144,7 @@ class Agent:
             cmd += ["--engine", self.engine]
         if self.tcp:
             cmd += ["-a", self.address]
-        if self.metrics:
+        if self.with_metrics:
             cmd += ["--metrics", "127.0.0.1:%d" % self.metrics_port]
         return cmd + self.args
 
@@ -155,7 +155,7 @@ class Agent:
         last = ""
         for _attempt in range(3):
             self.port = free_port(self.family, self.address)
-            if self.metrics:
+            if self.with_metrics:
                 self.metrics_port = free_port()
             self.cmd = cmd = self.command()
             self.logf = tempfile.TemporaryFile(prefix="agent-log-")
