@@ -112,10 +112,9 @@ class BackPressureTests(ta.AgentCase):
         self.burst(20000, agent_args=["--max-in-flight", "3"])
 
     def test_large_acks_reader_pauses(self):
-        # 8 messages per NOTIFY: 8 scores per ACK, with a long variable name ~ 1 KB per ACK.
-        msgs = [codec.ip_msg("192.0.2.%d" % (i + 1)) for i in range(8)]
-        a = self.burst(400, pause=1.0, messages=msgs, agent_args=["--var-name", "v" * 100])
-        del a
+        # 30 messages per NOTIFY and a 40-byte variable name: ~1.4 KB per ACK.
+        msgs = [ta.ip_msg("192.0.2.%d" % (i + 1)) for i in range(30)]
+        self.burst(400, pause=1.0, messages=msgs, agent_args=["--var-name", "v" * 40])
 
     def test_small_frames_many_messages(self):
         # -m 1024: ACKs near the negotiated size, a paused reader.
