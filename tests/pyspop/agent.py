@@ -29,8 +29,10 @@ LEVEL_RE = re.compile(r"\blevel=(error|warn)\b")
 _live = set()
 
 
-class Terminated(BaseException):
-    """Raised in the main thread by the SIGTERM handler of install_sigterm()."""
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread by the SIGTERM handler of install_sigterm(). A KeyboardInterrupt,
+    so that unittest lets it through instead of recording it against the running test and going
+    on with the next ones."""
 
 
 def kill_all():

@@ -13,14 +13,15 @@ import argparse
 import os
 import signal
 import socket
-import struct
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import unittest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
 
 from pyspop import agent as harness  # noqa: E402
 from pyspop import codec as c  # noqa: E402
@@ -266,6 +267,27 @@ while True:
 '''.replace("HELLO", v.V4_AGENT_HELLO.hex()).replace("ACK", v.V7_ACK_42.hex())
 
 
+# A suite whose first test starts an agent and waits: a SIGTERM must kill the agent and end the
+# run there, with the summary line.
+SIGTERM_CHILD = r'''
+import sys, time, unittest
+sys.path.insert(0, TESTS)
+from pyspop import agent as harness, runner
+class T(unittest.TestCase):
+    def test_1_wait(self):
+        a = harness.Agent(BIN, ready_timeout=10).start()
+        with open(PIDFILE + ".tmp", "w") as f:
+            f.write(str(a.pid))
+        import os
+        os.rename(PIDFILE + ".tmp", PIDFILE)
+        time.sleep(30)
+    def test_2_after(self):
+        print("second test ran")
+harness.install_sigterm()
+sys.exit(runner.run(runner.load([sys.modules[__name__]])))
+'''
+
+
 class HarnessTests(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -327,6 +349,33 @@ class HarnessTests(unittest.TestCase):
             with self.assertRaises(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
         self.assertFalse(a.alive() or b.alive())
+
+    def test_sigterm_kills_all_and_stops_the_run(self):
+        pidfile = os.path.join(self.dir.name, "agent.pid")
+        code = SIGTERM_CHILD.replace("TESTS", repr(os.path.dirname(HERE))).replace(
+            "BIN", repr(self.binary)).replace("PIDFILE", repr(pidfile))
+        p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 10
+            while not os.path.exists(pidfile) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.1)
+            with open(pidfile) as f:
+                pid = int(f.read())
+            p.send_signal(signal.SIGTERM)
+            out, _ = p.communicate(timeout=10)
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
+        text = out.decode(errors="replace")
+        self.assertEqual(p.returncode, 1, text)
+        self.assertIn("interrupted: signal 15", text)
+        self.assertEqual(text.strip().splitlines()[-1], "0 passed, 1 failed")
+        self.assertNotIn("second test ran", text)
+        with self.assertRaises(ProcessLookupError):
+            os.kill(pid, 0)
 
     def test_start_failure_is_reported(self):
         os.environ["FAIL"] = "1"
