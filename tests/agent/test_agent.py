@@ -18,7 +18,7 @@ tests live in one file per subject, all run here:
   test_hostile.py      HostileTests       HTTP on the port, 1000-connection burst, 10k idle
                                           connections (RSS per connection), NOTIFY flood without
                                           reading, graceful stop
-  test_limits.py       LimitsTests        hello timeout and other limits
+  test_limits.py       LimitsTests        HELLO timeout, idle timeout, --max-connections
   test_cli.py          CliTests           flags, port in use, IPv6 loopback, Unix socket
   and the other tests/agent/test_*.py (back-pressure, lame-duck stop, ACK fit, ...).
 A new subject is a new file `test_<subject>.py` that does `import test_agent as ta` and defines

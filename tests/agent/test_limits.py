@@ -1,4 +1,4 @@
-"""D. Limits: connection and in-flight limits under overload.
+"""D. Limits: HELLO timeout, idle timeout, --max-connections.
 
 Run by test_agent.py's runner, once per engine (moved from test_agent.py as they were)."""
 

@@ -1,4 +1,4 @@
-"""B. Normal service: handshakes, NOTIFY/ACK, ids, large frames, slow-loris.
+"""B. Normal service: handshakes, NOTIFY/ACK, messages, ids, large frames, slow-loris.
 
 Run by test_agent.py's runner, once per engine (moved from test_agent.py as they were)."""
 

@@ -18,8 +18,6 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 
 from .client import DEFAULT_TIMEOUT, Conn
 from .ports import free_port
@@ -74,15 +72,6 @@ def raise_nofile(want):
     if soft != resource.RLIM_INFINITY and soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def http_get(port, path, timeout=5.0, host="127.0.0.1"):
-    """GET http://host:port/path -> (status, body bytes); an HTTP error status is returned too."""
-    try:
-        with urllib.request.urlopen("http://%s:%d%s" % (host, port, path), timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 def logged_start(agent):
@@ -257,9 +246,6 @@ class Agent:
 
     def connect(self, timeout=DEFAULT_TIMEOUT):
         return Conn(self.addr, self.family, timeout)
-
-    def metrics_get(self, path="/metrics", timeout=5.0):
-        return http_get(self.metrics_port, path, timeout)
 
 
 def run_agent(binary, args, timeout=5.0):
