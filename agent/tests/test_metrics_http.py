@@ -12,7 +12,10 @@ What they check (issue 10, section 3):
 
 Standard library only; every wait is bounded.
 
-usage: test_metrics_http.py --agent PATH [--engine auto|uring|epoll] [unittest options]
+usage: test_metrics_http.py --agent PATH [--engine auto|uring|epoll] [-k PATTERN]
+
+The agents run under the harness of tests/pyspop. The last line is
+"N passed, N failed[, N skipped]".
 """
 import argparse
 import os
@@ -26,15 +29,15 @@ import threading
 import time
 import unittest
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests"))
+
+from pyspop import agent as harness  # noqa: E402
+from pyspop import runner  # noqa: E402
+from pyspop.ports import free_port  # noqa: E402
+
 AGENT = None
 ENGINE = "auto"
 PROMPT_S = 1.0  # a scrape must answer within this
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http(port, path="/metrics", method="GET", timeout=5.0):
@@ -70,46 +73,24 @@ def rss_kb(pid):
     raise AssertionError("no VmRSS")
 
 
-class Agent:
+class Agent(harness.Agent):
+    """An agent with --metrics on a free port, started; ready once /readyz (or, with
+    wait_ready=False, /healthz) answers 200."""
+
     def __init__(self, args=(), wait_ready=True):
-        self.port = free_port()
-        self.mport = free_port()
-        self.err = tempfile.TemporaryFile(mode="w+")
-        self.p = subprocess.Popen(
-            [AGENT, "-p", str(self.port), "-a", "127.0.0.1", "-n", "2", "--engine", ENGINE,
-             "--metrics", "127.0.0.1:%d" % self.mport] + list(args),
-            stdout=subprocess.DEVNULL, stderr=self.err, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while True:
-            if self.p.poll() is not None:
-                raise AssertionError("agent exited with %d: %s" % (self.p.returncode, self.log()))
-            try:
-                status = http(self.mport, "/readyz" if wait_ready else "/healthz", timeout=2)[0]
-                if status == 200:
-                    return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("agent not up: " + self.log())
-            time.sleep(0.05)
+        path = "/readyz" if wait_ready else "/healthz"
+        super().__init__(AGENT, args, engine=ENGINE, metrics=True,
+                         ready=lambda a: http(a.metrics_port, path, timeout=2)[0] == 200,
+                         ready_timeout=30, stop_timeout=15)
+        self.start()
 
-    def log(self):
-        self.err.flush()
-        self.err.seek(0)
-        return self.err.read()
+    @property
+    def mport(self):
+        return self.metrics_port
 
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.p.pid, signal.SIGKILL)
-                self.p.wait(5)
-        return self.p.returncode
-
-    def close(self):
-        self.err.close()
+    @property
+    def p(self):
+        return self.popen
 
 
 class Blocking(unittest.TestCase):
@@ -340,11 +321,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--agent", required=True)
     ap.add_argument("--engine", default="auto")
-    args, rest = ap.parse_known_args()
+    ap.add_argument("-k", dest="patterns", action="append", default=[],
+                    help="only run tests whose id contains this substring (repeatable)")
+    args = ap.parse_args()
     AGENT, ENGINE = os.path.abspath(args.agent), args.engine
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    unittest.main(argv=[sys.argv[0], "-v"] + rest)
+    harness.install_sigterm()  # a SIGTERM kills every agent, then fails the run
+    suite = runner.select(runner.load([sys.modules[__name__]]), args.patterns)
+    return runner.run(suite)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -4,9 +4,9 @@
     python3 agent/tests/test_reputation.py --agent build/agent/agent \
         [--mkmmdb agent/tests/mkmmdb.pl] [--engine auto|uring|epoll] [-v]
 
-A small SPOP client (written from shared/reference/PROTOCOL-NOTES.md: HAProxy varints §2, which
-are not LEB128; typed data §3; KV lists and NOTIFY payloads §4) sends `check-client-ip` NOTIFYs
-with an IPv4 (type 6) or IPv6 (type 7) argument `ip` and reads the score from the ACK.
+The HAProxy-side client of tests/pyspop (written from shared/reference/PROTOCOL-NOTES.md,
+independently of the C++ codec) sends `check-client-ip` NOTIFYs with an IPv4 (type 6) or IPv6
+(type 7) argument `ip` and reads the score from the ACK; its harness runs the agents.
 
 Tests, in order:
   scores        listed (--list), allowed (--allow wins over a longer list entry), default,
@@ -37,8 +37,6 @@ import os
 import random
 import re
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -48,156 +46,39 @@ import traceback
 import urllib.error
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests"))
+
+from pyspop import agent as harness  # noqa: E402
+from pyspop import codec  # noqa: E402
+from pyspop.client import Conn as SpopConn  # noqa: E402
+from pyspop.ports import free_port  # noqa: E402
+
 AGENT = None
 MKMMDB = None
 ENGINE = "auto"
 VERBOSE = False
 
-FIN = 1
-T_HAPROXY_HELLO, T_HAPROXY_DISCONNECT, T_NOTIFY = 1, 2, 3
-T_AGENT_HELLO, T_AGENT_DISCONNECT, T_ACK = 101, 102, 103
-D_NULL, D_BOOL, D_INT32, D_UINT32, D_INT64, D_UINT64, D_IPV4, D_IPV6, D_STRING, D_BINARY = range(10)
-
 
 # ----------------------------------------------------------------------------------------------
-# SPOP client
+# SPOP client and agent process (tests/pyspop)
 # ----------------------------------------------------------------------------------------------
 
-def varint(v):
-    """HAProxy's "peers" varint (PROTOCOL-NOTES §2)."""
-    if v < 240:
-        return bytes([v])
-    out = bytearray([(v & 0xFF) | 0xF0])
-    v = (v - 240) >> 4
-    while v >= 128:
-        out.append((v & 0xFF) | 0x80)
-        v = (v - 128) >> 7
-    out.append(v)
-    return bytes(out)
+class Conn(SpopConn):
+    """A handshaken connection that sends `check-client-ip` NOTIFYs (odd stream ids, 3.1+ style)
+    and reads the SET-VAR actions of the ACKs as {name: value}."""
 
-
-def read_varint(b, i):
-    x = b[i]
-    i += 1
-    if x < 240:
-        return x, i
-    shift = 4
-    for _ in range(9):
-        c = b[i]
-        i += 1
-        x += c << shift
-        shift += 7
-        if c < 128:
-            return x, i
-    raise ValueError("varint too long")
-
-
-def sname(s):
-    s = s.encode() if isinstance(s, str) else s
-    return varint(len(s)) + s
-
-
-def tstring(s):
-    return bytes([D_STRING]) + sname(s)
-
-
-def tuint32(v):
-    return bytes([D_UINT32]) + varint(v)
-
-
-def read_typed(b, i):
-    t = b[i] & 0x0F
-    flags = b[i] & 0xF0
-    i += 1
-    if t == D_NULL:
-        return None, i
-    if t == D_BOOL:
-        return bool(flags & 0x10), i
-    if t in (D_INT32, D_UINT32, D_INT64, D_UINT64):
-        return read_varint(b, i)
-    if t == D_IPV4:
-        return socket.inet_ntop(socket.AF_INET, bytes(b[i:i + 4])), i + 4
-    if t == D_IPV6:
-        return socket.inet_ntop(socket.AF_INET6, bytes(b[i:i + 16])), i + 16
-    if t in (D_STRING, D_BINARY):
-        n, i = read_varint(b, i)
-        v = bytes(b[i:i + n])
-        return (v.decode() if t == D_STRING else v), i + n
-    raise ValueError("bad type %d" % t)
-
-
-def frame(ftype, sid, fid, payload, flags=FIN):
-    body = bytes([ftype]) + struct.pack(">I", flags) + varint(sid) + varint(fid) + payload
-    return struct.pack(">I", len(body)) + body
-
-
-def parse_kv(b, i=0):
-    out = {}
-    while i < len(b):
-        n, i = read_varint(b, i)
-        k = bytes(b[i:i + n]).decode()
-        i += n
-        out[k], i = read_typed(b, i)
-    return out
-
-
-def notify_payload(ip):
-    if ":" in ip:
-        arg = bytes([D_IPV6]) + socket.inet_pton(socket.AF_INET6, ip)
-    else:
-        arg = bytes([D_IPV4]) + socket.inet_pton(socket.AF_INET, ip)
-    return sname("check-client-ip") + bytes([1]) + sname("ip") + arg
-
-
-def parse_ack_actions(b):
-    """SET-VAR actions of an ACK payload -> {name: value}."""
-    out = {}
-    i = 0
-    while i < len(b):
-        action, nargs = b[i], b[i + 1]
-        i += 2
-        if action != 1 or nargs != 3:
-            raise ValueError("unexpected action %d/%d" % (action, nargs))
-        i += 1  # scope
-        n, i = read_varint(b, i)
-        name = bytes(b[i:i + n]).decode()
-        i += n
-        out[name], i = read_typed(b, i)
-    return out
-
-
-class Conn:
     def __init__(self, port, timeout=5.0):
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = bytearray()
+        super().__init__(("127.0.0.1", port), timeout=timeout)
+        self.timeout = timeout
         self.next_sid = 1
-        hello = (sname("supported-versions") + tstring("2.0") +
-                 sname("max-frame-size") + tuint32(16380) +
-                 sname("capabilities") + tstring("pipelining") +
-                 sname("engine-id") + tstring("3f1c0c2e-0000-4000-8000-reputation"))
-        self.s.sendall(frame(T_HAPROXY_HELLO, 0, 0, hello))
-        ftype, _, _, _, payload = self.read_frame()
-        if ftype != T_AGENT_HELLO:
-            raise AssertionError("expected AGENT-HELLO, got type %d" % ftype)
-        self.hello = parse_kv(payload)
+        f = self.handshake(codec.hello(engine_id="3f1c0c2e-0000-4000-8000-reputation"), timeout)
+        self.hello = {k: codec.plain(v) for k, v in codec.parse_kv(f.payload)}
 
     def read_frame(self):
-        while True:
-            if len(self.buf) >= 4:
-                n = struct.unpack(">I", self.buf[:4])[0]
-                if len(self.buf) >= 4 + n:
-                    body = bytes(self.buf[4:4 + n])
-                    del self.buf[:4 + n]
-                    ftype = body[0]
-                    flags = struct.unpack(">I", body[1:5])[0]
-                    sid, i = read_varint(body, 5)
-                    fid, i = read_varint(body, i)
-                    return ftype, flags, sid, fid, body[i:]
-            chunk = self.s.recv(65536)
-            if not chunk:
-                raise ConnectionError("agent closed the connection")
-            self.buf += chunk
+        f = self.recv_frame(self.timeout)
+        if f is None:
+            raise ConnectionError("agent closed the connection")
+        return f
 
     def send_notifies(self, ips):
         """Sends one NOTIFY per address in one write; returns their stream ids."""
@@ -207,17 +88,17 @@ class Conn:
             sid = self.next_sid
             self.next_sid += 2  # 3.1+ style odd ids
             sids.append(sid)
-            out += frame(T_NOTIFY, sid, 1, notify_payload(ip))
-        self.s.sendall(out)
+            out += codec.notify(sid, 1, [codec.ip_msg(ip)])
+        self.send(bytes(out))
         return sids
 
     def read_ack(self):
-        ftype, flags, sid, fid, payload = self.read_frame()
-        if ftype != T_ACK:
-            raise AssertionError("expected ACK, got type %d payload %r" % (ftype, payload))
-        if not flags & FIN:
+        f = self.read_frame()
+        if f.type != codec.T_ACK:
+            raise AssertionError("expected ACK, got type %d payload %r" % (f.type, f.payload))
+        if not f.flags & codec.FIN:
             raise AssertionError("ACK without FIN")
-        return sid, fid, parse_ack_actions(payload)
+        return f.sid, f.fid, codec.set_vars(f.payload)
 
     def check(self, ip):
         (sid,) = self.send_notifies([ip])
@@ -227,57 +108,37 @@ class Conn:
         return acts
 
     def close(self):
+        if self.sock is None:
+            return
         try:
-            self.s.sendall(frame(T_HAPROXY_DISCONNECT, 0, 0,
-                                 sname("status-code") + tuint32(0) +
-                                 sname("message") + tstring("normal")))
+            self.send(codec.haproxy_disconnect(0, "normal"))
             self.read_frame()
-        except (OSError, ConnectionError):
+        except (OSError, ConnectionError, AssertionError):
             pass
-        self.s.close()
+        super().close()
 
 
-# ----------------------------------------------------------------------------------------------
-# Agent process
-# ----------------------------------------------------------------------------------------------
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _started(agent):
+    # No probe connection to the SPOP port: it would show in the connection counters.
+    if "event=start " not in agent.log_text():
+        return False
+    agent.metrics_text()
+    return True
 
 
-class Agent:
-    def __init__(self, args, workdir):
-        self.port = free_port()
-        self.metrics_port = free_port()
-        self.errpath = os.path.join(workdir, "agent-%d.log" % self.port)
-        self.errf = open(self.errpath, "w+")
-        cmd = [AGENT, "-p", str(self.port), "-a", "127.0.0.1", "-n", "2", "--engine", ENGINE,
-               "--metrics", "127.0.0.1:%d" % self.metrics_port] + list(args)
+class Agent(harness.Agent):
+    """An agent with --metrics on a free port, started and ready (event=start, /metrics up)."""
+
+    def __init__(self, args, workdir=None):
+        super().__init__(AGENT, args, engine=ENGINE, metrics=True, ready=_started,
+                         ready_timeout=30)
+        self.start()
         if VERBOSE:
-            print("  $", " ".join(cmd))
-        self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.errf,
-                                  start_new_session=True)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if self.p.poll() is not None:
-                raise AssertionError("agent exited with %d: %s" % (self.p.returncode, self.log()))
-            # No probe connection to the SPOP port: it would show in the connection counters.
-            if "event=start " in self.log():
-                try:
-                    self.metrics_text()
-                    return
-                except OSError:
-                    pass
-            time.sleep(0.05)
-        raise AssertionError("agent did not start: " + self.log())
+            print("  $", " ".join(self.cmd))
 
-    def log(self):
-        if not self.errf.closed:
-            self.errf.flush()
-        with open(self.errpath) as f:
-            return f.read()
+    @property
+    def p(self):
+        return self.popen
 
     def metrics_text(self, path="/metrics"):
         with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.metrics_port, path),
@@ -299,18 +160,7 @@ class Agent:
         return out
 
     def hup(self):
-        os.kill(self.p.pid, signal.SIGHUP)
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.p.pid, signal.SIGKILL)
-                self.p.wait(5)
-        self.errf.close()
-        return self.p.returncode
+        os.kill(self.popen.pid, signal.SIGHUP)
 
 
 def wait_until(pred, timeout=10.0, what="condition"):
@@ -861,7 +711,7 @@ def main():
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
     AGENT, MKMMDB, ENGINE, VERBOSE = os.path.abspath(args.agent), args.mkmmdb, args.engine, args.verbose
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    harness.install_sigterm()  # a SIGTERM kills every agent, then fails the run
 
     passed = failed = skipped = 0
     with tempfile.TemporaryDirectory(prefix="spop-rep-") as d:

@@ -17,7 +17,9 @@ import tempfile
 import unittest
 import urllib.request
 
-import test_agent as ta
+import test_agent as ta  # first: puts tests/ on sys.path
+from pyspop import codec
+from pyspop import ports
 
 LONG_CATEGORY = "k" * 64  # reputation_max_category: the longest category a source can give
 LISTED_V4 = "192.0.2.0/24"
@@ -26,7 +28,7 @@ LIST_SCORE = 10
 
 
 def varint_len(v):
-    return len(ta.enc_varint(v))
+    return len(codec.enc_varint(v))
 
 
 def set_var_len(name, typed):
@@ -43,8 +45,8 @@ def expected_ack(sid, fid, mfs, score_var, scores, cat_var, cats):
     still fits `mfs`. Returns (kept actions as (name, typed bytes), dropped count)."""
     used = ack_header_len(sid, fid)
     kept, dropped = [], 0
-    for typed in [(score_var, ta.t_uint32(s)) for s in scores] + \
-                 [(cat_var, ta.t_str(c)) for c in cats]:
+    for typed in [(score_var, codec.t_uint32(s)) for s in scores] + \
+                 [(cat_var, codec.t_str(c)) for c in cats]:
         n = set_var_len(typed[0], typed[1])
         if used + n <= mfs:
             used += n
@@ -56,10 +58,10 @@ def expected_ack(sid, fid, mfs, score_var, scores, cat_var, cats):
 
 def typed_of(val):
     vtype, v = val
-    if vtype == ta.D_UINT32:
-        return ta.t_uint32(v)
-    if vtype == ta.D_STRING:
-        return ta.t_str(v)
+    if vtype == codec.D_UINT32:
+        return codec.t_uint32(v)
+    if vtype == codec.D_STRING:
+        return codec.t_str(v)
     raise AssertionError("unexpected value type %d" % vtype)
 
 
@@ -90,13 +92,13 @@ class AckFitCase(ta.AgentCase):
 
     def check_ack(self, f, sid, fid, mfs, var, cat, n, listed=True):
         """f answers n listed check-client-ip messages: exactly the greedy ACK."""
-        self.assertEqual(f.type, ta.T_ACK, "expected ACK, got %r" % (f,))
+        self.assertEqual(f.type, codec.T_ACK, "expected ACK, got %r" % (f,))
         self.assertEqual((f.sid, f.fid), (sid, fid))
         self.assertLessEqual(len(f.raw) - 4, mfs, "ACK above the negotiated max-frame-size")
-        acts = ta.parse_actions(f.payload)
+        acts = codec.parse_actions(f.payload)
         for a in acts:
             self.assertEqual(a[0], "set")
-            self.assertEqual(a[1], ta.SCOPE_SESS)
+            self.assertEqual(a[1], codec.SCOPE_SESS)
         got = [(a[2], typed_of(a[3])) for a in acts]
         want, dropped = expected_ack(sid, fid, mfs, var, [LIST_SCORE] * n, cat,
                                      [LONG_CATEGORY] * n if (cat and listed) else [])
@@ -110,25 +112,25 @@ class AckFitCase(ta.AgentCase):
 class AckFitTests(AckFitCase):
 
     def many(self, n, base=0):
-        return [ta.ip_msg("192.0.2.%d" % ((base + i) % 250 + 1)) for i in range(n)]
+        return [codec.ip_msg("192.0.2.%d" % ((base + i) % 250 + 1)) for i in range(n)]
 
     def run_many(self, agent, hello_mfs, n, var="ip_score", cat="ip_category", mfs=None):
         mfs = mfs if mfs is not None else hello_mfs
         mark = agent.log_mark()
         with agent.connect() as c:
-            c.handshake(ta.hello(mfs=hello_mfs))
-            big = ta.notify(1, 1, self.many(n))
+            c.handshake(codec.hello(mfs=hello_mfs))
+            big = codec.notify(1, 1, self.many(n))
             self.assertLessEqual(len(big) - 4, mfs, "test NOTIFY itself too big")
             # The big NOTIFY, then small ones pipelined behind it in the same write: all must
             # be answered, in order, on the same connection.
-            c.send(big + ta.notify(3, 1, self.many(1, 7)) + ta.notify(5, 2, self.many(2, 9)))
+            c.send(big + codec.notify(3, 1, self.many(1, 7)) + codec.notify(5, 2, self.many(2, 9)))
             dropped = self.check_ack(c.recv_frame(), 1, 1, mfs, var, cat, n)
             self.assertEqual(self.check_ack(c.recv_frame(), 3, 1, mfs, var, cat, 1), 0)
             self.check_ack(c.recv_frame(), 5, 2, mfs, var, cat, 2)
             # Still up: another large one and a small one.
-            c.send(ta.notify(7, 1, self.many(n, 3)))
+            c.send(codec.notify(7, 1, self.many(n, 3)))
             self.check_ack(c.recv_frame(), 7, 1, mfs, var, cat, n)
-            c.send(ta.notify(9, 1, self.many(1)))
+            c.send(codec.notify(9, 1, self.many(1)))
             self.check_ack(c.recv_frame(), 9, 1, mfs, var, cat, 1)
         self.assertTrue(agent.alive())
         log = agent.log_since(mark)
@@ -166,18 +168,18 @@ class AckFitTests(AckFitCase):
         var, cat = "s" * 40, "c" * 40
         a = self.list_agent(["-m", "256"], var=var, cat=cat)
         with a.connect() as c:
-            c.handshake(ta.hello(mfs=256))
-            c.send(ta.notify(2 ** 64 - 1, 2 ** 64 - 1, self.many(1)))
+            c.handshake(codec.hello(mfs=256))
+            c.send(codec.notify(2 ** 64 - 1, 2 ** 64 - 1, self.many(1)))
             f = c.recv_frame()
             self.assertEqual(self.check_ack(f, 2 ** 64 - 1, 2 ** 64 - 1, 256, var, cat, 1), 0)
-            self.assertEqual(len(ta.parse_actions(f.payload)), 2)
+            self.assertEqual(len(codec.parse_actions(f.payload)), 2)
 
     def test_dropped_actions_metric(self):
-        mport = ta.free_port()
+        mport = ports.free_port()
         a = self.list_agent(["--metrics", "127.0.0.1:%d" % mport])
         with a.connect() as c:
-            c.handshake(ta.hello(mfs=256))
-            c.send(ta.notify(1, 1, self.many(9)))
+            c.handshake(codec.hello(mfs=256))
+            c.send(codec.notify(1, 1, self.many(9)))
             self.check_ack(c.recv_frame(), 1, 1, 256, "ip_score", "ip_category", 9)
         with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=5) as r:
             text = r.read().decode()
@@ -187,7 +189,7 @@ class AckFitTests(AckFitCase):
 class AckFitStartTests(AckFitCase):
 
     def refused(self, args, words):
-        rc, out, err = ta.run_agent(["-p", str(ta.free_port()), "-a", "127.0.0.1",
+        rc, out, err = ta.run_agent(["-p", str(ports.free_port()), "-a", "127.0.0.1",
                                      "--engine", ta.ENGINE] + args)
         self.assertEqual(rc, 2, err)
         lines = [l for l in err.splitlines() if l.strip()]
@@ -234,7 +236,8 @@ class AckFitStringAddressTests(AckFitCase):
                       " " * 20 + "1.2.3.4" + " " * 30):
                 for aname in ("ip", ""):
                     with self.subTest(s=s, name=aname):
-                        c.send(ta.notify(sid, 1, [("check-client-ip", [(aname, ta.t_str(s))])]))
+                        c.send(codec.notify(sid, 1, [("check-client-ip",
+                                                      [(aname, codec.t_str(s))])]))
                         self.check_ack_score(c.recv_frame(), sid, 1, exact=42)
                     sid += 2
 
@@ -243,13 +246,13 @@ class AckFitStringAddressTests(AckFitCase):
         with a.connect() as c:
             c.handshake()
             sid = 1
-            for s, typed in (("192.0.2.77", ta.t_ip("192.0.2.77")),
-                             ("2001:db8:5::9", ta.t_ip("2001:db8:5::9"))):
+            for s, typed in (("192.0.2.77", codec.t_ip("192.0.2.77")),
+                             ("2001:db8:5::9", codec.t_ip("2001:db8:5::9"))):
                 with self.subTest(s=s):
                     # The same ACK as for the address sent typed.
-                    c.send(ta.notify(sid, 1, [("check-client-ip", [("ip", typed)])]))
+                    c.send(codec.notify(sid, 1, [("check-client-ip", [("ip", typed)])]))
                     want = c.recv_frame()
-                    c.send(ta.notify(sid, 1, [("check-client-ip", [("ip", ta.t_str(s))])]))
+                    c.send(codec.notify(sid, 1, [("check-client-ip", [("ip", codec.t_str(s))])]))
                     got = c.recv_frame()
                     self.check_ack(got, sid, 1, 16380, "ip_score", "ip_category", 1)
                     self.assertEqual(got.raw, want.raw)
@@ -265,16 +268,16 @@ class AckFitStringAddressTests(AckFitCase):
                       "1.2.3.4\r", "x" * 300,
                       "2001:db8::1/64", "unknown"):
                 with self.subTest(s=s):
-                    c.send(ta.notify(sid, 1, [("check-client-ip", [("ip", ta.t_str(s))])]))
+                    c.send(codec.notify(sid, 1, [("check-client-ip", [("ip", codec.t_str(s))])]))
                     self.check_noop_ack(c.recv_frame(), sid, 1)
                 sid += 2
             # BINARY is not read, even when it holds a literal.
-            c.send(ta.notify(sid, 1, [("check-client-ip", [("ip", ta.t_bin(b"1.2.3.4"))])]))
+            c.send(codec.notify(sid, 1, [("check-client-ip", [("ip", codec.t_bin(b"1.2.3.4"))])]))
             self.check_noop_ack(c.recv_frame(), sid, 1)
             sid += 2
             # A string that is not an address does not hide a later address argument.
-            c.send(ta.notify(sid, 1, [("check-client-ip", [("ip", ta.t_str("garbage")),
-                                                           ("", ta.t_ip("192.0.2.1"))])]))
+            c.send(codec.notify(sid, 1, [("check-client-ip", [("ip", codec.t_str("garbage")),
+                                                           ("", codec.t_ip("192.0.2.1"))])]))
             self.check_ack_score(c.recv_frame(), sid, 1, exact=42)
 
 

@@ -10,16 +10,18 @@ import socket
 import threading
 import time
 
-import test_agent as ta
+import test_agent as ta  # first: puts tests/ on sys.path
+from pyspop import codec
+from pyspop import vectors
 
 
 def notify_burst(n, first_sid=1, messages=None):
     """n NOTIFYs with odd stream ids (3.x style), one buffer."""
-    msgs = messages if messages is not None else [ta.ip_msg("192.0.2.1")]
-    payload = ta.notify_payload(msgs)
+    msgs = messages if messages is not None else [codec.ip_msg("192.0.2.1")]
+    payload = codec.notify_payload(msgs)
     out = bytearray()
     for i in range(n):
-        out += ta.frame(ta.T_NOTIFY, payload, sid=first_sid + 2 * i, fid=1)
+        out += codec.frame(codec.T_NOTIFY, payload, sid=first_sid + 2 * i, fid=1)
     return bytes(out)
 
 
@@ -59,9 +61,9 @@ class Reader:
                     n = int.from_bytes(buf[pos:pos + 4], "big")
                     if len(buf) - pos < 4 + n:
                         break
-                    f = ta.parse_frame(bytes(buf[pos:pos + 4 + n]))
+                    f = codec.parse_frame(bytes(buf[pos:pos + 4 + n]))
                     pos += 4 + n
-                    if f.type == ta.T_ACK:
+                    if f.type == codec.T_ACK:
                         self.acks.append(f.sid)
                     else:
                         self.other.append(f)
@@ -88,7 +90,8 @@ class BackPressureTests(ta.AgentCase):
             c.sock.sendall(data[off:off + chunk])
         r.join()
         self.assertIsNone(r.error)
-        why = ["%s" % (ta.disconnect_fields(f),) for f in r.other if f.type == ta.T_AGENT_DISCONNECT]
+        why = ["%s" % (codec.disconnect_fields(f),) for f in r.other
+               if f.type == codec.T_AGENT_DISCONNECT]
         self.assertEqual(len(r.acks), n, "ACKs received of %d (then %s)" % (n, why or "EOF"))
         self.assertEqual(r.other, [], "no AGENT-DISCONNECT on a legal stream")
         self.assertEqual(r.acks, [1 + 2 * i for i in range(n)], "in order")
@@ -115,9 +118,9 @@ class BackPressureTests(ta.AgentCase):
 
     def test_small_frames_many_messages(self):
         # -m 1024: ACKs near the negotiated size, a paused reader.
-        msgs = [ta.ip_msg("192.0.2.%d" % (i + 1)) for i in range(20)]
+        msgs = [codec.ip_msg("192.0.2.%d" % (i + 1)) for i in range(20)]
         self.burst(300, pause=0.5, messages=msgs, agent_args=["-m", "1024"],
-                   hello=ta.hello(mfs=1024))
+                   hello=codec.hello(mfs=1024))
 
     def test_other_connections_not_slowed(self):
         """Peers that flood and do not read are pushed back by TCP, not disconnected, and do
@@ -151,7 +154,7 @@ class BackPressureTests(ta.AgentCase):
         c.handshake()
         t0 = time.monotonic()
         for i in range(50):
-            c.send(ta.notify(2 * i + 1, 1, [ta.ip_msg()]))
+            c.send(codec.notify(2 * i + 1, 1, [codec.ip_msg()]))
             self.check_ack_score(c.recv_frame(2.0), 2 * i + 1, 1)
         self.assertLess(time.monotonic() - t0, 2.0)
         # Once they read, the flooders get an ACK for every whole NOTIFY they sent.
@@ -181,7 +184,7 @@ def count_acks(sock, want, timeout):
             n = int.from_bytes(buf[pos:pos + 4], "big")
             if len(buf) - pos < 4 + n:
                 break
-            if buf[pos + 4] != ta.T_ACK:
+            if buf[pos + 4] != codec.T_ACK:
                 return -1
             got += 1
             pos += 4 + n
@@ -195,13 +198,13 @@ class HalfCloseTests(ta.AgentCase):
     def half_close_case(self, n, split_fin, hello_only=False):
         c = self.conn(timeout=10)
         if hello_only:
-            c.send(ta.V1_HELLO_34)
+            c.send(vectors.V1_HELLO_34)
             if split_fin:
                 time.sleep(0.01)
             c.sock.shutdown(socket.SHUT_WR)
             f = c.recv_frame(5)
             self.assertIsNotNone(f, "AGENT-HELLO lost after a half-close")
-            self.assertEqual(f.type, ta.T_AGENT_HELLO)
+            self.assertEqual(f.type, codec.T_AGENT_HELLO)
             self.assertIsNone(c.recv_frame(5), "then EOF")
             return
         c.handshake()
@@ -219,7 +222,7 @@ class HalfCloseTests(ta.AgentCase):
             f = c.recv_frame(10)
             if f is None:
                 break
-            self.assertEqual(f.type, ta.T_ACK, "only ACKs, got %r" % (f,))
+            self.assertEqual(f.type, codec.T_ACK, "only ACKs, got %r" % (f,))
             acks.append(f.sid)
         self.assertEqual(acks, [1 + 2 * i for i in range(n)])
         self.assertIsNone(c.recv_frame(5), "the agent closes after the last ACK")
@@ -246,6 +249,6 @@ class HalfCloseTests(ta.AgentCase):
         c.send(data[:-5])  # the third NOTIFY is cut
         c.sock.shutdown(socket.SHUT_WR)
         f1, f2 = c.recv_frame(5), c.recv_frame(5)
-        self.assertEqual((f1.type, f1.sid), (ta.T_ACK, 1))
-        self.assertEqual((f2.type, f2.sid), (ta.T_ACK, 3))
+        self.assertEqual((f1.type, f1.sid), (codec.T_ACK, 1))
+        self.assertEqual((f2.type, f2.sid), (codec.T_ACK, 3))
         self.assertIsNone(c.recv_frame(5))

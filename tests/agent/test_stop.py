@@ -9,7 +9,8 @@ import socket
 import subprocess
 import time
 
-import test_agent as ta
+import test_agent as ta  # first: puts tests/ on sys.path
+from pyspop import codec
 
 
 class LameDuckStopTests(ta.AgentCase):
@@ -35,7 +36,7 @@ class LameDuckStopTests(ta.AgentCase):
         # The open connection keeps being answered while HAProxy keeps sending (2.5 s here).
         sid = 1
         while time.monotonic() - t0 < 2.5:
-            c.send(ta.notify(sid, 1, [ta.ip_msg()]))
+            c.send(codec.notify(sid, 1, [codec.ip_msg()]))
             self.check_ack_score(c.recv_frame(2.0), sid, 1)
             sid += 2
             time.sleep(0.1)
@@ -44,8 +45,8 @@ class LameDuckStopTests(ta.AgentCase):
         quiet = time.monotonic()
         f = c.recv_frame(4.0)
         self.assertIsNotNone(f)
-        self.assertEqual(f.type, ta.T_AGENT_DISCONNECT)
-        self.assertEqual(ta.disconnect_fields(f)[0], (ta.D_UINT32, 0))
+        self.assertEqual(f.type, codec.T_AGENT_DISCONNECT)
+        self.assertEqual(codec.disconnect_fields(f)[0], (codec.D_UINT32, 0))
         self.assertLess(time.monotonic() - quiet, 3.0)
         self.assertIsNone(c.recv_frame(3.0))
         try:
@@ -58,12 +59,12 @@ class LameDuckStopTests(ta.AgentCase):
         a = self.start_agent(["--drain-idle", "0"])
         c = self.conn(a)
         c.handshake()
-        c.send(ta.notify(1, 1, [ta.ip_msg()]))
+        c.send(codec.notify(1, 1, [codec.ip_msg()]))
         self.check_ack_score(c.recv_frame(), 1, 1)
         t0 = time.monotonic()
         a.proc.send_signal(signal.SIGTERM)
         f = c.recv_frame(3.0)
-        self.assertEqual(f.type, ta.T_AGENT_DISCONNECT)
+        self.assertEqual(f.type, codec.T_AGENT_DISCONNECT)
         self.assertLess(time.monotonic() - t0, 1.0)
         self.assertEqual(a.proc.wait(5), 0)
 
@@ -79,7 +80,7 @@ class LameDuckStopTests(ta.AgentCase):
         sid = 1
         while time.monotonic() - t0 < 6 and disc is None:
             try:
-                c.send(ta.notify(sid, 1, [ta.ip_msg()]))
+                c.send(codec.notify(sid, 1, [codec.ip_msg()]))
                 sent.append(sid)
                 sid += 2
             except OSError:
@@ -87,7 +88,7 @@ class LameDuckStopTests(ta.AgentCase):
             f = c.recv_frame(2.0)
             if f is None:
                 break
-            if f.type == ta.T_AGENT_DISCONNECT:
+            if f.type == codec.T_AGENT_DISCONNECT:
                 disc = f
             else:
                 acks.append(f.sid)

@@ -2,8 +2,8 @@
 """Regenerates the seed corpora in tests/fuzz/corpus/<harness>/ (python3 stdlib only).
 
 Seeds come from the hex vectors of shared/reference PROTOCOL-NOTES.md §11 and CAPTURES.md
-(copied below), plus a few synthetic frames built with the small encoder in this file. The
-encoder is checked against the captured vectors first, so the synthetic seeds use the same
+(tests/pyspop/vectors.py), plus a few synthetic frames built with the encoder of tests/pyspop.
+The encoder is checked against the captured vectors first, so the synthetic seeds use the same
 wire format.
 
     python3 tests/fuzz/make_corpus.py            # rewrite every corpus directory
@@ -20,139 +20,62 @@ import argparse
 import hashlib
 import os
 import shutil
-import struct
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "corpus")
 
 
-def unhex(s):
-    return bytes.fromhex("".join(s.split()))
+sys.path.insert(0, os.path.dirname(HERE))
 
+from pyspop import codec  # noqa: E402
+from pyspop import vectors  # noqa: E402
 
-# --- vectors (PROTOCOL-NOTES §11, CAPTURES.md) ---------------------------------------------
+unhex = codec.h
 
-V1_HELLO_34 = unhex(
-    "0000007b 01 00000001 00 00"
-    "12 737570706f727465642d76657273696f6e73 08 03 322e30"
-    "0e 6d61782d6672616d652d73697a65 03 fcf006"
-    "0c 6361706162696c6974696573 08 0a 706970656c696e696e67"
-    "09 656e67696e652d6964 08 24"
-    "62633235303236322d666565632d343431312d616565372d363939646365666161323266")
-# CAPTURES §1, HAProxy 2.6.12 (V2 layout: "pipelining,async").
-V2_HELLO_26 = unhex(
-    "00000081 01 00000001 00 00"
-    "12 737570706f727465642d76657273696f6e73 08 03 322e30"
-    "0e 6d61782d6672616d652d73697a65 03 fcf006"
-    "0c 6361706162696c6974696573 08 10 706970656c696e696e672c6173796e63"
-    "09 656e67696e652d6964 08 24"
-    "35346639396134352d303237362d343636332d393134652d386466343563313433323539")
-V3_HEALTHCHECK = unhex(
-    "0000004e0100000001000012737570706f727465642d76657273696f6e730803322e300e6d61782d6672616d"
-    "652d73697a6503fcf0060c6361706162696c697469657308000b6865616c7468636865636b11")
-V4_AGENT_HELLO = unhex(
-    "00000040 65 00000001 00 00 07 76657273696f6e 08 03 322e30 0e 6d61782d6672616d652d73697a65"
-    " 03 fcf006 0c 6361706162696c6974696573 08 0a 706970656c696e696e67")
-AGENT_HELLO_NOPIPE = unhex(
-    "00000036 65 00000001 00 00 07 76657273696f6e 08 03 322e30 0e 6d61782d6672616d652d73697a65"
-    " 03 fcf006 0c 6361706162696c6974696573 08 00")
-V5_NOTIFY_34 = unhex(
-    "00000020 03 00000001 01 01 0f 636865636b2d636c69656e742d6970 01 02 6970 06 7f000001")
-V5_NOTIFY_26 = unhex(
-    "00000020 03 00000001 00 01 0f 636865636b2d636c69656e742d6970 01 02 6970 06 7f000001")
-NOTIFY_SID_241 = unhex(
-    "00000021 03 00000001 f100 01 0f 636865636b2d636c69656e742d6970 01 02 6970 06 7f000001")
-V6_NOTIFY_UNNAMED = unhex(
-    "0000001e 03 00000001 01 01 0f 636865636b2d636c69656e742d6970 01 00 06 7f000001")
-V7_ACK_42 = unhex("00000015 67 00000001 01 01 01 03 01 08 69705f73636f7265 03 2a")
-V7_ACK_EMPTY = unhex("00000007 67 00000001 01 01")
-V7_ACK_SET_UNSET = unhex(
-    "00000021 67 00000001 01 01 01 03 01 08 69705f73636f7265 03 2a 02 02 01 08 69705f73636f7265")
-V7_ACK_INT32_NEG5 = unhex(
-    "0000001e 67 00000001 01 01 01 03 01 08 69705f73636f7265 02 fbf0fefefefefefefe0e")
-V8_DISC_NORMAL = unhex(
-    "00000025 02 00000001 0000 0b 7374617475732d636f6465 03 00 07 6d657373616765 08 06"
-    " 6e6f726d616c")
-V8_DISC_IDLE = unhex(
-    "00000031 02 00000001 0000 0b 7374617475732d636f6465 03 02 07 6d657373616765 08 12"
-    " 612074696d656f7574206f63637572726564")
-V8_DISC_BAD_VERSION = unhex(
-    "00000032 02 00000001 0000 0b 7374617475732d636f6465 03 08 07 6d657373616765 08 13"
-    " 756e737570706f727465642076657273696f6e")
-V8_AGENT_DISC_EMPTY = unhex(
-    "0000001f 66 00000001 0000 0b 7374617475732d636f6465 03 00 07 6d657373616765 08 00")
-V9_F1 = unhex("00000113 03 00000000 02 01 0f 636865636b2d636c69656e742d6970 02 02 6970 06"
-              " 7f000001 01 68 08 f816") + b"x" * 238
-V9_F2 = unhex("00000113 00 00000000 02 01") + b"x" * 268
-V9_F3 = unhex("00000065 00 00000001 02 01") + b"x" * 94
+# --- vectors (PROTOCOL-NOTES §11, CAPTURES.md), from tests/pyspop/vectors.py -------------------
+
+V1_HELLO_34 = vectors.V1_HELLO_34
+V2_HELLO_26 = vectors.V2_HELLO_26          # CAPTURES §1, HAProxy 2.6.12 ("pipelining,async")
+V3_HEALTHCHECK = vectors.V3_HEALTHCHECK
+V4_AGENT_HELLO = vectors.V4_AGENT_HELLO
+AGENT_HELLO_NOPIPE = vectors.CAP_AGENT_HELLO_DEFAULT
+V5_NOTIFY_34 = vectors.V5_NOTIFY_NAMED
+V5_NOTIFY_26 = vectors.V5_NOTIFY_26
+NOTIFY_SID_241 = vectors.CAP_NOTIFY_SID241
+V6_NOTIFY_UNNAMED = vectors.V6_NOTIFY_UNNAMED
+V7_ACK_42 = vectors.V7_ACK_42
+V7_ACK_EMPTY = vectors.V7_ACK_EMPTY
+V7_ACK_SET_UNSET = vectors.V7_ACK_SET_UNSET
+V7_ACK_INT32_NEG5 = vectors.V7_ACK_INT32_NEG5
+V8_DISC_NORMAL = vectors.V8_DISC_NORMAL
+V8_DISC_IDLE = vectors.V8_DISCONNECT_TIMEOUT
+V8_DISC_BAD_VERSION = vectors.V8_DISC_BAD_VERSION
+V8_AGENT_DISC_EMPTY = vectors.V8_AGENT_DISC_EMPTY
+V9_F1, V9_F2, V9_F3 = vectors.V9_F1, vectors.V9_F2, vectors.V9_F3
 
 # §2 varint table: (value, encoding).
-VARINTS = [
-    (0, "00"), (239, "ef"), (240, "f000"), (2287, "ff7f"), (2288, "f08000"),
-    (16380, "fcf006"), (264431, "ffff7f"), (264432, "f0808000"),
-    (2**32 - 1, "fff0fefe7e"), (2**63 - 1, "fff0fefefefefefefe06"),
-    (2**64 - 1, "fff0fefefefefefefe0e"),
-]
+VARINTS = vectors.VARINTS
 
 
-# --- a small encoder (PROTOCOL-NOTES §1-§4) ---------------------------------------------------
+# --- the encoder of tests/pyspop (PROTOCOL-NOTES §1-§4), under this script's short names --------
 
-def varint(v):
-    if v < 240:
-        return bytes([v])
-    out = [(v & 0xFF) | 0xF0]
-    v = (v - 240) >> 4
-    while v >= 128:
-        out.append((v & 0xFF) | 0x80)
-        v = (v - 128) >> 7
-    out.append(v)
-    return bytes(out)
-
-
-def name(s):
-    b = s.encode() if isinstance(s, str) else s
-    return varint(len(b)) + b
-
-
-def v_null(): return b"\x00"
-def v_bool(b): return b"\x11" if b else b"\x01"
-def v_int32(v): return b"\x02" + varint(v & 0xFFFFFFFFFFFFFFFF)
-def v_uint32(v): return b"\x03" + varint(v)
-def v_int64(v): return b"\x04" + varint(v & 0xFFFFFFFFFFFFFFFF)
-def v_uint64(v): return b"\x05" + varint(v)
-def v_ipv4(a): return b"\x06" + bytes(a)
-def v_ipv6(a): return b"\x07" + bytes(a)
-def v_str(s): return b"\x08" + name(s)
-def v_bin(b): return b"\x09" + name(b)
-
-
-def frame(ftype, payload, sid=0, fid=0, flags=1):
-    body = bytes([ftype]) + struct.pack(">I", flags) + varint(sid) + varint(fid) + payload
-    return struct.pack(">I", len(body)) + body
+varint = codec.enc_varint
+name = codec.name
+v_null, v_bool, v_int32, v_uint32 = codec.t_null, codec.t_bool, codec.t_int32, codec.t_uint32
+v_int64, v_uint64, v_ipv4, v_ipv6 = codec.t_int64, codec.t_uint64, codec.t_ipv4, codec.t_ipv6
+v_str, v_bin = codec.t_str, codec.t_bin
+frame = codec.frame          # frame(ftype, payload, sid=0, fid=0, flags=FIN)
+message = codec.message      # message(name, (arg, typed), ...)
 
 
 def kv(*pairs):
-    return b"".join(name(k) + v for k, v in pairs)
-
-
-def message(msg, *args):
-    return name(msg) + bytes([len(args)]) + b"".join(name(a) + v for a, v in args)
+    return codec.kv(pairs)
 
 
 def split_payload(f):
-    """Payload of a frame, decoding the two varint ids properly."""
-    def dec(p):
-        b0 = f[p]
-        if b0 < 240:
-            return p + 1
-        p += 1
-        while f[p] >= 128:
-            p += 1
-        return p + 1
-    p = dec(9)
-    p = dec(p)
-    return f[p:]
+    """Payload of a frame (after its two varint ids)."""
+    return codec.parse_frame(f).payload
 
 
 HELLO_PAYLOAD_34 = split_payload(V1_HELLO_34)

@@ -1,0 +1,117 @@
+"""E. Command line: flags, port in use, IPv6 loopback, Unix socket.
+
+Run by test_agent.py's runner, once per engine (moved from test_agent.py as they were)."""
+
+import os
+import socket
+import tempfile
+
+import test_agent as ta  # first: the runner (AGENT, ENGINE) puts tests/ on sys.path
+from pyspop.codec import *  # noqa: F401,F403
+from pyspop.vectors import *  # noqa: F401,F403
+from pyspop.client import Conn
+from pyspop.ports import free_port, ipv6_loopback_usable
+from test_agent import Agent, AgentCase, run_agent
+
+
+class CliTests(AgentCase):
+    agent_args = None
+
+    def test_help(self):
+        for flag in ("-h", "--help"):
+            rc, out, err = run_agent([flag])
+            self.assertEqual(rc, 0)
+            self.assertIn("Usage", out)
+            self.assertIn("-p", out)
+
+    def test_bad_flags(self):
+        port = str(free_port())
+        base = ["-a", "127.0.0.1", "--engine", ta.ENGINE]
+        cases = [
+            ["-p", "0"], ["-p", "abc"], ["-p", port, "-n", "0"], ["-p", port, "-m", "10"],
+            ["-p", port, "-c", "async"], ["-p", port, "-c", "fragmentation"],
+            ["-p", port, "--bogus"], ["-p", port, "-n"], ["-p", "70000"],
+            ["-p", port, "--default-score", "101"], ["-p", port, "--engine", "kqueue"],
+        ]
+        for args in cases:
+            with self.subTest(args=args):
+                rc, out, err = run_agent(base + args)
+                self.assertNotEqual(rc, 0)
+                lines = [l for l in err.splitlines() if l.strip()]
+                self.assertEqual(len(lines), 1, "stderr should be one line: %r" % err)
+                self.assertNotIn("event=start", err)
+
+    def test_port_in_use(self):
+        # a plain listening socket
+        s = socket.socket()
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", 0))
+            s.listen(1)
+            port = s.getsockname()[1]
+            rc, out, err = run_agent(["-p", str(port), "-n", "2", "-a", "127.0.0.1",
+                                      "--engine", ta.ENGINE])
+            self.assertNotEqual(rc, 0)
+            lines = [l for l in err.splitlines() if l.strip()]
+            self.assertEqual(len(lines), 1, err)
+            self.assertIn("in use", lines[0])
+        finally:
+            s.close()
+        # another agent already listening there
+        a = self.start_agent()
+        rc, out, err = run_agent(["-p", str(a.port), "-n", "2", "-a", "127.0.0.1",
+                                  "--engine", ta.ENGINE])
+        self.assertNotEqual(rc, 0)
+        lines = [l for l in err.splitlines() if l.strip()]
+        self.assertEqual(len(lines), 1, err)
+        self.assertIn("in use", lines[0])
+        self.assert_serves(a)
+
+    def test_ipv6_loopback(self):
+        if not ipv6_loopback_usable():
+            self.skipTest("no IPv6 loopback")
+        a = self.start_agent(address="::1")
+        with a.connect() as c:
+            c.handshake()
+            c.send(notify(1, 1, [ip_msg("::1")]))
+            self.check_ack_score(c.recv_frame(), 1, 1)
+        # the long option spelling, bracketed
+        b = Agent([], address="::1", tcp=False)
+        b.args = ["--address", "[::1]"]
+        self._agents.append(b)
+        b.start()
+        with b.connect() as c:
+            c.handshake()
+            c.send(V6_NOTIFY_UNNAMED)
+            self.check_ack_score(c.recv_frame(), 1, 1)
+        # both loopbacks at once (-a repeated), same port
+        d = Agent(["-a", "::1"])
+        self._agents.append(d)
+        d.start()
+        for addr, fam in (("127.0.0.1", socket.AF_INET), ("::1", socket.AF_INET6)):
+            with Conn((addr, d.port), fam) as c:
+                c.handshake()
+                c.send(notify(1, 1, [ip_msg(addr)]))
+                self.check_ack_score(c.recv_frame(), 1, 1)
+
+    def test_unix_socket(self):
+        d = tempfile.mkdtemp(prefix="agent-unix-")
+        path = os.path.join(d, "x.sock")
+        try:
+            a = self.start_agent(["-u", path], tcp=False)
+            self.assertTrue(os.path.exists(path))
+            for _ in range(2):
+                with Conn(path, socket.AF_UNIX) as c:
+                    c.handshake()
+                    c.send(V5_NOTIFY_NAMED)
+                    self.check_ack_score(c.recv_frame(), 1, 1)
+                    c.send(haproxy_disconnect(0, "normal"))
+                    self.expect_disconnect(c, 0)
+            self.assertEqual(a.stop(), 0)
+            self.assertFalse(os.path.exists(path), "socket file left behind after exit")
+        finally:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            os.rmdir(d)

@@ -1,0 +1,292 @@
+"""The agent process harness: start on a free loopback port, capture the log, stop with bounded
+waits, and kill every agent still running when the suite is interrupted.
+
+    a = Agent("build/agent/agent", ["--list", "x.ipset=5"], engine="epoll").start()
+    with a.connect() as c: ...
+    a.stop()    # SIGTERM, bounded wait, SIGKILL to the process group; returns the exit status
+
+Every agent runs in its own session (process group). `install_sigterm()` makes a SIGTERM to the
+suite kill them all and raise Terminated; `kill_all()` is also registered with atexit.
+"""
+
+import atexit
+import os
+import re
+import resource
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+from .client import DEFAULT_TIMEOUT, Conn
+from .ports import free_port
+
+LEVEL_RE = re.compile(r"\blevel=(error|warn)\b")
+
+_live = set()
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread by the SIGTERM handler of install_sigterm(). A KeyboardInterrupt,
+    so that unittest lets it through instead of recording it against the running test and going
+    on with the next ones."""
+
+
+def kill_all():
+    """SIGKILL to every agent still running (their whole process groups), bounded waits."""
+    for a in list(_live):
+        try:
+            if a.proc is not None and a.proc.poll() is None:
+                os.killpg(a.proc.pid, signal.SIGKILL)
+                a.proc.wait(5)
+        except Exception:
+            pass
+        _live.discard(a)
+
+
+atexit.register(kill_all)
+
+
+def _on_sigterm(signum, _frame):
+    kill_all()
+    raise Terminated("signal %d" % signum)
+
+
+def install_sigterm():
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def vmrss(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
+def raise_nofile(want):
+    """Raises the soft RLIMIT_NOFILE towards `want`; returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def logged_start(agent):
+    """Default readiness: the agent logged event=start (no probe connection, which would show
+    in its counters)."""
+    return "event=start" in agent.log_text()
+
+
+class Agent:
+    """One agent process on loopback.
+
+    binary, args   the executable and extra arguments
+    address        the -a address ("127.0.0.1", "::1"); tcp=False omits -a (Unix socket runs)
+    workers        -n
+    engine         --engine, or None to leave it out
+    metrics        True: also --metrics 127.0.0.1:<free port> (metrics_port)
+    nofile         RLIMIT_NOFILE for the child
+    ready          predicate(agent) -> bool polled until true (default: event=start logged)
+    ready_timeout  seconds to wait for it; stop_timeout: SIGTERM grace before SIGKILL
+
+    stdout and stderr go to one temporary file: log_text(), log_mark()/log_since(),
+    problems_since() (lines at level=error or warn).
+    """
+
+    def __init__(self, binary, args=(), address="127.0.0.1", workers=2, engine=None, tcp=True,
+                 nofile=None, metrics=False, ready=None, ready_timeout=5.0, stop_timeout=10.0):
+        self.binary = binary
+        self.args = list(args)
+        self.nofile = nofile
+        self.address = address
+        self.workers = workers
+        self.engine = engine
+        self.tcp = tcp
+        self.with_metrics = metrics
+        self.ready = ready or logged_start
+        self.ready_timeout = ready_timeout
+        self.stop_timeout = stop_timeout
+        self.proc = None        # the running process; None once stopped
+        self.popen = None       # the last process started, kept after stop()
+        self.port = None
+        self.metrics_port = None
+        self.logf = None
+        self.rc = None
+        self.cmd = None
+
+    @property
+    def addr(self):
+        return (self.address, self.port)
+
+    @property
+    def family(self):
+        return socket.AF_INET6 if ":" in self.address else socket.AF_INET
+
+    @property
+    def pid(self):
+        return self.popen.pid if self.popen is not None else None
+
+    def command(self):
+        cmd = [self.binary, "-p", str(self.port), "-n", str(self.workers)]
+        if self.engine is not None:
+            cmd += ["--engine", self.engine]
+        if self.tcp:
+            cmd += ["-a", self.address]
+        if self.with_metrics:
+            cmd += ["--metrics", "127.0.0.1:%d" % self.metrics_port]
+        return cmd + self.args
+
+    def start(self, ready_timeout=None):
+        """Starts the agent and waits until ready; retries (3 times) when a port it was given
+        turned out to be in use. Raises AssertionError with the log otherwise."""
+        ready_timeout = self.ready_timeout if ready_timeout is None else ready_timeout
+        last = ""
+        for _attempt in range(3):
+            self.port = free_port(self.family, self.address)
+            if self.with_metrics:
+                self.metrics_port = free_port()
+            self.cmd = cmd = self.command()
+            self.logf = tempfile.TemporaryFile(prefix="agent-log-")
+            limit = self.nofile
+
+            def preexec():
+                if limit is not None:
+                    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+            self.proc = self.popen = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=self.logf,
+                start_new_session=True, preexec_fn=preexec if limit is not None else None)
+            _live.add(self)
+            deadline = time.monotonic() + ready_timeout
+            exited = False
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    exited = True
+                    break
+                try:
+                    if self.ready(self):
+                        return self
+                except OSError:
+                    pass
+                time.sleep(0.02)
+            last = self.log_text()
+            self.stop()
+            if "in use" not in last:
+                break
+        if exited:
+            raise AssertionError("agent did not start, exit status %r (%s): %s"
+                                 % (self.rc, " ".join(cmd), last.strip()))
+        raise AssertionError("agent did not start within %.0f s (%s): %s"
+                             % (ready_timeout, " ".join(cmd), last.strip()))
+
+    def log_bytes(self):
+        self.logf.flush()
+        self.logf.seek(0)
+        return self.logf.read()
+
+    def log_text(self):
+        return self.log_bytes().decode("utf-8", "replace")
+
+    log = log_text
+
+    def log_mark(self):
+        return len(self.log_bytes())
+
+    def log_since(self, mark):
+        self.logf.seek(0)
+        return self.logf.read()[mark:].decode("utf-8", "replace")
+
+    def problems_since(self, mark):
+        return [l for l in self.log_since(mark).splitlines() if LEVEL_RE.search(l)]
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def rss(self):
+        return vmrss(self.proc.pid)
+
+    def cpu_seconds(self):
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout=None):
+        """SIGTERM, bounded wait, then SIGKILL to the process group. Returns the exit status."""
+        timeout = self.stop_timeout if timeout is None else timeout
+        if self.proc is None:
+            return self.rc
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(5)
+        self.rc = self.proc.returncode
+        _live.discard(self)
+        self.proc = None
+        return self.rc
+
+    def close(self):
+        """Closes the log (after stop())."""
+        if self.logf is not None:
+            self.logf.close()
+
+    def connect(self, timeout=DEFAULT_TIMEOUT):
+        return Conn(self.addr, self.family, timeout)
+
+
+def run_agent(binary, args, timeout=5.0):
+    """Runs the agent expecting it to exit by itself; returns (rc, stdout, stderr)."""
+    p = subprocess.Popen([binary] + list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate(5)
+        raise AssertionError("agent %r kept running instead of exiting: %s" %
+                             (args, err.decode(errors="replace")))
+    return p.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def uring_unavailable_reason(binary):
+    """Starts the agent with --engine uring; returns the reason if it refuses, else None."""
+    port = free_port()
+    with tempfile.TemporaryFile(prefix="agent-probe-") as logf:
+        p = subprocess.Popen([binary, "-p", str(port), "-n", "1", "-a", "127.0.0.1", "--engine",
+                              "uring"], stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                             start_new_session=True)
+        try:
+            deadline = time.monotonic() + 5
+            while p.poll() is None and time.monotonic() < deadline:
+                logf.seek(0)
+                if b"event=start" in logf.read():
+                    break
+                time.sleep(0.02)
+        finally:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait(5)
+                return None
+        logf.seek(0)
+        text = logf.read().decode(errors="replace")
+    if p.returncode != 0 and "io_uring unavailable" in text:
+        return text.strip()
+    return None
