@@ -16,14 +16,16 @@
 #include <thread>
 #include <unistd.h>
 
-#include "engine.hpp"
+#include <spop/server/server.hpp>
+
 #include "iprep/mmdb.hpp"
 #include "iprep/reloader.hpp"
-#include "listen.hpp"
+#include "iprep_service.hpp"
 #include "metrics.hpp"
 #include "options.hpp"
 
 using namespace agent;
+using spop::server::mono_ns;
 
 namespace {
 
@@ -118,25 +120,10 @@ int main(int argc, char** argv) {
     sources.mmdb = opt.mmdb;
     sources.max_file_size = opt.max_file_size;
 
-    bool use_uring = false;
-    if (opt.engine != engine_kind::epoll) {
-        std::string why;
-        if (uring_usable(why)) {
-            use_uring = true;
-        } else if (opt.engine == engine_kind::uring) {
-            return die("io_uring unavailable: " + why);
-        } else {
-            log(level::warn,
-                "event=engine_fallback engine=epoll reason=\"io_uring unavailable: %s\"",
-                why.c_str());
-        }
-    }
-
-    std::vector<listen_spec> specs;
+    spop::server::server<iprep_service, worker_stats> srv(opt);
     std::string err;
-    if (!resolve_listen_specs(opt, specs, err)) return die(err);
-    for (const auto& s : specs)
-        if (!check_port_free(s, err)) return die(err);
+    // Backend, addresses and free ports are checked before the (maybe long) data load.
+    if (!srv.check(err)) return die(err);
 
     raise_nofile();
     // Signals are taken by the main thread only (sigwait); workers inherit the mask.
@@ -154,8 +141,8 @@ int main(int argc, char** argv) {
     metrics_server metrics;
     if (!opt.metrics.empty() && !metrics.open(opt.metrics, err)) return die(err);
 
-    // Reputation tables: loaded before any SPOP socket is bound or listens. A connection can only be
-    // accepted by the kernel once a listener exists, so while the data loads a client (and
+    // Reputation tables: loaded before any SPOP socket is bound or listens. A connection can only
+    // be accepted by the kernel once a listener exists, so while the data loads a client (and
     // HAProxy's health check) is refused cleanly instead of waiting in the accept queue, and
     // reset when a bad file makes the agent exit. A bad file is fatal here.
     reputation_source rep;
@@ -175,63 +162,21 @@ int main(int argc, char** argv) {
     }
     readiness().set_data_loaded(); // /readyz: the first load succeeded (or there is no source)
 
-    const int nworkers = opt.workers;
-    std::vector<worker_env> envs(static_cast<std::size_t>(nworkers));
-    std::vector<std::unique_ptr<worker_stats>> stats;
-    std::vector<int> shared_fds;
-    for (const auto& s : specs) {
-        if (!s.is_unix) continue;
-        const int fd = open_listener(s, opt.backlog, false, err);
-        if (fd < 0) return die(err);
-        shared_fds.push_back(fd);
-    }
+    if (!srv.listen(err)) return die(err);
     const std::uint64_t seed =
         static_cast<std::uint64_t>(mono_ns()) ^ static_cast<std::uint64_t>(getpid());
-    std::vector<worker_env*> peers;
-    for (auto& env : envs) peers.push_back(&env);
-    std::atomic<std::uint32_t> live_total{0};
-    for (int i = 0; i < nworkers; ++i) {
-        worker_env& env = envs[static_cast<std::size_t>(i)];
-        int pfd[2];
-        if (pipe2(pfd, O_NONBLOCK | O_CLOEXEC) != 0)
-            return die("pipe2: " + std::string(std::strerror(errno)));
-        env.handoff_rfd = pfd[0];
-        env.handoff_wfd = pfd[1];
-        env.peers = &peers;
-        env.id = i;
-        env.opt = &opt;
-        env.conn_cfg.limits.max_frame_size = opt.max_frame_size;
-        env.conn_cfg.limits.pipelining = opt.pipelining;
-        env.conn_cfg.max_queued_acks = opt.max_in_flight;
-        env.svc_cfg.default_score = opt.default_score;
-        env.svc_cfg.var_name = opt.var_name;
-        env.svc_cfg.category_var = opt.category_var;
-        env.rep = &rep;
-        stats.push_back(std::make_unique<worker_stats>());
-        env.stats = stats.back().get();
-        env.max_conns = opt.max_connections; // a total: workers share one count
-        env.live_total = &live_total;
-        env.seed = seed + static_cast<std::uint64_t>(i) * 0x9E3779B97F4A7C15ull;
-        env.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (env.wake_fd < 0) return die("eventfd: " + std::string(std::strerror(errno)));
-        for (const auto& s : specs) {
-            if (s.is_unix) continue;
-            const int fd = open_listener(s, opt.backlog, true, err);
-            if (fd < 0) return die(err);
-            env.listen_fds.push_back(fd);
-            env.listen_is_tcp.push_back(true);
-        }
-        for (int fd : shared_fds) {
-            env.listen_fds.push_back(fd);
-            env.listen_is_tcp.push_back(false);
-        }
-    }
+    iprep_config svc_cfg;
+    svc_cfg.default_score = opt.default_score;
+    svc_cfg.var_name = opt.var_name;
+    svc_cfg.category_var = opt.category_var;
+    const bool use_uring = srv.uses_uring();
+    const int nworkers = opt.workers;
     if (!opt.user.empty() && !drop_privileges(opt.user, err)) return die(err);
 
     if (!reloader.start(err)) return die(err);
     if (!opt.metrics.empty()) {
         metrics_sources msrc;
-        for (auto& s : stats) msrc.workers.push_back(s.get());
+        for (const auto& s : srv.stats()) msrc.workers.push_back(s.get());
         msrc.reload = &reload_stats;
         timespec ts{};
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -241,8 +186,7 @@ int main(int argc, char** argv) {
         if (!metrics.start(std::move(msrc), err)) return die(err);
     }
 
-    std::string where;
-    for (const auto& s : specs) where += (where.empty() ? "" : ",") + s.desc;
+    const std::string where = srv.where();
     log(level::info,
         "event=start listening on %s workers=%d engine=%s max_frame_size=%u pipelining=%d "
         "default_score=%s metrics=%s",
@@ -251,23 +195,14 @@ int main(int argc, char** argv) {
         opt.default_score < 0 ? "random" : std::to_string(opt.default_score).c_str(),
         opt.metrics.empty() ? "off" : metrics.address().c_str());
 
-    std::vector<std::thread> threads;
-    std::atomic<int> failures{0};
-    for (auto& env : envs) {
-        threads.emplace_back([&env, use_uring, &failures] {
-            const int rc = use_uring ? run_uring_worker(env) : run_epoll_worker(env);
-            if (rc != 0) failures.fetch_add(1);
-        });
-    }
+    // One iprep_service per worker, built on its thread; scores are seeded per worker.
+    const auto make_service = [&](const spop::server::worker_info<worker_stats>& w) {
+        return iprep_service(svc_cfg, rep, w.stats,
+                             seed + static_cast<std::uint64_t>(w.id) * 0x9E3779B97F4A7C15ull);
+    };
+    if (!srv.start(make_service, err)) return die(err);
     readiness().set_listening(); // /readyz: listeners bound, workers started
 
-    auto wake_all = [&] {
-        for (auto& env : envs) {
-            const std::uint64_t one = 1;
-            ssize_t w = ::write(env.wake_fd, &one, sizeof one);
-            (void)w;
-        }
-    };
     int exit_code = 0;
     while (true) {
         int sig = 0;
@@ -276,7 +211,7 @@ int main(int argc, char** argv) {
             log(level::info, "event=stopping signal=%s shutdown_timeout_s=%u drain_idle_s=%u",
                 sig == SIGTERM ? "SIGTERM" : "SIGINT", opt.shutdown_timeout_s, opt.drain_idle_s);
             readiness().set_stopping(); // /readyz: 503 while draining
-            wake_all();
+            srv.stop();
             break;
         }
         if (sig == SIGHUP) {
@@ -285,21 +220,11 @@ int main(int argc, char** argv) {
             reloader.request();
         }
     }
-    for (auto& t : threads) t.join();
+    exit_code = srv.wait();
     reloader.stop();
     metrics.stop();
-    for (auto& env : envs) {
-        for (std::size_t i = 0; i < env.listen_fds.size(); ++i)
-            if (env.listen_is_tcp[i]) ::close(env.listen_fds[i]);
-        ::close(env.wake_fd);
-        ::close(env.handoff_rfd);
-        ::close(env.handoff_wfd);
-    }
-    for (int fd : shared_fds) ::close(fd);
-    if (!opt.unix_path.empty()) ::unlink(opt.unix_path.c_str());
-    if (failures.load() != 0) exit_code = 1;
     std::uint64_t notifies = 0, conns = 0;
-    for (auto& s : stats) {
+    for (const auto& s : srv.stats()) {
         notifies += s->notify_frames.get();
         conns += s->conns_total.get();
     }

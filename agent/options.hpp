@@ -6,32 +6,22 @@
 #include <string>
 #include <vector>
 
+#include <spop/server/options.hpp>
+
 namespace agent {
 
-enum class engine_kind { automatic, uring, epoll };
+using engine_kind = spop::server::backend;
 
 struct list_spec {
     std::string path;
     int score = 0;
 };
 
-struct options {
+/// The engine's settings (spop::server::options: listeners, workers, limits) plus the agent's.
+struct options : spop::server::options {
+    options() { workers = 5; } // as spoa-example
     bool debug = false;
-    int port = 12345;
-    int workers = 5;
-    std::uint32_t max_frame_size = 16380;
-    bool pipelining = true;
-    std::vector<std::string> addresses; ///< empty = 0.0.0.0
-    std::string unix_path;
-    engine_kind engine = engine_kind::automatic;
     int default_score = -1; ///< -1 = random
-    std::uint32_t max_connections = 100000;
-    std::uint32_t max_in_flight = 1000; ///< ACKs queued per connection before back-pressure
-    std::uint32_t idle_timeout_s = 0;   ///< 0 = never close idle established connections
-    std::uint32_t hello_timeout_s = 10;
-    std::uint32_t shutdown_timeout_s = 10;
-    std::uint32_t drain_idle_s = 1; ///< on stop, serve a connection until idle this long
-    int backlog = 4096;
     std::string user;
     std::string metrics; ///< ADDR:PORT, empty = off
     std::vector<list_spec> lists;

@@ -1,57 +1,22 @@
-// Per-worker counters. Each worker is the only writer of its own block, so an increment is a
-// relaxed load+store (no locked instruction); a metrics scrape reads every block and sums.
+// The agent's per-worker counters: the engine's (spop::server::worker_stats) plus the reputation
+// service's. Each worker is the only writer of its own block.
 #pragma once
 
-#include <atomic>
-#include <cstdint>
+#include <spop/server/stats.hpp>
 
 namespace agent {
 
-struct counter {
-    std::atomic<std::uint64_t> v{0};
-    void add(std::uint64_t n = 1) noexcept { v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
-    void sub(std::uint64_t n = 1) noexcept { v.store(v.load(std::memory_order_relaxed) - n, std::memory_order_relaxed); }
-    [[nodiscard]] std::uint64_t get() const noexcept { return v.load(std::memory_order_relaxed); }
-};
+using spop::server::counter;
+using spop::server::latency_bounds_us;
+using spop::server::latency_slots;
+using spop::server::status_slot;
+using spop::server::status_slots;
 
-/// Status codes 0..13 get their own slot; everything else lands in the last one (99).
-inline constexpr int status_slots = 15;
-inline int status_slot(std::uint32_t code) noexcept { return code <= 13 ? static_cast<int>(code) : 14; }
-
-/// NOTIFY handling latency buckets, in microseconds (upper bounds; the last is +Inf).
-inline constexpr std::uint64_t latency_bounds_us[] = {1, 5, 10, 50, 100, 500, 1000, 5000, 10000};
-inline constexpr int latency_slots = sizeof(latency_bounds_us) / sizeof(latency_bounds_us[0]) + 1;
-
-struct alignas(64) worker_stats {
-    counter frames_in;          // every complete frame received
-    counter hello_frames;       // HAPROXY-HELLO
-    counter notify_frames;      // NOTIFY
-    counter disconnect_frames;  // HAPROXY-DISCONNECT received
-    counter acks;               // ACK frames sent
-    counter acks_queued;        // gauge: ACKs written, not yet all sent (answered, not delivered)
-    counter healthchecks;       // health-check handshakes
-    counter conns_current;
-    counter conns_total;
-    counter conns_rejected;     // over --max-connections
-    counter bytes_in;
-    counter bytes_out;
-    counter disconnects_sent[status_slots]; // AGENT-DISCONNECT by status code
+struct alignas(64) worker_stats : spop::server::worker_stats {
     counter lookups_listed;
     counter lookups_allowed;
     counter lookups_default;
     counter ack_actions_dropped; // SET-VAR actions left out of an ACK that could not hold them
-    counter batch_latency[latency_slots];   // time from a receive completion to its ACKs queued
-    counter batch_latency_sum_ns;
-    counter batch_latency_count;
-
-    void observe_latency_ns(std::uint64_t ns) noexcept {
-        const std::uint64_t us = ns / 1000;
-        int i = 0;
-        while (i < latency_slots - 1 && us > latency_bounds_us[i]) ++i;
-        batch_latency[i].add();
-        batch_latency_sum_ns.add(ns);
-        batch_latency_count.add();
-    }
 };
 
 } // namespace agent

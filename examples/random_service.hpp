@@ -16,8 +16,7 @@ namespace example {
 
 class random_service {
   public:
-    static constexpr std::size_t max_ack_size = 64;
-
+    // No max_ack_size: one SET-VAR per check-client-ip message, however many a NOTIFY carries.
     explicit random_service(std::uint32_t seed = std::random_device{}()) noexcept : rng_(seed) {}
 
     spop::errc on_notify(const spop::notify_request& req, spop::ack_writer& ack) noexcept {

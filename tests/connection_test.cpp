@@ -1070,6 +1070,51 @@ TEST(Connection, EofWithHeldChunksAndAFrameAcrossThem) {
     EXPECT_EQ(h.conn.error(), errc::ok);
 }
 
+// Shutdown while back-pressured, the embedder holding several chunks cut mid-frame (so the
+// connection pauses on a frame completed in its reassembly buffer): every complete NOTIFY
+// received is answered before AGENT-DISCONNECT (review finding: resume() used to forget the
+// embedder's held bytes, and a chunk fed whole used to end the wait for the next ones).
+TEST(Connection, ShutdownWithHeldChunksCutMidFrame) {
+    for (const std::size_t cut : {997u, 64u, 4096u}) {
+        SCOPED_TRACE("chunk " + std::to_string(cut));
+        conn_harness h;
+        establish(h);
+        bytes in;
+        const std::uint64_t n = 3000;
+        for (std::uint64_t i = 0; i < n; ++i) spop_test::append(in, notify(2 * i + 1, 1));
+        std::vector<bytes> chunks;
+        for (std::size_t off = 0; off < in.size(); off += cut)
+            chunks.emplace_back(in.begin() + static_cast<std::ptrdiff_t>(off),
+                                in.begin() +
+                                    static_cast<std::ptrdiff_t>(std::min(off + cut, in.size())));
+        std::size_t next = 0;
+        bytes partial;
+        const auto feed_some = [&] {
+            while (h.conn.takes_input() && (!partial.empty() || next < chunks.size())) {
+                const bool from_partial = !partial.empty();
+                bytes& cur = from_partial ? partial : chunks[next];
+                const bool more = from_partial ? next < chunks.size() : next + 1 < chunks.size();
+                const spop::feed_result r = h.conn.feed(cur, more);
+                bytes rest(cur.begin() + static_cast<std::ptrdiff_t>(r.consumed), cur.end());
+                if (!from_partial) ++next;
+                partial = std::move(rest);
+            }
+        };
+        feed_some();
+        ASSERT_FALSE(h.conn.takes_input()) << "back-pressured with chunks still held";
+        h.conn.shutdown();
+        bytes out;
+        for (int round = 0; round < 10000 && !h.conn.should_close(); ++round) {
+            const auto o = h.conn.output();
+            out.insert(out.end(), o.begin(), o.end());
+            (void)h.conn.consume_output(o.size());
+            feed_some();
+        }
+        EXPECT_EQ(count_acks(out), n);
+        EXPECT_EQ(last_disconnect(out).status, 0u);
+    }
+}
+
 // A service without max_ack_size gets a whole frame of room for each ACK, so large ACKs are
 // never cut, however slowly the peer reads.
 struct large_ack_service {

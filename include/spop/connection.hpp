@@ -127,8 +127,14 @@ class connection {
     [[nodiscard]] std::size_t buffered_bytes() const noexcept {
         return (in_ ? pool_.block_size() : 0) + (out_ ? pool_.block_size() : 0);
     }
-    /// True while feed() has refused bytes that the embedder still holds (back-pressure).
+    /// True while the embedder holds received bytes not fed yet (back-pressure).
     [[nodiscard]] bool input_held() const noexcept { return caller_holds_; }
+    /// For an embedder that keeps bytes without offering them to feed() (it stopped reading but
+    /// the kernel delivered more): a graceful stop or end of stream then waits for them.
+    /// feed() keeps the flag itself when it refuses bytes, and from its `more_held` argument.
+    void set_input_held() noexcept {
+        if (accepting()) caller_holds_ = true;
+    }
     /// NOTIFYs deferred and not delivered yet.
     [[nodiscard]] std::uint32_t deferred_count() const noexcept { return deferred_; }
 
@@ -155,7 +161,14 @@ class connection {
             fail(w.ec);
             return true;
         }
-        if (!ensure_output()) return true;
+        if (!ensure_output()) {
+            // Out of memory: nothing could ever drain, so do not wait for it (as output_room()).
+            if (deferred_ != 0) --deferred_;
+            state_ = conn_state::closed;
+            error_ = errc::input_overflow;
+            release_buffers();
+            return true;
+        }
         if (pool_.block_size() - out_tail_ < w.consumed + max_agent_disconnect_size) return false;
         std::memcpy(out_ + out_tail_, frame_buf.data(), w.consumed);
         out_tail_ += static_cast<std::uint32_t>(w.consumed);
@@ -170,30 +183,33 @@ class connection {
     feed_result retry_input() noexcept {
         feed_result res;
         if (paused_ && out_head_ == out_tail_) resume(res);
+        maybe_finish_shutdown();
         return res;
     }
 
     /// Processes every complete frame in `in` and keeps a trailing partial frame. Takes less
     /// than all of `in` only when back-pressured: then `consumed` stops before the first frame it
     /// could not answer, and the rest stays the caller's. A closing connection takes (and
-    /// discards) everything.
-    [[nodiscard]] feed_result feed(std::span<const std::uint8_t> in) noexcept {
+    /// discards) everything. `more_held`: the caller holds further received bytes after `in`
+    /// (a graceful stop or end of stream then waits for them).
+    [[nodiscard]] feed_result feed(std::span<const std::uint8_t> in,
+                                   bool more_held = false) noexcept {
         feed_result res;
         if (!accepting()) {
             res.consumed = in.size();
             return res;
         }
         if (paused_) {
-            caller_holds_ = !in.empty() || caller_holds_;
+            caller_holds_ = caller_holds_ || !in.empty() || more_held;
             return res;
         }
         const std::uint8_t* const begin = in.data();
         const std::uint8_t* p = begin;
         std::size_t n = in.size();
         // `held` = bytes left in the caller's hands when we stop early.
-        const auto stop = [&](bool held) noexcept {
+        const auto stop = [&]() noexcept {
             res.consumed = static_cast<std::size_t>(p - begin);
-            caller_holds_ = held && n != 0;
+            caller_holds_ = n != 0 || more_held;
         };
         if (in_len_ != 0) {
             // Finish the partial frame in the reassembly buffer, taking only its own bytes.
@@ -202,58 +218,58 @@ class connection {
                 append(p, take);
                 p += take;
                 n -= take;
-                if (in_len_ < frame_length_size) return done(res, in.size());
+                if (in_len_ < frame_length_size) return done(res, in.size(), more_held);
             }
             const std::uint32_t len = load_be32(in_);
             if (const errc e = check_frame_length(len, limit_); e != errc::ok) {
                 fail(e);
-                return done(res, in.size());
+                return done(res, in.size(), more_held);
             }
             const std::size_t total = frame_length_size + len;
             const std::size_t take = min(total - in_len_, n);
             append(p, take);
             p += take;
             n -= take;
-            if (in_len_ < total) return done(res, in.size());
+            if (in_len_ < total) return done(res, in.size(), more_held);
             if (!output_room()) {
                 // The frame waits in the reassembly buffer; resume() answers it first.
                 if (accepting()) paused_ = true;
-                stop(true);
+                stop();
                 return res;
             }
             process(in_, total, res);
-            release_input();
-            if (!accepting()) return done(res, in.size());
+            free_input();
+            if (!accepting()) return done(res, in.size(), more_held);
         }
         while (n >= frame_length_size) {
             const std::uint32_t len = load_be32(p);
             if (const errc e = check_frame_length(len, limit_); e != errc::ok) {
                 fail(e);
-                return done(res, in.size());
+                return done(res, in.size(), more_held);
             }
             const std::size_t total = frame_length_size + len;
             if (n < total) break;
             if (!output_room()) {
                 if (accepting()) paused_ = true;
-                stop(true);
+                stop();
                 return res;
             }
             process(p, total, res);
             p += total;
             n -= total;
-            if (!accepting()) return done(res, in.size());
+            if (!accepting()) return done(res, in.size(), more_held);
         }
         if (n != 0) {
             // A partial frame: always fits, its length was checked (or is still unknown).
-            if (!ensure_input()) return done(res, in.size());
+            if (!ensure_input()) return done(res, in.size(), more_held);
             append(p, n);
         }
-        return done(res, in.size());
+        return done(res, in.size(), more_held);
     }
 
     /// `n` bytes of output() were sent. When everything was, the buffer is recycled and a
     /// back-pressured connection answers the frame it had waiting; if the embedder holds bytes
-    /// that feed() refused, wants_input() turning true is the signal to feed them again.
+    /// that feed() refused, takes_input() turning true is the signal to feed them again.
     feed_result consume_output(std::size_t n) noexcept {
         feed_result res;
         out_head_ += static_cast<std::uint32_t>(min(n, out_tail_ - out_head_));
@@ -336,9 +352,9 @@ class connection {
     }
 
     /// Ends a feed() that took every byte it was given.
-    feed_result& done(feed_result& res, std::size_t all) noexcept {
+    feed_result& done(feed_result& res, std::size_t all, bool more_held) noexcept {
         res.consumed = all;
-        caller_holds_ = false;
+        caller_holds_ = more_held;
         maybe_finish_shutdown();
         return res;
     }
@@ -366,7 +382,7 @@ class connection {
             return;
         }
         process(in_, total, res);
-        if (accepting()) release_input();
+        if (accepting()) free_input();
     }
 
     void maybe_finish_shutdown() noexcept {
@@ -490,10 +506,17 @@ class connection {
         if (w) out_tail_ += w.consumed;
     }
 
-    void release_input() noexcept {
+    /// The reassembly buffer back to the pool (its frame was answered); the pause and the
+    /// embedder's held bytes are a different matter and stay as they are.
+    void free_input() noexcept {
         pool_.release(in_);
         in_ = nullptr;
         in_len_ = 0;
+    }
+
+    /// Everything about input, for a connection that reads no more (closing, closed).
+    void release_input() noexcept {
+        free_input();
         paused_ = false;
         caller_holds_ = false;
     }

@@ -68,8 +68,8 @@ struct notify_request {
 ///     the negotiated max-frame-size), and otherwise stops taking input until the peer reads
 ///     (back-pressure). Without it, a whole negotiated frame is kept free for every ACK, which
 ///     is always safe. A service whose ACK grows with the NOTIFY (one action per message, long
-///     names) must not declare a bound it cannot keep: the ack_writer is given only the promised
-///     room, and actions past it do not fit.
+///     names) must not declare a bound it cannot keep: the promise decides when input pauses,
+///     and an ACK larger than the room left then loses the actions that do not fit.
 template <class S>
 concept service = requires(S& s, const notify_request& req, ack_writer& ack) {
     { s.on_notify(req, ack) } -> std::same_as<errc>;

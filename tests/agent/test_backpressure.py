@@ -242,6 +242,34 @@ class HalfCloseTests(ta.AgentCase):
                     self.half_close_case(0, split, hello_only=True)
         self.assertTrue(self.agent.alive())
 
+    def test_half_close_while_back_pressured_does_not_spin(self):
+        """A peer that sends a burst, half-closes and reads nothing: the agent waits (it is
+        back-pressured with the FIN queued) without burning CPU (epoll's level-triggered
+        EPOLLRDHUP used to spin here)."""
+        a = self.start_agent(["--var-name", "v" * 40], workers=1)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(10)
+        s.connect(a.addr)
+        c = ta.Conn(a.addr, sock=s, timeout=10)
+        self._conns.append(c)
+        c.handshake()
+        msgs = [ta.ip_msg("192.0.2.%d" % (i + 1)) for i in range(30)]
+        payload = ta.notify_payload(msgs)
+        data = b"".join(ta.frame(ta.T_NOTIFY, payload, sid=1 + 2 * i, fid=1) for i in range(2200))
+        c.sock.settimeout(20)
+        c.sock.sendall(data)
+        c.sock.shutdown(socket.SHUT_WR)
+        time.sleep(0.5)
+        cpu0 = a.cpu_seconds()
+        time.sleep(2.0)
+        used = a.cpu_seconds() - cpu0
+        self.assertLess(used, 0.5, "agent CPU while waiting for a reader: %.2f s in 2 s" % used)
+        r = Reader(c.sock, 2200, timeout=60)
+        r.join()
+        self.assertEqual(len(r.acks), 2200)
+        self.assertTrue(r.eof or r.other == [])
+
     def test_half_close_with_partial_frame(self):
         c = self.conn(timeout=10)
         c.handshake()

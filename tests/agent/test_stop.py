@@ -98,3 +98,48 @@ class LameDuckStopTests(ta.AgentCase):
         self.assertGreaterEqual(time.monotonic() - t0, 1.5)
         self.assertEqual(acks, sent[:len(acks)])
         self.assertEqual(a.proc.wait(5), 0)
+
+
+class StopUnderBackPressureTests(ta.AgentCase):
+    agent_args = None
+
+    def test_stop_while_back_pressured_answers_everything(self):
+        """SIGTERM while a peer pipelines large-ACK NOTIFYs and does not read: the connection is
+        busy, not idle, so it is served until the peer has read every ACK, then disconnected."""
+        import threading
+        a = self.start_agent(["--var-name", "v" * 40, "--shutdown-timeout", "15"], workers=1)
+        # A small receive buffer: the ACKs pile up in the agent, which then holds the input.
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(10)
+        s.connect(a.addr)
+        c = ta.Conn(a.addr, sock=s, timeout=30)
+        self._conns.append(c)
+        c.handshake()
+        msgs = [ta.ip_msg("192.0.2.%d" % (i + 1)) for i in range(30)]
+        payload = ta.notify_payload(msgs)
+        n = 2200
+        data = b"".join(ta.frame(ta.T_NOTIFY, payload, sid=1 + 2 * i, fid=1) for i in range(n))
+        sender = threading.Thread(target=lambda: c.sock.sendall(data), daemon=True)
+        c.sock.settimeout(30)
+        sender.start()
+        time.sleep(1.0)  # the agent is back-pressured: its ACKs are not read
+        a.proc.send_signal(signal.SIGTERM)
+        time.sleep(1.5)  # longer than --drain-idle: a busy connection must not count as idle
+        acks, other = 0, []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            f = c.recv_frame(10)
+            if f is None:
+                break
+            if f.type == ta.T_ACK:
+                acks += 1
+            else:
+                other.append(f)
+                break
+        sender.join(5)
+        self.assertEqual(acks, n, "ACKs before the AGENT-DISCONNECT")
+        self.assertEqual(len(other), 1)
+        self.assertEqual(other[0].type, ta.T_AGENT_DISCONNECT)
+        self.assertEqual(ta.disconnect_fields(other[0])[0], (ta.D_UINT32, 0))
+        self.assertEqual(a.proc.wait(10), 0)

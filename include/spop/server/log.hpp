@@ -1,5 +1,6 @@
-// spop::server logging: one line per event, key=value fields, to stderr. Workers log rarely (accept/close at debug,
-// errors rate-limited), so a single write(2) per line keeps lines whole without a lock.
+// spop::server logging: one line per event, key=value fields, to stderr. Workers log rarely
+// (accept/close at debug, errors rate-limited), so a single write(2) per line keeps lines whole
+// without a lock.
 #pragma once
 
 #include <atomic>

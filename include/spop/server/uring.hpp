@@ -1,4 +1,4 @@
-// The io_uring engine: one ring per worker thread, nothing shared.
+// spop::server io_uring backend: one ring per worker thread, nothing shared.
 //
 // Loop rules (one turn = submit_and_wait, then every ready CQE, then one cq_advance):
 // - accept is multishot per listener; recv is multishot on a provided-buffer ring, so no
@@ -19,6 +19,8 @@
 //   batch leave in one send, always whole frames;
 // - a connection is freed only when none of its requests are in flight (user_data carries a
 //   generation so a late CQE can never reach a reused slot).
+#pragma once
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -34,15 +36,15 @@
 
 #include "engine.hpp"
 
-namespace agent {
-namespace {
+namespace spop::server {
+namespace uring_detail {
 
-constexpr unsigned sq_entries = 1024;
-constexpr unsigned buf_count = 256; // power of two
-constexpr unsigned buf_size = spop::default_feed_chunk;
-constexpr std::uint16_t no_buf = 0xFFFF;
-constexpr unsigned short buf_group = 1;
-constexpr std::uint32_t drain_seconds = 2;
+inline constexpr unsigned sq_entries = 1024;
+inline constexpr unsigned buf_count = 256; // power of two
+inline constexpr unsigned buf_size = spop::default_feed_chunk;
+inline constexpr std::uint16_t no_buf = 0xFFFF;
+inline constexpr unsigned short buf_group = 1;
+inline constexpr std::uint32_t drain_seconds = 2;
 
 enum op : std::uint8_t {
     op_accept = 1,
@@ -54,14 +56,15 @@ enum op : std::uint8_t {
     op_handoff
 };
 
-constexpr std::uint64_t pack(op o, std::uint32_t idx, std::uint32_t gen) {
+inline constexpr std::uint64_t pack(op o, std::uint32_t idx, std::uint32_t gen) {
     return std::uint64_t{o} | (std::uint64_t{idx} << 8) | (std::uint64_t{gen & 0xFFFFFF} << 40);
 }
 
+template <class Service>
 struct uconn {
-    uconn(iprep_service& svc, spop::buffer_pool& pool, const spop::connection_config& cfg)
+    uconn(Service& svc, spop::buffer_pool& pool, const spop::connection_config& cfg)
         : c(svc, pool, cfg) {}
-    conn_t c;
+    spop::connection<Service> c;
     int fd = -1;
     std::uint32_t idx = 0; ///< slot in conns_
     std::uint32_t gen = 0;
@@ -89,7 +92,7 @@ struct uconn {
     std::string peer;
 };
 
-int ring_setup(io_uring& ring, std::string& why) {
+inline int ring_setup(io_uring& ring, std::string& why) {
     const unsigned attempts[] = {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
                                  IORING_SETUP_COOP_TASKRUN, 0};
     int rc = -EINVAL;
@@ -122,11 +125,16 @@ int ring_setup(io_uring& ring, std::string& why) {
     return rc;
 }
 
+/// One worker thread's io_uring event loop, serving `Service`.
+template <class Service>
 class uring_worker {
+    using uconn = uring_detail::uconn<Service>;
+
   public:
-    explicit uring_worker(worker_env& env)
+    template <class Factory>
+    uring_worker(worker_env& env, Factory& make)
         : env_(env), pool_(spop::buffer_size_for(env.conn_cfg.limits.max_frame_size), 1024),
-          svc_(env.svc_cfg, *env.rep, *env.stats, env.seed) {}
+          svc_(make(env.id)) {}
 
     ~uring_worker() {
         if (br_ != nullptr) {
@@ -139,7 +147,7 @@ class uring_worker {
 
     int run() {
         std::string why;
-        if (ring_setup(ring_, why) != 0) {
+        if (uring_detail::ring_setup(ring_, why) != 0) {
             log(level::error, "event=fatal worker=%d reason=\"%s\"", env_.id, why.c_str());
             return 1;
         }
@@ -404,7 +412,8 @@ class uring_worker {
         } else if (res == -ECANCELED && e->recv_cancelled) {
             // We paused it (back-pressure); it is re-armed when the peer reads its ACKs.
         } else {
-            e->c.on_peer_closed();
+            // The connection (and its output buffer, which a send may still point into) goes
+            // when its last request completes: maybe_free().
             kill(idx, res == -ECONNRESET ? "rst" : "error");
             return;
         }
@@ -415,10 +424,10 @@ class uring_worker {
         return bufs_ + std::size_t{bid} * buf_size;
     }
 
-    /// Feeds bytes to the connection; returns how many it took.
-    std::size_t feed_bytes(uconn& e, const std::uint8_t* p, std::size_t len) {
+    /// Feeds bytes to the connection; returns how many it took. `more`: more held bytes follow.
+    std::size_t feed_bytes(uconn& e, const std::uint8_t* p, std::size_t len, bool more = false) {
         const std::uint64_t t0 = mono_ns();
-        const spop::feed_result fr = e.c.feed({p, len});
+        const spop::feed_result fr = e.c.feed({p, len}, more);
         e.book.after_io(env_, e.c, fr, t0);
         return fr.consumed;
     }
@@ -427,6 +436,12 @@ class uring_worker {
     /// and stops its recv. Ring buffers are held in order; once half the ring is held (many
     /// back-pressured connections), bytes are copied out and the buffer goes back at once.
     void hold(uconn& e, unsigned short bid, std::uint32_t off, std::uint32_t len) {
+        if (!e.c.takes_input() && e.c.state() >= spop::conn_state::closing) {
+            recycle(bid); // closing: feed() would discard it anyway
+            return;
+        }
+        e.c.set_input_held(); // a graceful stop or end of stream waits for these bytes
+        e.last_active = now_; // a back-pressured peer is not idle (lame-duck stop)
         if (e.spill_off < e.spill.size() || held_total_ >= buf_count / 2) {
             if (e.spill_off == e.spill.size()) {
                 e.spill.clear();
@@ -455,7 +470,8 @@ class uring_worker {
         while (e.held_n != 0 && e.c.takes_input()) {
             const std::uint16_t bid = e.held_head;
             const std::uint32_t rest = held_len_[bid] - held_off_[bid];
-            const std::size_t took = feed_bytes(e, buf(bid) + held_off_[bid], rest);
+            const bool more = held_next_[bid] != no_buf || e.spill_off < e.spill.size();
+            const std::size_t took = feed_bytes(e, buf(bid) + held_off_[bid], rest, more);
             if (took < rest) {
                 held_off_[bid] += static_cast<std::uint32_t>(took);
                 return;
@@ -496,7 +512,6 @@ class uring_worker {
         e->send_inflight = 0;
         if (e->dead) return maybe_free(idx);
         if (cqe->res < 0) {
-            e->c.on_peer_closed();
             kill(idx, cqe->res == -EPIPE || cqe->res == -ECONNRESET ? "rst" : "error");
             return;
         }
@@ -628,7 +643,7 @@ class uring_worker {
         for (std::uint32_t i = 0; i < conns_.size(); ++i) {
             if (!conns_[i] || conns_[i]->dead || conns_[i]->draining) continue;
             uconn& e = *conns_[i];
-            if (!stop_connection_now(*env_.opt, now_, stop_deadline_, e.last_active)) continue;
+            if (!stop_connection_now(*env_.opt, now_, stop_deadline_, e.last_active, e.c)) continue;
             e.c.shutdown();
             mark_dirty(i);
         }
@@ -656,8 +671,7 @@ class uring_worker {
                 mark_dirty(i);
                 break;
             case timer_verdict::drop:
-                e.c.on_peer_closed();
-                kill(i, "write_timeout");
+                kill(i, "write_timeout"); // its buffers go with it in maybe_free()
                 break;
             }
         }
@@ -665,7 +679,7 @@ class uring_worker {
 
     worker_env& env_;
     spop::buffer_pool pool_;
-    iprep_service svc_;
+    Service svc_;
     io_uring ring_{};
     bool ring_ok_ = false;
     io_uring_buf_ring* br_ = nullptr;
@@ -696,9 +710,13 @@ class uring_worker {
     std::uint32_t stop_deadline_ = 0;
 };
 
-} // namespace
+} // namespace uring_detail
 
-bool uring_usable(std::string& why) {
+using uring_detail::uring_worker;
+
+/// Checks that this kernel and process can run the io_uring backend (ring setup flags,
+/// multishot accept and recv, provided-buffer rings). On failure `why` names the cause.
+inline bool uring_usable(std::string& why) {
     utsname u{};
     if (uname(&u) == 0) {
         int major = 0, minor = 0;
@@ -708,7 +726,7 @@ bool uring_usable(std::string& why) {
         }
     }
     io_uring ring{};
-    if (ring_setup(ring, why) != 0) return false;
+    if (uring_detail::ring_setup(ring, why) != 0) return false;
     bool ok = true;
     io_uring_probe* p = io_uring_get_probe_ring(&ring);
     if (p == nullptr) {
@@ -730,9 +748,11 @@ bool uring_usable(std::string& why) {
     return ok;
 }
 
-int run_uring_worker(worker_env& env) {
-    uring_worker w(env);
+/// Runs an io_uring worker until a graceful stop completes. Returns 0, or 1 on a fatal error.
+template <class Service, class Factory>
+int run_uring_worker(worker_env& env, Factory& make) {
+    uring_worker<Service> w(env, make);
     return w.run();
 }
 
-} // namespace agent
+} // namespace spop::server

@@ -1,4 +1,5 @@
-// The epoll engine: the fallback when io_uring is unavailable (containers often block it).
+// spop::server epoll backend: the fallback when io_uring is unavailable (containers often
+// block it).
 // Level-triggered; one recv batch per readable connection, one send per connection per batch.
 //
 // Loop rules:
@@ -10,6 +11,8 @@
 // - output is written right after the batch that produced it; EPOLLOUT only while it is stuck;
 // - after the last frame, the write side is shut and the socket drained until EOF (bounded),
 //   so unread input cannot turn our final frame into an RST.
+#pragma once
+
 #include <algorithm>
 #include <cerrno>
 #include <memory>
@@ -22,16 +25,17 @@
 
 #include "engine.hpp"
 
-namespace agent {
-namespace {
+namespace spop::server {
+namespace epoll_detail {
 
-constexpr std::uint32_t drain_seconds = 2;
-constexpr std::size_t read_chunk = spop::default_feed_chunk;
+inline constexpr std::uint32_t drain_seconds = 2;
+inline constexpr std::size_t read_chunk = spop::default_feed_chunk;
 
+template <class Service>
 struct econn {
-    econn(iprep_service& svc, spop::buffer_pool& pool, const spop::connection_config& cfg)
+    econn(Service& svc, spop::buffer_pool& pool, const spop::connection_config& cfg)
         : c(svc, pool, cfg) {}
-    conn_t c;
+    spop::connection<Service> c;
     int fd = -1;
     std::uint32_t gen = 0;
     std::uint32_t created = 0;
@@ -51,16 +55,21 @@ struct econn {
 
 enum : std::uint64_t { tag_conn = 0, tag_listener = 1, tag_wake = 2, tag_handoff = 3 };
 
-std::uint64_t pack(std::uint64_t tag, std::uint32_t idx, std::uint32_t gen) {
+inline std::uint64_t pack(std::uint64_t tag, std::uint32_t idx, std::uint32_t gen) {
     return tag | (static_cast<std::uint64_t>(idx) << 8) |
            (static_cast<std::uint64_t>(gen & 0xFFFFFF) << 40);
 }
 
+/// One worker thread's epoll event loop, serving `Service`.
+template <class Service>
 class epoll_worker {
+    using econn = epoll_detail::econn<Service>;
+
   public:
-    explicit epoll_worker(worker_env& env)
+    template <class Factory>
+    epoll_worker(worker_env& env, Factory& make)
         : env_(env), pool_(spop::buffer_size_for(env.conn_cfg.limits.max_frame_size), 1024),
-          svc_(env.svc_cfg, *env.rep, *env.stats, env.seed), rbuf_(new std::uint8_t[read_chunk]) {}
+          svc_(make(env.id)), rbuf_(new std::uint8_t[read_chunk]) {}
 
     int run() {
         ep_ = epoll_create1(EPOLL_CLOEXEC);
@@ -307,10 +316,10 @@ class epoll_worker {
             e.draining = true;
             e.drain_deadline = now_ + drain_seconds;
         }
-        // Level-triggered: after end of stream the socket stays readable, so neither EPOLLIN
-        // nor EPOLLRDHUP may stay in the set (it would spin).
-        std::uint32_t want = e.eof ? 0u : std::uint32_t{EPOLLRDHUP};
-        if (e.draining || (e.c.wants_input() && !e.holds())) want |= EPOLLIN;
+        // Level-triggered: while not reading (back-pressure, end of stream, closing) neither
+        // EPOLLIN nor EPOLLRDHUP may stay in the set, or a pending FIN makes it spin.
+        const bool reading = e.draining || (e.c.wants_input() && !e.holds());
+        std::uint32_t want = reading ? std::uint32_t{EPOLLIN | EPOLLRDHUP} : 0u;
         if (!e.c.output().empty()) want |= EPOLLOUT;
         if (want != e.events) {
             e.events = want;
@@ -348,7 +357,7 @@ class epoll_worker {
         for (std::uint32_t i = 0; i < conns_.size(); ++i) {
             if (!conns_[i] || conns_[i]->draining) continue;
             econn& e = *conns_[i];
-            if (!stop_connection_now(*env_.opt, now_, stop_deadline_, e.last_active)) continue;
+            if (!stop_connection_now(*env_.opt, now_, stop_deadline_, e.last_active, e.c)) continue;
             e.c.shutdown();
             flush(i);
         }
@@ -388,7 +397,7 @@ class epoll_worker {
 
     worker_env& env_;
     spop::buffer_pool pool_;
-    iprep_service svc_;
+    Service svc_;
     std::unique_ptr<std::uint8_t[]> rbuf_;
     std::vector<std::unique_ptr<econn>> conns_;
     std::vector<std::uint32_t> free_;
@@ -404,11 +413,15 @@ class epoll_worker {
     std::uint32_t stop_deadline_ = 0;
 };
 
-} // namespace
+} // namespace epoll_detail
 
-int run_epoll_worker(worker_env& env) {
-    epoll_worker w(env);
+using epoll_detail::epoll_worker;
+
+/// Runs an epoll worker until a graceful stop completes. Returns 0, or 1 on a fatal error.
+template <class Service, class Factory>
+int run_epoll_worker(worker_env& env, Factory& make) {
+    epoll_worker<Service> w(env, make);
     return w.run();
 }
 
-} // namespace agent
+} // namespace spop::server

@@ -1,4 +1,7 @@
-#include "listen.hpp"
+// spop::server listeners. TCP listeners are opened once per worker with SO_REUSEPORT, so the
+// kernel spreads new connections over the workers and no accept is shared; a Unix socket is
+// opened once and shared.
+#pragma once
 
 #include <arpa/inet.h>
 #include <cerrno>
@@ -6,13 +9,31 @@
 #include <cstring>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <string>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <vector>
 
-namespace agent {
+#include "options.hpp"
 
-bool resolve_listen_specs(const options& o, std::vector<listen_spec>& out, std::string& err) {
+namespace spop::server {
+
+struct listen_spec {
+    sockaddr_storage addr{};
+    socklen_t len = 0;
+    std::string desc; ///< "127.0.0.1:12345", "[::]:12345", "unix:/run/agent.sock"
+    bool v6only = false;
+    bool is_unix = false;
+};
+
+/// Turns addresses/port/unix_path into socket addresses. false + `err` on a bad address.
+/// Fails with "address already in use" in check_port_free() even when the other listener uses
+/// SO_REUSEPORT (which would otherwise let two agents silently share a port).
+
+inline bool resolve_listen_specs(const options& o, std::vector<listen_spec>& out,
+                                 std::string& err) {
     std::vector<std::string> addrs = o.addresses;
     if (addrs.empty() && o.unix_path.empty()) addrs.emplace_back("0.0.0.0");
     bool have_v4 = false;
@@ -65,7 +86,7 @@ bool resolve_listen_specs(const options& o, std::vector<listen_spec>& out, std::
     return true;
 }
 
-static std::string bind_error(const listen_spec& s, int e) {
+inline std::string bind_error(const listen_spec& s, int e) {
     if (e == EADDRINUSE) return "cannot listen on " + s.desc + ": address already in use";
     if (e == EACCES) return "cannot listen on " + s.desc + ": permission denied";
     if (e == EADDRNOTAVAIL)
@@ -73,7 +94,7 @@ static std::string bind_error(const listen_spec& s, int e) {
     return "cannot listen on " + s.desc + ": " + std::strerror(e);
 }
 
-bool check_port_free(const listen_spec& s, std::string& err) {
+inline bool check_port_free(const listen_spec& s, std::string& err) {
     if (s.is_unix) return true;
     const int fd = ::socket(s.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -92,7 +113,7 @@ bool check_port_free(const listen_spec& s, std::string& err) {
     return ok;
 }
 
-int open_listener(const listen_spec& s, int backlog, bool reuseport, std::string& err) {
+inline int open_listener(const listen_spec& s, int backlog, bool reuseport, std::string& err) {
     if (s.is_unix) {
         const auto* sun = reinterpret_cast<const sockaddr_un*>(&s.addr);
         struct stat st {};
@@ -130,4 +151,4 @@ int open_listener(const listen_spec& s, int backlog, bool reuseport, std::string
     return fd;
 }
 
-} // namespace agent
+} // namespace spop::server

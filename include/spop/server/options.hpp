@@ -1,0 +1,34 @@
+// spop::server settings: where to listen, how many workers, which I/O backend, and the limits
+// every connection gets. Defaults are what an HAProxy operator expects from an SPOA.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace spop::server {
+
+enum class backend {
+    automatic, ///< io_uring when this kernel and process allow it, else epoll (with a warning)
+    uring,     ///< io_uring or a start error
+    epoll,
+};
+
+struct options {
+    int port = 12345;
+    std::vector<std::string> addresses; ///< IPv4/IPv6 literals; empty (and no unix_path) = 0.0.0.0
+    std::string unix_path;              ///< also listen on this Unix socket
+    int workers = 1;                    ///< threads, one event loop each
+    backend engine = backend::automatic;
+    int backlog = 4096; ///< HAProxy opens tens of connections at once after a start or reload
+    std::uint32_t max_frame_size = 16380; ///< ours; the negotiated one is min(ours, HAProxy's)
+    bool pipelining = true;
+    std::uint32_t max_connections = 100000; ///< a total over every worker
+    std::uint32_t max_in_flight = 1000;     ///< ACKs unsent per connection before back-pressure
+    std::uint32_t idle_timeout_s = 0;       ///< 0 = never close idle established connections
+    std::uint32_t hello_timeout_s = 10;
+    std::uint32_t shutdown_timeout_s = 10;
+    std::uint32_t drain_idle_s = 1; ///< on stop, serve a connection until idle this long
+};
+
+} // namespace spop::server

@@ -1,0 +1,236 @@
+// spop::server: an SPOA engine for any service. Write a service (spop::service: on_notify, see
+// service.hpp and message.hpp), give the server a factory that builds one per worker, and run:
+//
+//   spop::server::options o;            // port 12345, 1 worker, io_uring else epoll, limits
+//   o.workers = 4;
+//   spop::server::server<my_service> srv(o);
+//   return srv.run([](const auto& w) { return my_service(w.id); });   // until SIGTERM/SIGINT
+//
+// What every service gets: io_uring workers (one ring per thread; multishot accept and recv on
+// provided buffers; one send per connection per turn) or the epoll fallback, chosen
+// automatically with a warning naming the cause; IPv4, IPv6, dual-stack and Unix listeners;
+// least-loaded hand-off of new connections; back-pressure through TCP; limits (connections in
+// total, ACKs in flight, hello and idle timeouts); a lame-duck graceful stop; per-worker counters.
+//
+// Threads: the server's methods are called from one thread (main). A service instance belongs to
+// one worker thread: the factory runs on that thread, and on_notify() is only ever called there,
+// so a service needs no locks for its own state. Shared state (a reputation table) must be
+// read-only or published atomically by the service itself.
+#pragma once
+
+#include <atomic>
+#include <csignal>
+#include <cstdint>
+#include <fcntl.h>
+#include <memory>
+#include <string>
+#include <sys/eventfd.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+#include "engine.hpp"
+#include "epoll.hpp"
+#include "listen.hpp"
+#include "uring.hpp"
+
+namespace spop::server {
+
+/// `Stats` may derive from worker_stats to add a service's counters (one block per worker).
+template <class Service, class Stats = worker_stats>
+class server {
+  public:
+    explicit server(const options& o) : opt_(o) {}
+    server(const server&) = delete;
+    server& operator=(const server&) = delete;
+    ~server() { close_all(); }
+
+    /// Chooses the backend and checks the addresses and that every port is free; opens nothing.
+    /// false + a one-line `err` otherwise (a bad address, a port in use, io_uring required but
+    /// unavailable).
+    bool check(std::string& err) {
+        use_uring_ = false;
+        if (opt_.engine != backend::epoll) {
+            std::string why;
+            if (uring_usable(why)) {
+                use_uring_ = true;
+            } else if (opt_.engine == backend::uring) {
+                err = "io_uring unavailable: " + why;
+                return false;
+            } else {
+                log(level::warn,
+                    "event=engine_fallback engine=epoll reason=\"io_uring unavailable: %s\"",
+                    why.c_str());
+            }
+        }
+        specs_.clear();
+        if (!resolve_listen_specs(opt_, specs_, err)) return false;
+        for (const auto& s : specs_)
+            if (!check_port_free(s, err)) return false;
+        checked_ = true;
+        return true;
+    }
+
+    /// Binds and listens (TCP: one SO_REUSEPORT listener per worker; Unix: one, shared).
+    /// After this, a connecting client waits in the backlog until start().
+    bool listen(std::string& err) {
+        if (!checked_ && !check(err)) return false;
+        const int n = opt_.workers;
+        envs_.clear();
+        stats_.clear();
+        for (int i = 0; i < n; ++i) {
+            envs_.push_back(std::make_unique<worker_env>());
+            stats_.push_back(std::make_unique<Stats>());
+        }
+        for (const auto& s : specs_) {
+            if (!s.is_unix) continue;
+            const int fd = open_listener(s, opt_.backlog, false, err);
+            if (fd < 0) return false;
+            shared_fds_.push_back(fd);
+        }
+        peers_.clear();
+        for (auto& env : envs_) peers_.push_back(env.get());
+        for (int i = 0; i < n; ++i) {
+            worker_env& env = *envs_[static_cast<std::size_t>(i)];
+            int pfd[2];
+            if (pipe2(pfd, O_NONBLOCK | O_CLOEXEC) != 0) {
+                err = "pipe2: " + std::string(std::strerror(errno));
+                return false;
+            }
+            env.handoff_rfd = pfd[0];
+            env.handoff_wfd = pfd[1];
+            env.peers = &peers_;
+            env.id = i;
+            env.opt = &opt_;
+            env.conn_cfg.limits.max_frame_size = opt_.max_frame_size;
+            env.conn_cfg.limits.pipelining = opt_.pipelining;
+            env.conn_cfg.max_queued_acks = opt_.max_in_flight;
+            env.stats = stats_[static_cast<std::size_t>(i)].get();
+            env.max_conns = opt_.max_connections; // a total: workers share one count
+            env.live_total = &live_total_;
+            env.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+            if (env.wake_fd < 0) {
+                err = "eventfd: " + std::string(std::strerror(errno));
+                return false;
+            }
+            for (const auto& s : specs_) {
+                if (s.is_unix) continue;
+                const int fd = open_listener(s, opt_.backlog, true, err);
+                if (fd < 0) return false;
+                env.listen_fds.push_back(fd);
+                env.listen_is_tcp.push_back(true);
+            }
+            for (int fd : shared_fds_) {
+                env.listen_fds.push_back(fd);
+                env.listen_is_tcp.push_back(false);
+            }
+        }
+        return true;
+    }
+
+    /// Starts one thread per worker; each builds its service with `make(worker_info<Stats>)`
+    /// (on its own thread, so a service may be neither copyable nor movable).
+    template <class Factory>
+    bool start(Factory&& make, std::string& err) {
+        if (envs_.empty() && !listen(err)) return false;
+        for (auto& envp : envs_) {
+            worker_env* env = envp.get();
+            Stats* st = stats_[static_cast<std::size_t>(env->id)].get();
+            threads_.emplace_back([this, env, st, &make] {
+                auto build = [&](int id) { return make(worker_info<Stats>{id, *st}); };
+                const int rc = use_uring_ ? run_uring_worker<Service>(*env, build)
+                                          : run_epoll_worker<Service>(*env, build);
+                if (rc != 0) failures_.fetch_add(1);
+            });
+        }
+        return true;
+    }
+
+    /// Graceful stop (lame duck, see options::drain_idle_s). Async-signal-safe: writes eventfds.
+    void stop() noexcept {
+        for (auto& env : envs_) {
+            const std::uint64_t one = 1;
+            const ssize_t w = ::write(env->wake_fd, &one, sizeof one);
+            (void)w;
+        }
+    }
+
+    /// Waits for every worker to finish. 0, or 1 if a worker failed.
+    int wait() {
+        for (auto& t : threads_) t.join();
+        threads_.clear();
+        close_all();
+        return failures_.load() != 0 ? 1 : 0;
+    }
+
+    /// check + listen + start, then blocks SIGTERM/SIGINT (and SIGPIPE) and waits for one, stops
+    /// gracefully and returns the exit code: 0, 1 on a worker failure, 2 on a start error
+    /// (printed as one line on stderr).
+    template <class Factory>
+    int run(Factory&& make) {
+        sigset_t sigs;
+        sigemptyset(&sigs);
+        sigaddset(&sigs, SIGTERM);
+        sigaddset(&sigs, SIGINT);
+        pthread_sigmask(SIG_BLOCK, &sigs, nullptr); // before the threads: they inherit it
+        std::signal(SIGPIPE, SIG_IGN);
+        std::string err;
+        if (!check(err) || !listen(err) || !start(make, err)) {
+            std::fprintf(stderr, "%s\n", err.c_str());
+            return 2;
+        }
+        log(level::info, "event=start listening on %s workers=%d engine=%s", where().c_str(),
+            opt_.workers, uses_uring() ? "io_uring" : "epoll");
+        int sig = 0;
+        while (sigwait(&sigs, &sig) != 0) {
+        }
+        log(level::info, "event=stopping signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        stop();
+        return wait();
+    }
+
+    [[nodiscard]] bool uses_uring() const noexcept { return use_uring_; }
+    /// "127.0.0.1:12345,unix:/run/x.sock"
+    [[nodiscard]] std::string where() const {
+        std::string w;
+        for (const auto& s : specs_) w += (w.empty() ? "" : ",") + s.desc;
+        return w;
+    }
+    /// Every worker's counters (valid from listen() until the server is destroyed).
+    [[nodiscard]] const std::vector<std::unique_ptr<Stats>>& stats() const noexcept {
+        return stats_;
+    }
+    [[nodiscard]] const options& settings() const noexcept { return opt_; }
+
+  private:
+    void close_all() noexcept {
+        if (!threads_.empty()) return; // still running: wait() first
+        for (auto& env : envs_) {
+            for (std::size_t i = 0; i < env->listen_fds.size(); ++i)
+                if (env->listen_is_tcp[i]) ::close(env->listen_fds[i]);
+            env->listen_fds.clear();
+            if (env->wake_fd >= 0) ::close(env->wake_fd);
+            if (env->handoff_rfd >= 0) ::close(env->handoff_rfd);
+            if (env->handoff_wfd >= 0) ::close(env->handoff_wfd);
+            env->wake_fd = env->handoff_rfd = env->handoff_wfd = -1;
+        }
+        // Remove the socket file only if this server created it.
+        if (!shared_fds_.empty() && !opt_.unix_path.empty()) ::unlink(opt_.unix_path.c_str());
+        for (int fd : shared_fds_) ::close(fd);
+        shared_fds_.clear();
+    }
+
+    options opt_;
+    bool use_uring_ = false;
+    bool checked_ = false;
+    std::vector<listen_spec> specs_;
+    std::vector<std::unique_ptr<worker_env>> envs_;
+    std::vector<worker_env*> peers_;
+    std::vector<std::unique_ptr<Stats>> stats_;
+    std::vector<int> shared_fds_;
+    std::vector<std::thread> threads_;
+    std::atomic<std::uint32_t> live_total_{0};
+    std::atomic<int> failures_{0};
+};
+
+} // namespace spop::server
