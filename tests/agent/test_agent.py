@@ -35,6 +35,7 @@ failed, 77 skipped (`--engine uring` while the agent reports "io_uring unavailab
 
 import argparse
 import os
+import socket
 import sys
 import unittest
 
@@ -122,6 +123,17 @@ class AgentCase(unittest.TestCase):
 
     def conn(self, agent=None, timeout=DEFAULT_TIMEOUT):
         c = (agent or self.agent).connect(timeout)
+        self._conns.append(c)
+        return c
+
+    def slow_reader_conn(self, agent, timeout=DEFAULT_TIMEOUT):
+        """A connection with a 4 KiB receive buffer: ACKs pile up in the agent at once, so it
+        back-pressures and holds its input (what a peer that reads slowly looks like)."""
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(timeout)
+        s.connect(agent.addr)
+        c = Conn(agent.addr, sock=s, timeout=timeout)
         self._conns.append(c)
         return c
 

@@ -247,12 +247,7 @@ class HalfCloseTests(ta.AgentCase):
         back-pressured with the FIN queued) without burning CPU (epoll's level-triggered
         EPOLLRDHUP used to spin here)."""
         a = self.start_agent(["--var-name", "v" * 40], workers=1)
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.settimeout(10)
-        s.connect(a.addr)
-        c = ta.Conn(a.addr, sock=s, timeout=10)
-        self._conns.append(c)
+        c = self.slow_reader_conn(a, timeout=10)
         c.handshake()
         msgs = [ta.ip_msg("192.0.2.%d" % (i + 1)) for i in range(30)]
         payload = ta.notify_payload(msgs)

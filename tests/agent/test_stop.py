@@ -108,13 +108,7 @@ class StopUnderBackPressureTests(ta.AgentCase):
         busy, not idle, so it is served until the peer has read every ACK, then disconnected."""
         import threading
         a = self.start_agent(["--var-name", "v" * 40, "--shutdown-timeout", "15"], workers=1)
-        # A small receive buffer: the ACKs pile up in the agent, which then holds the input.
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.settimeout(10)
-        s.connect(a.addr)
-        c = ta.Conn(a.addr, sock=s, timeout=30)
-        self._conns.append(c)
+        c = self.slow_reader_conn(a, timeout=30)
         c.handshake()
         msgs = [ta.ip_msg("192.0.2.%d" % (i + 1)) for i in range(30)]
         payload = ta.notify_payload(msgs)
