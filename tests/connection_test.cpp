@@ -1196,3 +1196,58 @@ TEST(ConnectionLimits, MaxQueuedAcksBackPressures) {
     EXPECT_TRUE(conn.wants_input());
     EXPECT_EQ(conn.state(), spop::conn_state::established);
 }
+
+// Optional service hooks at the sans-IO level: on_hello with HAProxy's engine-id and the
+// negotiated settings, and the per-connection state every NOTIFY sees (set_context).
+namespace {
+struct hooked_service {
+    struct connection_state {
+        int notifies = 0;
+    };
+    std::string engine_id;
+    std::uint32_t mfs = 0;
+    std::uint64_t hello_id = 0;
+    int hellos = 0;
+    void on_hello(const spop::connection_event& ev) {
+        ++hellos;
+        engine_id.assign(ev.engine_id);
+        mfs = ev.settings->max_frame_size;
+        hello_id = ev.id;
+        ev.state_as<connection_state>().notifies = 100;
+    }
+    spop::errc on_notify(const spop::notify_request& req, spop::ack_writer&) noexcept {
+        ++req.state<connection_state>().notifies;
+        return spop::errc::ok;
+    }
+};
+} // namespace
+
+TEST(ConnectionHooks, HelloHookAndPerConnectionState) {
+    const spop::connection_config cfg{};
+    spop::buffer_pool pool(spop::buffer_size_for(cfg.limits.max_frame_size));
+    hooked_service svc;
+    hooked_service::connection_state st;
+    spop::connection<hooked_service> c(svc, pool, cfg);
+    c.set_context(42, "127.0.0.1:5000", &st);
+    // A HAPROXY-HELLO with an engine-id (HAProxy 2.6 sends one; see CAPTURES.md).
+    bytes hello(256);
+    spop::kv_writer kw(hello, spop::default_max_frame_size, spop::frame_type::haproxy_hello);
+    kw.put("supported-versions", value::from_string("2.0"));
+    kw.put("max-frame-size", value::from_uint32(4096));
+    kw.put("capabilities", value::from_string("pipelining"));
+    kw.put("engine-id", value::from_string("0b5b3d8e-0000-4000-8000-000000000001"));
+    const spop::result r = kw.finish();
+    ASSERT_TRUE(r);
+    hello.resize(r.consumed);
+    ASSERT_EQ(c.feed(hello).consumed, hello.size());
+    ASSERT_EQ(c.state(), conn_state::established);
+    EXPECT_EQ(svc.hellos, 1);
+    EXPECT_EQ(svc.engine_id, "0b5b3d8e-0000-4000-8000-000000000001");
+    EXPECT_EQ(svc.mfs, 4096u);
+    EXPECT_EQ(svc.hello_id, 42u);
+    (void)c.consume_output(c.output().size());
+    bytes in = notify(1, 1);
+    spop_test::append(in, notify(3, 1));
+    EXPECT_EQ(c.feed(in).notifies, 2u);
+    EXPECT_EQ(st.notifies, 102);
+}

@@ -138,6 +138,22 @@ class connection {
     /// NOTIFYs deferred and not delivered yet.
     [[nodiscard]] std::uint32_t deferred_count() const noexcept { return deferred_; }
 
+    /// Who this connection is, for the service's hooks and per-connection state (service.hpp):
+    /// `peer` must outlive the connection, `state` is handed to the service as is.
+    void set_context(std::uint64_t id, std::string_view peer, void* state) noexcept {
+        id_ = id;
+        peer_ = peer;
+        state_ptr_ = state;
+    }
+    /// The same, as the hooks get it.
+    [[nodiscard]] connection_event event() const noexcept {
+        connection_event ev;
+        ev.id = id_;
+        ev.peer = peer_;
+        ev.state = state_ptr_;
+        return ev;
+    }
+
     /// Lets the service defer answers through `d` (ticket.hpp). `tag` identifies this
     /// connection to `d` (e.g. a slot and generation). `d` must outlive the connection.
     void set_deferral(deferral* d, std::uint64_t tag) noexcept {
@@ -429,6 +445,12 @@ class connection {
         if (!w) return fail(w.ec);
         out_tail_ += w.consumed;
         limit_ = neg_.max_frame_size;
+        if constexpr (requires(S & s, const connection_event& ev) { s.on_hello(ev); }) {
+            connection_event ev = event();
+            ev.engine_id = fields.engine_id;
+            ev.settings = &neg_;
+            svc_.on_hello(ev);
+        }
         if (neg_.healthcheck) {
             // 3.x health checks parse to the end of their receive buffer: nothing may follow
             // the AGENT-HELLO, not even an AGENT-DISCONNECT.
@@ -449,7 +471,8 @@ class connection {
                                  deferral_,
                                  tag_,
                                  neg_.max_frame_size,
-                                 deferral_ ? &deferred : nullptr};
+                                 deferral_ ? &deferred : nullptr,
+                                 state_ptr_};
         const std::span<std::uint8_t> space = output_space();
         // The reply may not eat into the room kept for a final AGENT-DISCONNECT.
         ack_writer ack(space.first(space.size() - max_agent_disconnect_size), fr.stream_id,
@@ -542,6 +565,9 @@ class connection {
     std::uint32_t deferred_ = 0;    ///< NOTIFYs answered by a ticket, not delivered yet
     deferral* deferral_ = nullptr;
     std::uint64_t tag_ = 0;
+    std::uint64_t id_ = 0;
+    std::string_view peer_{};
+    void* state_ptr_ = nullptr;
     negotiated neg_{};
     conn_state state_ = conn_state::awaiting_hello;
     errc error_ = errc::ok;

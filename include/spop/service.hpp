@@ -9,11 +9,28 @@
 #include <cstdint>
 #include <span>
 
+#include "handshake.hpp"
 #include "notify.hpp"
 #include "ticket.hpp"
 #include "writer.hpp"
 
 namespace spop {
+
+/// What a service's optional connection hooks are told (see `service` below). Views are valid
+/// during the call only.
+struct connection_event {
+    std::uint64_t id = 0;         ///< the connection's number, unique per worker
+    std::string_view peer{};      ///< "addr:port", "[v6]:port", "unix", or empty
+    std::string_view engine_id{}; ///< on_hello: HAProxy's engine-id (empty when not sent)
+    const negotiated* settings{}; ///< on_hello: max-frame-size, pipelining, health check
+    void* state = nullptr;        ///< the service's per-connection state, if it declares one
+
+    /// The per-connection state, typed: `ev.state_as<my_service::connection_state>()`.
+    template <class T>
+    [[nodiscard]] T& state_as() const noexcept {
+        return *static_cast<T*>(state);
+    }
+};
 
 /// One NOTIFY, as handed to a service. `payload` views the receive buffer (or the connection's
 /// reassembly buffer) and is valid only during the on_notify() call.
@@ -27,6 +44,15 @@ struct notify_request {
     std::uint64_t conn_tag = 0;
     std::uint32_t max_frame_size = 0;
     bool* deferred = nullptr;
+    void* conn_state = nullptr; ///< the connection's S::connection_state, if the embedder keeps one
+
+    /// The per-connection state the embedder keeps for a service that declares
+    /// `using connection_state = T;` (spop::server does; a bare connection has none: check
+    /// `conn_state != nullptr` if the service may run without it).
+    template <class T>
+    [[nodiscard]] T& state() const noexcept {
+        return *static_cast<T*>(conn_state);
+    }
 
     /// Runs parse_notify() over the payload.
     template <notify_handler H>
@@ -57,6 +83,15 @@ struct notify_request {
 ///     Must not throw, block or allocate per call.
 ///
 ///     A service may also answer later: see notify_request::defer() and ticket.hpp.
+///
+///   Optional hooks (each detected at compile time; spop::server calls them, a bare
+///   connection calls on_hello only):
+///     void on_connect(const connection_event&)   a connection was accepted
+///     void on_hello(const connection_event&)     its HAPROXY-HELLO was accepted (engine-id,
+///                                                negotiated settings; also for health checks)
+///     void on_close(const connection_event&)     it is gone (after its last byte)
+///     using connection_state = T;                a T per connection (default-constructed at
+///                                                accept), in every event and notify_request
 ///
 ///   static constexpr bool defers = true           (optional)
 ///     Declares that the service defers answers: the connection then also stops taking input

@@ -34,7 +34,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
-#include "engine.hpp"
+#include "worker.hpp"
 
 namespace spop::server {
 namespace uring_detail {
@@ -44,7 +44,6 @@ inline constexpr unsigned buf_count = 256; // power of two
 inline constexpr unsigned buf_size = spop::default_feed_chunk;
 inline constexpr std::uint16_t no_buf = 0xFFFF;
 inline constexpr unsigned short buf_group = 1;
-inline constexpr std::uint32_t drain_seconds = 2;
 
 enum op : std::uint8_t {
     op_accept = 1,
@@ -60,26 +59,14 @@ inline constexpr std::uint64_t pack(op o, std::uint32_t idx, std::uint32_t gen) 
     return std::uint64_t{o} | (std::uint64_t{idx} << 8) | (std::uint64_t{gen & 0xFFFFFF} << 40);
 }
 
-template <class Service>
-struct uconn {
-    uconn(Service& svc, spop::buffer_pool& pool, const spop::connection_config& cfg)
-        : c(svc, pool, cfg) {}
-    spop::connection<Service> c;
-    int fd = -1;
-    std::uint32_t idx = 0; ///< slot in conns_
-    std::uint32_t gen = 0;
-    std::uint32_t created = 0;
-    std::uint32_t last_active = 0;
-    std::uint32_t drain_deadline = 0;
+/// The io_uring backend's part of a connection.
+struct uconn_io {
     std::uint32_t send_inflight = 0; ///< bytes of output() handed to the kernel
     std::uint8_t ops = 0;            ///< requests in flight (recv, send)
     bool recv_armed = false;
     bool recv_cancelled = false;
-    bool draining = false;
-    bool dead = false;
-    bool dirty = false;
-    bool eof = false; ///< the peer shut its write side: answer, flush, close
-    conn_book book;
+    bool dead = false;  ///< closed; the slot is freed once no request is in flight
+    bool dirty = false; ///< queued for end_of_turn()
     /// Input the connection did not take yet (back-pressure), in arrival order: ring buffers
     /// chained through the worker's held_next_ (head..tail), then bytes copied out of the ring.
     std::uint16_t held_head = no_buf;
@@ -88,8 +75,6 @@ struct uconn {
     std::vector<std::uint8_t> spill;
     std::size_t spill_off = 0;
     [[nodiscard]] bool holds() const noexcept { return held_n != 0 || spill_off < spill.size(); }
-    std::uint32_t last_progress = 0; ///< last time a send completed
-    std::string peer;
 };
 
 inline int ring_setup(io_uring& ring, std::string& why) {
@@ -127,14 +112,16 @@ inline int ring_setup(io_uring& ring, std::string& why) {
 
 /// One worker thread's io_uring event loop, serving `Service`.
 template <class Service>
-class uring_worker {
-    using uconn = uring_detail::uconn<Service>;
+class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io> {
+    using core = worker_core<uring_worker<Service>, Service, uconn_io>;
+    using slot = typename core::slot;
+    friend core;
+    using core::conns_;
+    using core::env_;
 
   public:
     template <class Factory>
-    uring_worker(worker_env& env, Factory& make)
-        : env_(env), pool_(spop::buffer_size_for(env.conn_cfg.limits.max_frame_size), 1024),
-          svc_(make(env.id)) {}
+    uring_worker(worker_env& env, Factory& make) : core(env, make) {}
 
     ~uring_worker() {
         if (br_ != nullptr) {
@@ -157,7 +144,7 @@ class uring_worker {
         arm_wake();
         arm_timer();
         arm_handoff();
-        now_ = mono_s();
+        this->now_ = mono_s();
         while (true) {
             const int rc = io_uring_submit_and_wait(&ring_, 1);
             if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
@@ -165,7 +152,7 @@ class uring_worker {
                     env_.id, std::strerror(-rc));
                 break;
             }
-            now_ = mono_s();
+            this->now_ = mono_s();
             io_uring_cqe* cqe;
             unsigned head;
             unsigned seen = 0;
@@ -175,16 +162,30 @@ class uring_worker {
             }
             io_uring_cq_advance(&ring_, seen);
             end_of_turn();
-            if (stopping_ && (live_ == 0 || now_ >= stop_deadline_)) break;
+            if (this->finished()) break;
         }
         for (std::uint32_t i = 0; i < conns_.size(); ++i)
-            if (conns_[i] && !conns_[i]->dead) ::close(conns_[i]->fd);
-        // Connections handed over during the stop: close them.
+            if (conns_[i] && !conns_[i]->io.dead) ::close(conns_[i]->fd);
+        // Connections handed over during the stop: close them (this->stopping_ is set).
         int fds[64];
         for (ssize_t r; (r = ::read(env_.handoff_rfd, fds, sizeof fds)) > 0;)
-            adopt_handed_off(env_, fds, static_cast<std::size_t>(r),
-                             [this](int fd) { close_admitted(env_, fd); });
+            this->adopt_handed(fds, static_cast<std::size_t>(r));
         return 0;
+    }
+
+    // The core's hooks ------------------------------------------------------------------------
+    void on_new(slot& e) { arm_recv(e.idx); }
+    void kick(std::uint32_t idx) { mark_dirty(idx); }
+    [[nodiscard]] static bool alive(const slot& e) noexcept { return !e.io.dead; }
+    void stop_listening() {
+        // Leave the SO_REUSEPORT group at once: a listener kept alive by a pending accept
+        // would otherwise take (and then reset) connections meant for a restarted agent.
+        for (std::uint32_t i = 0; i < env_.listen_fds.size(); ++i) {
+            ::shutdown(env_.listen_fds[i], SHUT_RDWR);
+            io_uring_sqe* s = sqe();
+            io_uring_prep_cancel64(s, pack(op_accept, i, 0), 0);
+            io_uring_sqe_set_data64(s, pack(op_cancel, 0, 0));
+        }
     }
 
   private:
@@ -248,10 +249,7 @@ class uring_worker {
         io_uring_sqe_set_data64(s, pack(op_handoff, 0, 0));
     }
     void on_handoff(io_uring_cqe* cqe) {
-        if (cqe->res > 0) {
-            adopt_handed_off(env_, handoff_buf_, static_cast<std::size_t>(cqe->res),
-                             [this](int fd) { adopt(fd); });
-        }
+        if (cqe->res > 0) this->adopt_handed(handoff_buf_, static_cast<std::size_t>(cqe->res));
         if (cqe->res != -ECANCELED) arm_handoff();
     }
     void arm_timer() {
@@ -262,22 +260,22 @@ class uring_worker {
         io_uring_sqe_set_data64(s, pack(op_timer, 0, 0));
     }
     void arm_recv(std::uint32_t idx) {
-        uconn& e = *conns_[idx];
+        slot& e = *conns_[idx];
         io_uring_sqe* s = sqe();
         io_uring_prep_recv_multishot(s, e.fd, nullptr, 0, 0);
         s->flags |= IOSQE_BUFFER_SELECT;
         s->buf_group = buf_group;
         io_uring_sqe_set_data64(s, pack(op_recv, idx, e.gen));
-        e.recv_armed = true;
-        e.recv_cancelled = false;
-        ++e.ops;
+        e.io.recv_armed = true;
+        e.io.recv_cancelled = false;
+        ++e.io.ops;
     }
-    void cancel_recv(uconn& e) {
-        if (!e.recv_armed || e.recv_cancelled) return;
+    void cancel_recv(slot& e) {
+        if (!e.io.recv_armed || e.io.recv_cancelled) return;
         io_uring_sqe* s = sqe();
         io_uring_prep_cancel64(s, pack(op_recv, e.idx, e.gen), 0);
         io_uring_sqe_set_data64(s, pack(op_cancel, e.idx, e.gen));
-        e.recv_cancelled = true;
+        e.io.recv_cancelled = true;
     }
 
     void handle(io_uring_cqe* cqe) {
@@ -293,10 +291,14 @@ class uring_worker {
         case op_send:
             return on_send(idx, gen, cqe);
         case op_wake:
-            return begin_stop();
+            return this->begin_stop();
         case op_timer:
-            tick();
-            if (!stopping_ || live_ != 0) arm_timer();
+            rearm_starved();
+            for (std::uint32_t li : accept_rearm_)
+                if (!this->stopping_) arm_accept(li);
+            accept_rearm_.clear();
+            this->tick();
+            if (!this->stopping_ || this->live_ != 0) arm_timer();
             return;
         case op_cancel:
             return;
@@ -305,18 +307,12 @@ class uring_worker {
         }
     }
 
-    uconn* live_conn(std::uint32_t idx, std::uint32_t gen) {
-        if (idx >= conns_.size() || !conns_[idx]) return nullptr;
-        uconn* e = conns_[idx].get();
-        return (e->gen & 0xFFFFFF) == gen ? e : nullptr;
-    }
-
     void on_accept(std::uint32_t li, io_uring_cqe* cqe) {
         const bool more = (cqe->flags & IORING_CQE_F_MORE) != 0;
         if (cqe->res < 0) {
-            if (cqe->res != -ECANCELED && !stopping_) {
+            if (cqe->res != -ECANCELED && !this->stopping_) {
                 unsigned sup = 0;
-                if (accept_rl_.allow(now_, sup))
+                if (this->accept_rl_.allow(this->now_, sup))
                     log(level::error, "event=accept_failed worker=%d error=\"%s\" suppressed=%u",
                         env_.id, std::strerror(-cqe->res), sup);
                 // Re-armed by the timer: retrying at once on EMFILE would spin.
@@ -324,58 +320,32 @@ class uring_worker {
             }
             return;
         }
-        if (!more && !stopping_) arm_accept(li);
+        if (!more && !this->stopping_) arm_accept(li);
         const int fd = cqe->res;
-        if (stopping_) {
+        if (this->stopping_) {
             ::close(fd);
             return;
         }
-        if (!admit(env_, fd, env_.listen_is_tcp[li], accept_rl_, now_)) return;
-        adopt(fd);
-    }
-
-    void adopt(int fd) {
-        if (stopping_) {
-            close_admitted(env_, fd);
-            return;
-        }
-        std::uint32_t idx;
-        if (!free_.empty()) {
-            idx = free_.back();
-            free_.pop_back();
-        } else {
-            idx = static_cast<std::uint32_t>(conns_.size());
-            conns_.emplace_back();
-        }
-        auto e = std::make_unique<uconn>(svc_, pool_, env_.conn_cfg);
-        e->fd = fd;
-        e->idx = idx;
-        e->gen = ++gen_;
-        e->created = e->last_active = now_;
+        if (!admit(env_, fd, env_.listen_is_tcp[li], this->accept_rl_, this->now_)) return;
+        std::string peer;
         if (log_enabled(level::warn)) {
             sockaddr_storage ss{};
             socklen_t len = sizeof ss;
             if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
-                e->peer = peer_name(ss, len);
+                peer = peer_name(ss, len);
         }
-        conns_[idx] = std::move(e);
-        ++live_;
-        env_.stats->conns_current.add();
-        env_.stats->conns_total.add();
-        log(level::debug, "event=accept worker=%d peer=%s fd=%d", env_.id,
-            conns_[idx]->peer.c_str(), fd);
-        arm_recv(idx);
+        this->adopt(fd, std::move(peer));
     }
 
     void on_recv(std::uint32_t idx, std::uint32_t gen, io_uring_cqe* cqe) {
         const bool has_buf = (cqe->flags & IORING_CQE_F_BUFFER) != 0;
         const auto bid = static_cast<unsigned short>(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-        uconn* e = live_conn(idx, gen);
+        slot* e = this->find(idx, gen);
         if (!(cqe->flags & IORING_CQE_F_MORE) && e != nullptr) {
-            e->recv_armed = false;
-            --e->ops;
+            e->io.recv_armed = false;
+            --e->io.ops;
         }
-        if (e == nullptr || e->dead) {
+        if (e == nullptr || e->io.dead) {
             if (has_buf) recycle(bid);
             if (e != nullptr) maybe_free(idx);
             return;
@@ -386,11 +356,11 @@ class uring_worker {
             const auto len = static_cast<std::uint32_t>(res);
             if (e->draining || !has_buf) {
                 if (has_buf) recycle(bid);
-            } else if (e->holds() || !e->c.takes_input()) {
+            } else if (e->io.holds() || !e->c.takes_input()) {
                 hold(*e, bid, 0, len);
             } else {
-                e->last_active = now_;
-                const std::size_t took = feed_bytes(*e, buf(bid), len);
+                e->last_active = this->now_;
+                const std::size_t took = this->feed(*e, buf(bid), len);
                 if (took < len)
                     hold(*e, bid, static_cast<std::uint32_t>(took), len);
                 else
@@ -409,7 +379,7 @@ class uring_worker {
             // some, or the next tick), never in a tight loop.
             starved_.push_back(idx);
             return;
-        } else if (res == -ECANCELED && e->recv_cancelled) {
+        } else if (res == -ECANCELED && e->io.recv_cancelled) {
             // We paused it (back-pressure); it is re-armed when the peer reads its ACKs.
         } else {
             // The connection (and its output buffer, which a send may still point into) goes
@@ -417,117 +387,106 @@ class uring_worker {
             kill(idx, res == -ECONNRESET ? "rst" : "error");
             return;
         }
-        if (!e->recv_armed) mark_dirty(idx);
+        if (!e->io.recv_armed) mark_dirty(idx);
     }
 
     [[nodiscard]] std::uint8_t* buf(unsigned short bid) const noexcept {
         return bufs_ + std::size_t{bid} * buf_size;
     }
 
-    /// Feeds bytes to the connection; returns how many it took. `more`: more held bytes follow.
-    std::size_t feed_bytes(uconn& e, const std::uint8_t* p, std::size_t len, bool more = false) {
-        const std::uint64_t t0 = mono_ns();
-        const spop::feed_result fr = e.c.feed({p, len}, more);
-        e.book.after_io(env_, e.c, fr, t0);
-        return fr.consumed;
-    }
-
     /// Keeps bytes [off, len) of a receive buffer for a connection that cannot take them now,
     /// and stops its recv. Ring buffers are held in order; once half the ring is held (many
     /// back-pressured connections), bytes are copied out and the buffer goes back at once.
-    void hold(uconn& e, unsigned short bid, std::uint32_t off, std::uint32_t len) {
+    void hold(slot& e, unsigned short bid, std::uint32_t off, std::uint32_t len) {
         if (!e.c.takes_input() && e.c.state() >= spop::conn_state::closing) {
             recycle(bid); // closing: feed() would discard it anyway
             return;
         }
-        e.c.set_input_held(); // a graceful stop or end of stream waits for these bytes
-        e.last_active = now_; // a back-pressured peer is not idle (lame-duck stop)
-        if (e.spill_off < e.spill.size() || held_total_ >= buf_count / 2) {
-            if (e.spill_off == e.spill.size()) {
-                e.spill.clear();
-                e.spill_off = 0;
+        e.c.set_input_held();       // a graceful stop or end of stream waits for these bytes
+        e.last_active = this->now_; // a back-pressured peer is not idle (lame-duck stop)
+        if (e.io.spill_off < e.io.spill.size() || held_total_ >= buf_count / 2) {
+            if (e.io.spill_off == e.io.spill.size()) {
+                e.io.spill.clear();
+                e.io.spill_off = 0;
             }
-            e.spill.insert(e.spill.end(), buf(bid) + off, buf(bid) + len);
+            e.io.spill.insert(e.io.spill.end(), buf(bid) + off, buf(bid) + len);
             recycle(bid);
         } else {
             held_off_[bid] = off;
             held_len_[bid] = len;
             held_next_[bid] = no_buf;
-            if (e.held_tail == no_buf)
-                e.held_head = bid;
+            if (e.io.held_tail == no_buf)
+                e.io.held_head = bid;
             else
-                held_next_[e.held_tail] = bid;
-            e.held_tail = bid;
-            ++e.held_n;
+                held_next_[e.io.held_tail] = bid;
+            e.io.held_tail = bid;
+            ++e.io.held_n;
             ++held_total_;
         }
-        if (e.c.state() == spop::conn_state::established) note_backpressure(e);
+        if (e.c.state() == spop::conn_state::established) this->note_backpressure(e);
         cancel_recv(e);
     }
 
     /// Feeds held input, in order, while the connection takes it.
-    void feed_held(uconn& e) {
-        while (e.held_n != 0 && e.c.takes_input()) {
-            const std::uint16_t bid = e.held_head;
+    void feed_held(slot& e) {
+        while (e.io.held_n != 0 && e.c.takes_input()) {
+            const std::uint16_t bid = e.io.held_head;
             const std::uint32_t rest = held_len_[bid] - held_off_[bid];
-            const bool more = held_next_[bid] != no_buf || e.spill_off < e.spill.size();
-            const std::size_t took = feed_bytes(e, buf(bid) + held_off_[bid], rest, more);
+            const bool more = held_next_[bid] != no_buf || e.io.spill_off < e.io.spill.size();
+            const std::size_t took = this->feed(e, buf(bid) + held_off_[bid], rest, more);
             if (took < rest) {
                 held_off_[bid] += static_cast<std::uint32_t>(took);
                 return;
             }
-            e.held_head = held_next_[bid];
-            if (e.held_head == no_buf) e.held_tail = no_buf;
-            --e.held_n;
+            e.io.held_head = held_next_[bid];
+            if (e.io.held_head == no_buf) e.io.held_tail = no_buf;
+            --e.io.held_n;
             --held_total_;
             recycle(bid);
         }
-        if (e.held_n != 0 || e.spill_off == e.spill.size() || !e.c.takes_input()) return;
-        e.spill_off += feed_bytes(e, e.spill.data() + e.spill_off, e.spill.size() - e.spill_off);
-        if (e.spill_off == e.spill.size()) {
-            e.spill.clear();
-            e.spill.shrink_to_fit(); // overload memory goes back once the peer caught up
-            e.spill_off = 0;
+        if (e.io.held_n != 0 || e.io.spill_off == e.io.spill.size() || !e.c.takes_input()) return;
+        e.io.spill_off +=
+            this->feed(e, e.io.spill.data() + e.io.spill_off, e.io.spill.size() - e.io.spill_off);
+        if (e.io.spill_off == e.io.spill.size()) {
+            e.io.spill.clear();
+            e.io.spill.shrink_to_fit(); // overload memory goes back once the peer caught up
+            e.io.spill_off = 0;
         }
     }
 
-    void release_held(uconn& e) {
-        while (e.held_n != 0) {
-            const std::uint16_t bid = e.held_head;
-            e.held_head = held_next_[bid];
-            --e.held_n;
+    void release_held(slot& e) {
+        while (e.io.held_n != 0) {
+            const std::uint16_t bid = e.io.held_head;
+            e.io.held_head = held_next_[bid];
+            --e.io.held_n;
             --held_total_;
             recycle(bid);
         }
-        e.held_tail = no_buf;
-        e.spill.clear();
-        e.spill.shrink_to_fit();
-        e.spill_off = 0;
+        e.io.held_tail = no_buf;
+        e.io.spill.clear();
+        e.io.spill.shrink_to_fit();
+        e.io.spill_off = 0;
     }
 
     void on_send(std::uint32_t idx, std::uint32_t gen, io_uring_cqe* cqe) {
-        uconn* e = live_conn(idx, gen);
+        slot* e = this->find(idx, gen);
         if (e == nullptr) return;
-        --e->ops;
-        e->send_inflight = 0;
-        if (e->dead) return maybe_free(idx);
+        --e->io.ops;
+        e->io.send_inflight = 0;
+        if (e->io.dead) return maybe_free(idx);
         if (cqe->res < 0) {
             kill(idx, cqe->res == -EPIPE || cqe->res == -ECONNRESET ? "rst" : "error");
             return;
         }
-        env_.stats->bytes_out.add(static_cast<std::uint64_t>(cqe->res));
-        const std::uint64_t t0 = mono_ns();
-        const spop::feed_result fr = e->c.consume_output(static_cast<std::size_t>(cqe->res));
-        e->book.after_io(env_, e->c, fr, t0);
-        e->last_progress = now_;
-        if (e->holds()) feed_held(*e);
+        this->sent(*e, static_cast<std::size_t>(cqe->res));
+        if (e->io.holds()) feed_held(*e);
         mark_dirty(idx);
     }
 
     void mark_dirty(std::uint32_t idx) {
-        uconn& e = *conns_[idx];
-        if (!e.dirty) {
-            e.dirty = true;
+        slot& e = *conns_[idx];
+        if (!e.io.dirty) {
+            e.io.dirty = true;
             dirty_.push_back(idx);
         }
     }
@@ -547,65 +506,48 @@ class uring_worker {
         for (std::size_t k = 0; k < dirty_.size(); ++k) {
             const std::uint32_t idx = dirty_[k];
             if (!conns_[idx]) continue;
-            uconn& e = *conns_[idx];
-            e.dirty = false;
-            if (e.dead) continue;
+            slot& e = *conns_[idx];
+            e.io.dirty = false;
+            if (e.io.dead) continue;
             service(idx);
         }
         dirty_.clear();
     }
 
-    void note_backpressure(const uconn& e) {
-        unsigned sup = 0;
-        if (log_enabled(level::debug) && bp_rl_.allow(now_, sup))
-            log(level::debug,
-                "event=backpressure worker=%d peer=%s pending_bytes=%zu suppressed=%u", env_.id,
-                e.peer.c_str(), e.c.output().size(), sup);
-    }
-
     void rearm_starved() {
         for (std::uint32_t idx : starved_) {
-            if (idx < conns_.size() && conns_[idx] && !conns_[idx]->dead) mark_dirty(idx);
+            if (idx < conns_.size() && conns_[idx] && !conns_[idx]->io.dead) mark_dirty(idx);
         }
         starved_.clear();
     }
 
     void service(std::uint32_t idx) {
-        uconn& e = *conns_[idx];
-        if (e.holds() && e.c.takes_input()) feed_held(e);
+        slot& e = *conns_[idx];
+        if (e.io.holds() && e.c.takes_input()) feed_held(e);
         e.book.after_state(env_, e.c);
         const auto out = e.c.output();
-        if (e.send_inflight == 0 && !out.empty()) {
+        if (e.io.send_inflight == 0 && !out.empty()) {
             io_uring_sqe* s = sqe();
             io_uring_prep_send(s, e.fd, out.data(), out.size(), MSG_NOSIGNAL);
             io_uring_sqe_set_data64(s, pack(op_send, idx, e.gen));
-            e.send_inflight = static_cast<std::uint32_t>(out.size());
-            ++e.ops;
+            e.io.send_inflight = static_cast<std::uint32_t>(out.size());
+            ++e.io.ops;
         }
-        if (!e.draining && e.c.should_close() && e.send_inflight == 0) {
-            if (e.c.state() == spop::conn_state::closed) return kill(idx, "closed");
-            // After end of stream every byte was read: close now, the kernel still sends what
-            // it holds, then FIN.
-            if (e.eof) return kill(idx, "eof");
-            note_close(env_, e.c, e.peer.c_str(), "agent", errors_rl_);
-            ::shutdown(e.fd, SHUT_WR);
-            e.draining = true;
-            e.drain_deadline = now_ + drain_seconds;
-        }
-        const bool want_recv = e.draining || (e.c.wants_input() && !e.holds());
-        if (want_recv && !e.recv_armed)
+        if (e.io.send_inflight == 0 && this->closing_step(idx) == core::step::killed) return;
+        const bool want_recv = e.draining || (e.c.wants_input() && !e.io.holds());
+        if (want_recv && !e.io.recv_armed)
             arm_recv(idx);
-        else if (!want_recv && e.recv_armed) {
-            if (e.c.state() == spop::conn_state::established && !e.eof) note_backpressure(e);
+        else if (!want_recv && e.io.recv_armed) {
+            if (e.c.state() == spop::conn_state::established && !e.eof) this->note_backpressure(e);
             cancel_recv(e);
         }
     }
 
     void kill(std::uint32_t idx, const char* how) {
-        uconn& e = *conns_[idx];
-        if (e.dead) return;
-        if (!e.draining) note_close(env_, e.c, e.peer.c_str(), how, errors_rl_);
-        e.dead = true;
+        slot& e = *conns_[idx];
+        if (e.io.dead) return;
+        this->note_end(e, how);
+        e.io.dead = true;
         release_held(e);
         ::shutdown(e.fd, SHUT_RDWR); // completes whatever is still in flight
         cancel_recv(e);
@@ -613,81 +555,17 @@ class uring_worker {
     }
 
     void maybe_free(std::uint32_t idx) {
-        uconn& e = *conns_[idx];
-        if (!e.dead || e.ops != 0) return;
-        e.book.gone(env_);
-        close_admitted(env_, e.fd);
-        conns_[idx].reset();
-        free_.push_back(idx);
-        --live_;
-        env_.stats->conns_current.sub();
+        slot& e = *conns_[idx];
+        if (!e.io.dead || e.io.ops != 0) return;
+        this->free_slot(idx);
     }
 
-    void begin_stop() {
-        if (stopping_) return;
-        stopping_ = true;
-        stop_deadline_ = now_ + env_.opt->shutdown_timeout_s;
-        // Leave the SO_REUSEPORT group at once: a listener kept alive by a pending accept
-        // would otherwise take (and then reset) connections meant for a restarted agent.
-        for (std::uint32_t i = 0; i < env_.listen_fds.size(); ++i) {
-            ::shutdown(env_.listen_fds[i], SHUT_RDWR);
-            io_uring_sqe* s = sqe();
-            io_uring_prep_cancel64(s, pack(op_accept, i, 0), 0);
-            io_uring_sqe_set_data64(s, pack(op_cancel, 0, 0));
-        }
-        drain_step();
-    }
-
-    /// During a stop: AGENT-DISCONNECT to the connections whose drain is over.
-    void drain_step() {
-        for (std::uint32_t i = 0; i < conns_.size(); ++i) {
-            if (!conns_[i] || conns_[i]->dead || conns_[i]->draining) continue;
-            uconn& e = *conns_[i];
-            if (!stop_connection_now(*env_.opt, now_, stop_deadline_, e.last_active, e.c)) continue;
-            e.c.shutdown();
-            mark_dirty(i);
-        }
-    }
-
-    void tick() {
-        rearm_starved();
-        if (stopping_) drain_step();
-        for (std::uint32_t li : accept_rearm_)
-            if (!stopping_) arm_accept(li);
-        accept_rearm_.clear();
-        const options& o = *env_.opt;
-        for (std::uint32_t i = 0; i < conns_.size(); ++i) {
-            if (!conns_[i] || conns_[i]->dead) continue;
-            uconn& e = *conns_[i];
-            if (e.draining) {
-                if (now_ >= e.drain_deadline) kill(i, "drain_timeout");
-                continue;
-            }
-            switch (check_timers(o, e.c, now_, e.created, e.last_active, e.last_progress)) {
-            case timer_verdict::none:
-                break;
-            case timer_verdict::timeout:
-                e.c.close_with(spop::errc::timeout);
-                mark_dirty(i);
-                break;
-            case timer_verdict::drop:
-                kill(i, "write_timeout"); // its buffers go with it in maybe_free()
-                break;
-            }
-        }
-    }
-
-    worker_env& env_;
-    spop::buffer_pool pool_;
-    Service svc_;
     io_uring ring_{};
     bool ring_ok_ = false;
     io_uring_buf_ring* br_ = nullptr;
     std::size_t br_bytes_ = 0;
     std::uint8_t* bufs_ = nullptr;
     int recycled_ = 0;
-    std::vector<std::unique_ptr<uconn>> conns_;
-    std::vector<std::uint32_t> free_;
     std::vector<std::uint32_t> dirty_;
     std::vector<std::uint32_t> accept_rearm_;
     std::vector<std::uint32_t> starved_;
@@ -697,17 +575,9 @@ class uring_worker {
     std::uint16_t held_next_[buf_count]{};
     std::uint32_t held_off_[buf_count]{};
     std::uint32_t held_len_[buf_count]{};
-    rate_limiter errors_rl_{10};
-    rate_limiter accept_rl_{5};
-    rate_limiter bp_rl_{5};
     std::uint64_t wake_val_ = 0;
     int handoff_buf_[64]{};
     __kernel_timespec timer_ts_{};
-    std::uint32_t now_ = 0;
-    std::uint32_t gen_ = 0;
-    std::uint32_t live_ = 0;
-    bool stopping_ = false;
-    std::uint32_t stop_deadline_ = 0;
 };
 
 } // namespace uring_detail

@@ -1,0 +1,262 @@
+// spop::server worker core: everything a worker does that does not depend on how bytes move.
+// One instance per worker thread, a CRTP base of each backend (uring.hpp, epoll.hpp), which only
+// moves bytes: accepts, receives, sends, and wakes up. The core owns the connection table (slots
+// with generations, so a late completion never reaches a reused slot), admission and hand-off,
+// feeding and send accounting, the closing decision, timers, and the lame-duck stop.
+//
+// What a backend provides (called by the core):
+//   void kick(std::uint32_t idx)               the connection has new output or a new state:
+//                                              send / update interest now or at end of turn
+//   void kill(std::uint32_t idx, const char*)  close the socket now (RST-free close after an
+//                                              end of stream, or an error / timeout)
+//   void stop_listening()                      leave the accept groups (begin of a stop)
+//   void on_new(slot&)                         a slot was just adopted: start receiving
+// and uses: adopt(), feed(), sent(), closing_step(), begin_stop(), tick(), finished().
+#pragma once
+
+#include <memory>
+#include <string>
+#include <sys/socket.h>
+#include <vector>
+
+#include "engine.hpp"
+
+namespace spop::server {
+
+/// A service's per-connection state (service.hpp: `using connection_state = T;`), or nothing.
+template <class S>
+struct connection_state_of {
+    struct type {};
+};
+template <class S>
+requires requires {
+    typename S::connection_state;
+}
+struct connection_state_of<S> {
+    using type = typename S::connection_state;
+};
+
+/// One connection: the sans-IO core plus what the worker knows about its socket. `Io` is the
+/// backend's own part (armed requests, held input...).
+template <class Service, class Io>
+struct conn_slot {
+    conn_slot(Service& svc, spop::buffer_pool& pool, const spop::connection_config& cfg)
+        : c(svc, pool, cfg) {}
+    spop::connection<Service> c;
+    int fd = -1;
+    std::uint32_t idx = 0; ///< slot in the table
+    std::uint32_t gen = 0; ///< generation: packed with idx into every request's user data
+    std::uint32_t created = 0;
+    std::uint32_t last_active = 0;   ///< last time bytes arrived (or were held)
+    std::uint32_t last_progress = 0; ///< last time a send wrote something
+    std::uint32_t drain_deadline = 0;
+    bool draining = false; ///< our write side is shut; reading until EOF, bounded
+    bool eof = false;      ///< the peer shut its write side: answer, flush, close
+    conn_book book;
+    std::string peer;
+    Io io;
+    typename connection_state_of<Service>::type state{};
+};
+
+template <class Derived, class Service, class Io>
+class worker_core {
+  public:
+    using slot = conn_slot<Service, Io>;
+
+  protected:
+    /// After our last frame the socket is read until EOF for at most this long, so that unread
+    /// input cannot turn the final frame into an RST.
+    static constexpr std::uint32_t drain_seconds = 2;
+
+    template <class Factory>
+    worker_core(worker_env& env, Factory& make)
+        : env_(env), pool_(spop::buffer_size_for(env.conn_cfg.limits.max_frame_size), 1024),
+          svc_(make(env.id)) {}
+
+    Derived& self() noexcept { return static_cast<Derived&>(*this); }
+
+    /// The slot at idx if it is still generation gen.
+    slot* find(std::uint32_t idx, std::uint32_t gen) noexcept {
+        if (idx >= conns_.size() || !conns_[idx]) return nullptr;
+        slot* e = conns_[idx].get();
+        return (e->gen & 0xFFFFFF) == gen ? e : nullptr;
+    }
+
+    /// Takes an admitted fd (accepted here or handed over): a new slot, counted and logged.
+    slot& adopt(int fd, std::string peer) {
+        std::uint32_t idx;
+        if (!free_.empty()) {
+            idx = free_.back();
+            free_.pop_back();
+        } else {
+            idx = static_cast<std::uint32_t>(conns_.size());
+            conns_.emplace_back();
+        }
+        auto e = std::make_unique<slot>(svc_, pool_, env_.conn_cfg);
+        e->fd = fd;
+        e->idx = idx;
+        e->gen = ++gen_;
+        e->created = e->last_active = now_;
+        e->peer = std::move(peer);
+        conns_[idx] = std::move(e);
+        ++live_;
+        env_.stats->conns_current.add();
+        env_.stats->conns_total.add();
+        slot& s = *conns_[idx];
+        s.c.set_context(s.gen, s.peer, &s.state);
+        log(level::debug, "event=accept worker=%d peer=%s fd=%d", env_.id, s.peer.c_str(), fd);
+        if constexpr (requires(Service & v, const connection_event& ev) { v.on_connect(ev); })
+            svc_.on_connect(s.c.event());
+        self().on_new(s);
+        return s;
+    }
+
+    /// Adopts the fds handed to this worker (closes them during a stop).
+    void adopt_handed(const void* bytes, std::size_t n) {
+        adopt_handed_off(env_, bytes, n, [this](int fd) {
+            if (stopping_) return close_admitted(env_, fd);
+            sockaddr_storage ss{};
+            socklen_t len = sizeof ss;
+            std::string peer = "?";
+            if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
+                peer = peer_name(ss, len);
+            adopt(fd, std::move(peer));
+        });
+    }
+
+    /// Logs how the connection ended (unless its end was logged when it started draining).
+    void note_end(slot& e, const char* how) {
+        if (!e.draining) note_close(env_, e.c, e.peer.c_str(), how, errors_rl_);
+    }
+
+    /// The socket is closed: the slot goes back, with its --max-connections share.
+    void free_slot(std::uint32_t idx) {
+        slot& e = *conns_[idx];
+        if constexpr (requires(Service & v, const connection_event& ev) { v.on_close(ev); })
+            svc_.on_close(e.c.event());
+        e.book.gone(env_);
+        close_admitted(env_, e.fd);
+        conns_[idx].reset();
+        free_.push_back(idx);
+        --live_;
+        env_.stats->conns_current.sub();
+    }
+
+    /// Feeds received bytes; returns how many the connection took. `more`: the backend holds
+    /// further bytes after these.
+    std::size_t feed(slot& e, const std::uint8_t* p, std::size_t n, bool more = false) {
+        const std::uint64_t t0 = mono_ns();
+        const spop::feed_result fr = e.c.feed({p, n}, more);
+        e.book.after_io(env_, e.c, fr, t0);
+        return fr.consumed;
+    }
+
+    /// `n` bytes of output left (a send completed).
+    void sent(slot& e, std::size_t n) {
+        env_.stats->bytes_out.add(n);
+        e.last_progress = now_;
+        const std::uint64_t t0 = mono_ns();
+        const spop::feed_result fr = e.c.consume_output(n);
+        e.book.after_io(env_, e.c, fr, t0);
+    }
+
+    enum class step { keep, killed, draining };
+
+    /// Call when nothing is being sent for the connection: decides whether it ends now. Closed
+    /// (the peer went away): killed. End of stream and all answered: killed (our FIN follows
+    /// what the kernel still sends). Our last frame sent: the write side is shut and the socket
+    /// drained until EOF (bounded), so unread input cannot turn it into an RST.
+    step closing_step(std::uint32_t idx) {
+        slot& e = *conns_[idx];
+        e.book.after_state(env_, e.c);
+        if (e.draining || !e.c.should_close()) return step::keep;
+        if (e.c.state() == spop::conn_state::closed) {
+            self().kill(idx, "closed");
+            return step::killed;
+        }
+        if (e.eof) {
+            self().kill(idx, "eof");
+            return step::killed;
+        }
+        note_close(env_, e.c, e.peer.c_str(), "agent", errors_rl_);
+        ::shutdown(e.fd, SHUT_WR);
+        e.draining = true;
+        e.drain_deadline = now_ + drain_seconds;
+        return step::draining;
+    }
+
+    void note_backpressure(const slot& e) {
+        unsigned sup = 0;
+        if (log_enabled(level::debug) && bp_rl_.allow(now_, sup))
+            log(level::debug,
+                "event=backpressure worker=%d peer=%s pending_bytes=%zu suppressed=%u", env_.id,
+                e.peer.c_str(), e.c.output().size(), sup);
+    }
+
+    /// SIGTERM: leave the accept groups, then the lame-duck drain (drain_step()).
+    void begin_stop() {
+        if (stopping_) return;
+        stopping_ = true;
+        stop_deadline_ = now_ + env_.opt->shutdown_timeout_s;
+        self().stop_listening();
+        drain_step();
+    }
+
+    /// During a stop: AGENT-DISCONNECT to the connections whose drain is over.
+    void drain_step() {
+        for (std::uint32_t i = 0; i < conns_.size(); ++i) {
+            slot* e = conns_[i].get();
+            if (e == nullptr || e->draining || !self().alive(*e)) continue;
+            if (!stop_connection_now(*env_.opt, now_, stop_deadline_, e->last_active, e->c))
+                continue;
+            e->c.shutdown();
+            self().kick(i);
+        }
+    }
+
+    /// Once a second: the stop's drain, idle/hello/write-stall timers, drain deadlines.
+    void tick() {
+        if (stopping_) drain_step();
+        const options& o = *env_.opt;
+        for (std::uint32_t i = 0; i < conns_.size(); ++i) {
+            slot* e = conns_[i].get();
+            if (e == nullptr || !self().alive(*e)) continue;
+            if (e->draining) {
+                if (now_ >= e->drain_deadline) self().kill(i, "drain_timeout");
+                continue;
+            }
+            switch (check_timers(o, e->c, now_, e->created, e->last_active, e->last_progress)) {
+            case timer_verdict::none:
+                break;
+            case timer_verdict::timeout:
+                e->c.close_with(spop::errc::timeout);
+                self().kick(i);
+                break;
+            case timer_verdict::drop:
+                self().kill(i, "write_timeout"); // the peer stopped reading
+                break;
+            }
+        }
+    }
+
+    /// The event loop ends: stopped and every connection gone, or the stop timed out.
+    [[nodiscard]] bool finished() const noexcept {
+        return stopping_ && (live_ == 0 || now_ >= stop_deadline_);
+    }
+
+    worker_env& env_;
+    spop::buffer_pool pool_;
+    Service svc_;
+    std::vector<std::unique_ptr<slot>> conns_;
+    std::vector<std::uint32_t> free_;
+    rate_limiter errors_rl_{10};
+    rate_limiter accept_rl_{5};
+    rate_limiter bp_rl_{5};
+    std::uint32_t now_ = 0;
+    std::uint32_t gen_ = 0;
+    std::uint32_t live_ = 0;
+    bool stopping_ = false;
+    std::uint32_t stop_deadline_ = 0;
+};
+
+} // namespace spop::server
