@@ -37,6 +37,9 @@ Tests (in order, on one HAProxy):
                                      (where zero is not reachable, see the test): only SPOE
                                      errors, only during the restarts, at most one per client per
                                      restart.
+  test_rolling_restart_maxconn       2.6-3.0: the same with `set maxconn server <agent> 1` once
+                                     the stopping agent is DOWN (HAProxy then closes its applets
+                                     itself, after their last ACK): ZERO failed requests.
 
 --measure N instead runs the rolling restart N times with `--drain-idle 0` (the old immediate
 stop) and N times with the default drain (or the --drain values given), each on a new HAProxy
@@ -95,6 +98,9 @@ spoe-message check-client-ip
 HAPROXY_CFG = """\
 global
     log stdout format raw local0
+    # 2.6-3.0 close a server's applets on "set maxconn" only with several threads (the default
+    # is one per CPU, and a runner may have one).
+    nbthread 2
     stats socket {tmp}/admin.sock level admin
     stats timeout 10s
 
@@ -437,7 +443,7 @@ def test_kill_one_agent(env, settle=1.5, after_down=1.5):
     check(serving, "the restarted agent2 received no NOTIFY")
 
 
-def rolling_restart(env, settle=1.5, serve=1.0, serve_wait=5.0):
+def rolling_restart(env, settle=1.5, serve=1.0, serve_wait=5.0, maxconn_drain=False):
     """SIGTERM each agent in turn under load: wait for its exit, start it again, wait until it is
     UP and answering. Returns (load, per-agent notes, haproxy log offset)."""
     log_start = env.haproxy.log_size()
@@ -448,8 +454,20 @@ def rolling_restart(env, settle=1.5, serve=1.0, serve_wait=5.0):
         time.sleep(settle)
         for agent in env.agents:
             t_term = time.monotonic()
+            if maxconn_drain:
+                # 2.6-3.0: once the agent is DOWN, a server maxconn its applets reach makes
+                # HAProxy close them itself, each once its last frame is acknowledged
+                # (flt_spoe.c's close_asap; needs nbthread > 1).
+                agent.process.signal_group(signal.SIGTERM)
+                env.wait_status(agent.name, "DOWN", timeout=10)
+                answer = env.haproxy.command(f"set maxconn server {BACKEND}/{agent.name} 1")
+                check(answer.strip() == "", f"set maxconn: {answer.strip()}")
             rc, took = agent.terminate()
+            took = time.monotonic() - t_term
             check(rc == 0, f"{agent.name} exited with {rc} on SIGTERM\n{agent.log_tail()}")
+            if maxconn_drain:
+                answer = env.haproxy.command(f"set maxconn server {BACKEND}/{agent.name} 0")
+                check(answer.strip() == "", f"set maxconn 0: {answer.strip()}")
             status_at_exit = env.haproxy.status(agent.name)
             t_start = time.monotonic()
             agent.start()
@@ -505,7 +523,31 @@ def test_rolling_restart(env):
                                  f"{load.clients} in flight")
 
 
-TESTS = [test_both_agents_receive_traffic, test_kill_one_agent, test_rolling_restart]
+def test_rolling_restart_maxconn(env):
+    """2.6-3.0, the lossless recipe: SIGTERM, wait until HAProxy shows the agent DOWN, then
+    `set maxconn server iprep-backend/<agent> 1` on the admin socket. With the server at or
+    above its maxconn, HAProxy (flt_spoe.c's close_asap, multi-threaded HAProxy only) stops
+    giving that server's applets new frames and sends HAPROXY-DISCONNECT on each once its last
+    ACK is in: no NOTIFY crosses a DISCONNECT. The agent, still draining, answers everything
+    and exits when HAProxy has closed its connections. After the restart `set maxconn ... 0`
+    (no limit) again. Zero failed requests."""
+    if env.mux:
+        print(f"    (HAProxy {env.haproxy.generation}: the plain SIGTERM already loses nothing)")
+        return
+    load, notes, _, log_start = rolling_restart(env, maxconn_drain=True)
+    total = load.count()
+    fails = load.failures()
+    for n in notes:
+        print(f"    {n}")
+    print(f"    failed/total: {len(fails)}/{total} ({Load.summary(fails)}); haproxy logged "
+          f"{dict(env.spoe_failures_logged(log_start))}")
+    check(total > 0, "no request was sent")
+    check(not fails, f"{len(fails)} of {total} requests failed: {Load.summary(fails)}, at "
+                     f"{load.when(fails)} s")
+
+
+TESTS = [test_both_agents_receive_traffic, test_kill_one_agent, test_rolling_restart,
+         test_rolling_restart_maxconn]
 
 
 def measure(args, haproxy_path, generation, runs):
@@ -523,7 +565,8 @@ def measure(args, haproxy_path, generation, runs):
                       args.variant, args.processing)
             try:
                 env.start()
-                load, notes, _, log_start = rolling_restart(env)
+                load, notes, _, log_start = rolling_restart(env,
+                                                            maxconn_drain=args.maxconn_drain)
                 total = load.count()
                 fails = load.failures()
                 figures.append((len(fails), total))
@@ -566,6 +609,9 @@ def main():
                          "the agent's default)")
     ap.add_argument("--variant", choices=sorted(VARIANTS), default="default",
                     help="HAProxy-side variant (default: the tested configuration)")
+    ap.add_argument("--maxconn-drain", action="store_true",
+                    help="with --measure: once a stopping agent is DOWN, 'set maxconn server' 1 "
+                         "on the admin socket (the 2.6-3.0 recipe)")
     ap.add_argument("--processing", default="1s", metavar="TIME",
                     help="the SPOE 'timeout processing' (default 1s: see the docstring)")
     ap.add_argument("-v", dest="verbose", action="store_true",
