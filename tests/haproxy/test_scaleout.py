@@ -362,6 +362,7 @@ def test_both_agents_receive_traffic(env, seconds=3.0):
     time.sleep(seconds)
     elapsed = load.stop()
     after = [a.notifies() for a in env.agents]
+    check(None not in before + after, f"an agent's /metrics did not answer: {before} {after}")
     got = [int(b - a) for a, b in zip(before, after)]
     total = load.count()
     fails = load.failures()
