@@ -18,7 +18,7 @@
 
 #include "../examples/random_service.hpp"
 #include "../tests/support/vectors.hpp"
-#include "ack_parser.hpp"
+#include "ip_score.hpp"
 #include "iprep_service.hpp"
 
 namespace {
@@ -283,7 +283,7 @@ void BM_NotifyToAck(benchmark::State& state) {
         spop::frame f;
         spop_bench::ip_score_handler sh;
         if (!spop::split_frame(std::span<const std::uint8_t>(out.data(), r.consumed), mfs, f) ||
-            !spop_bench::parse_actions(f.payload, sh) || !sh.valid()) {
+            !spop::parse_actions(f.payload, sh) || !sh.valid()) {
             state.SkipWithError("ACK does not carry a valid ip_score");
             return;
         }
@@ -434,7 +434,7 @@ bool check_acks(std::span<const std::uint8_t> acks, const std::vector<std::uint6
             f.stream_id != sids[i] || f.frame_id != 1)
             return false;
         spop_bench::ip_score_handler h;
-        if (!spop_bench::parse_actions(f.payload, h) || !h.valid() ||
+        if (!spop::parse_actions(f.payload, h) || !h.valid() ||
             h.score != static_cast<std::int64_t>(score_of(view(ips[i]))))
             return false;
         acks = acks.subspan(r.consumed);

@@ -51,7 +51,7 @@
 #include <spop/spop.hpp>
 
 #include "../tests/support/vectors.hpp"
-#include "ack_parser.hpp"
+#include "ip_score.hpp"
 #include "latency_histogram.hpp"
 #include "mini_agent.hpp"
 
@@ -929,9 +929,10 @@ class worker {
             st_.note("ACK without FIN (or with ABORT)");
             return;
         }
-        if (const spop_bench::ack_result r = spop_bench::parse_actions(f.payload, h); !r) {
+        if (const spop::result r = spop::parse_actions(f.payload, h); !r) {
             ++st_.invalid;
-            st_.note(std::string("ACK actions: ") + std::string(spop_bench::message(r.ec)));
+            st_.note(std::string("ACK actions: ") + std::string(spop::message(r.ec)) +
+                     " at offset " + std::to_string(r.consumed));
             return;
         }
         if (!h.valid()) {

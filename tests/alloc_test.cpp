@@ -383,3 +383,52 @@ TEST(Alloc, DeferredNotifyAllocatesNothing) {
     EXPECT_EQ(bytes_out, 500u * 20 * 25) << "every deferred ACK delivered, V7-sized";
     EXPECT_EQ(conn.deferred_count(), 0u);
 }
+
+// spop/actions.hpp: walking an ACK, every value type included, allocates nothing.
+TEST(Alloc, ParseActionsAllocatesNothing) {
+    bytes buf(4096);
+    spop::ack_writer w(buf, 1, 1, spop::default_max_frame_size);
+    const std::array<std::uint8_t, 16> ip6{};
+    const std::string big(300, 's'); // past any small-string buffer
+    ASSERT_TRUE(w.set_var(spop::var_scope::sess, "ip_score", value::from_uint32(42)));
+    ASSERT_TRUE(w.set_var(spop::var_scope::txn, big, value::from_string(big)));
+    ASSERT_TRUE(w.set_var(spop::var_scope::req, "b", value::from_binary(big)));
+    ASSERT_TRUE(w.set_var(spop::var_scope::res, "i", value::from_int64(-1)));
+    ASSERT_TRUE(w.set_var(spop::var_scope::proc, "a", value::from_ipv6(ip6)));
+    ASSERT_TRUE(w.set_var(spop::var_scope::sess, "n", value::null()));
+    ASSERT_TRUE(w.unset_var(spop::var_scope::sess, "gone"));
+    const spop::result fr = w.finish();
+    ASSERT_TRUE(fr);
+    spop::frame f;
+    ASSERT_TRUE(spop::split_frame(std::span<const std::uint8_t>(buf).first(fr.consumed),
+                                  spop::default_max_frame_size, f));
+    struct counting {
+        std::size_t sets = 0, unsets = 0, bytes = 0;
+        spop::action on_set_var(spop::var_scope, std::string_view n, const value& v) noexcept {
+            ++sets;
+            bytes += n.size() + v.bytes.size();
+            return spop::action::proceed;
+        }
+        spop::action on_unset_var(spop::var_scope, std::string_view n) noexcept {
+            ++unsets;
+            bytes += n.size();
+            return spop::action::proceed;
+        }
+    } h;
+    const bytes bad = unhex("02 02 01 01 61 01 03 05 00 00");
+    spop::result r, e;
+    {
+        alloc_window win;
+        for (int i = 0; i < 1000; ++i) {
+            r = spop::parse_actions(f.payload, h);
+            e = spop::parse_actions(bad, h);
+        }
+        win.stop();
+        EXPECT_EQ(win.news(), 0u) << "operator new called while parsing actions";
+        EXPECT_EQ(win.deletes(), 0u);
+    }
+    EXPECT_EQ(r, (spop::result{errc::ok, f.payload.size()}));
+    EXPECT_EQ(e.ec, errc::bad_action);
+    EXPECT_EQ(h.sets, 6000u);
+    EXPECT_EQ(h.unsets, 2000u);
+}

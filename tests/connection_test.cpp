@@ -1251,3 +1251,41 @@ TEST(ConnectionHooks, HelloHookAndPerConnectionState) {
     EXPECT_EQ(c.feed(in).notifies, 2u);
     EXPECT_EQ(st.notifies, 102);
 }
+
+// Issue 13: a HAPROXY-DISCONNECT with a status HAProxy itself never sends (>= 100) or does not
+// know (14..98) is still echoed as one well-formed AGENT-DISCONNECT carrying that status and
+// HAProxy's message (cut to the 255 bytes 2.6 accepts), and the connection then closes.
+TEST(Connection, HaproxyDisconnectUnknownStatusIsEchoedSafely) {
+    const std::string long_msg(300, 'm');
+    const std::tuple<std::uint32_t, std::string, std::string> cases[] = {
+        {14u, "unknown to HAProxy", "unknown to HAProxy"},
+        {99u, "an unknown error occurred", "an unknown error occurred"},
+        {100u, "first code above the table", "first code above the table"},
+        {255u, "", ""},
+        {4294967295u, "max uint32", "max uint32"},
+        {1000u, long_msg, long_msg.substr(0, spop::max_disconnect_message)},
+    };
+    for (const auto& [code, msg, echoed] : cases) {
+        SCOPED_TRACE(code);
+        conn_harness h;
+        establish(h);
+        h.feed(
+            spop_test::make_frame(frame_type::haproxy_disconnect, spop::flag_fin, 0, 0,
+                                  spop_test::kv_payload({{"status-code", value::from_uint32(code)},
+                                                         {"message", value::from_string(msg)}})));
+        EXPECT_EQ(h.conn.state(), conn_state::closing);
+        EXPECT_EQ(h.conn.error(), errc::peer_disconnect);
+        EXPECT_EQ(h.conn.peer_status(), code);
+        EXPECT_FALSE(h.conn.wants_input());
+        const bytes out = h.drain();
+        const auto frames = spop_test::split_frames(out);
+        ASSERT_EQ(frames.size(), 1u) << to_hex(out);
+        const auto d = last_disconnect(out);
+        EXPECT_TRUE(d.well_formed);
+        EXPECT_EQ(d.status, code);
+        EXPECT_EQ(d.message, echoed);
+        EXPECT_TRUE(h.conn.should_close());
+        EXPECT_EQ(h.feed(vec::v5_notify_34).frames, 0u);
+        EXPECT_TRUE(h.conn.output().empty());
+    }
+}

@@ -558,7 +558,7 @@ TEST(Status, WireMessages) {
 }
 
 TEST(Errc, MessagesAreNonEmptyAndDistinct) {
-    EXPECT_EQ(spop::errc_count, 25u);
+    EXPECT_EQ(spop::errc_count, 26u);
     std::set<std::string_view> seen;
     for (std::size_t i = 0; i < spop::errc_count; ++i) {
         const std::string_view m = spop::message(static_cast<errc>(i));
@@ -597,6 +597,7 @@ TEST(Errc, ToStatusMapping) {
         {errc::peer_disconnect, 0},
         {errc::shutdown, 0},
         {errc::timeout, 2},
+        {errc::bad_action, 4},
     };
     ASSERT_EQ(std::size(table), spop::errc_count);
     for (std::size_t i = 0; i < spop::errc_count; ++i) {
@@ -615,6 +616,62 @@ TEST(Result, BoolAndEquality) {
     static_assert(ok == spop::result{errc::ok, 3});
     static_assert(ok != spop::result{errc::ok, 4});
     SUCCEED();
+}
+
+// Issue 13: HAProxy rejects an empty key in AGENT-HELLO/AGENT-DISCONNECT KV lists, so the
+// encoders must never write one, whatever the capabilities, status or message.
+struct keys_of {
+    std::vector<std::string> keys;
+    spop::action on_kv(std::string_view k, const value&) {
+        keys.emplace_back(k);
+        return spop::action::proceed;
+    }
+};
+
+std::vector<std::string> kv_keys(const bytes& buf, spop::result r, spop::frame_type type) {
+    EXPECT_TRUE(r) << spop::message(r.ec);
+    const auto frames =
+        spop_test::split_frames(std::span<const std::uint8_t>(buf).first(r.consumed));
+    EXPECT_EQ(frames.size(), 1u);
+    if (frames.size() != 1) return {};
+    EXPECT_EQ(frames[0].type, type);
+    keys_of h;
+    EXPECT_EQ(spop::parse_kv_list(frames[0].payload_span(), h).ec, errc::ok);
+    for (const std::string& k : h.keys) EXPECT_FALSE(k.empty()) << "empty KV key";
+    return h.keys;
+}
+
+TEST(KvKeys, AgentHelloNeverHasAnEmptyKey) {
+    for (const std::string_view caps : {"", "pipelining", "pipelining,async", ","}) {
+        for (const std::uint32_t m : {256u, 16380u, spop::max_max_frame_size}) {
+            SCOPED_TRACE(std::string(caps) + " " + std::to_string(m));
+            bytes buf(512);
+            const auto keys =
+                kv_keys(buf, spop::encode_agent_hello(buf, m, caps), spop::frame_type::agent_hello);
+            EXPECT_EQ(keys,
+                      (std::vector<std::string>{"version", "max-frame-size", "capabilities"}));
+        }
+    }
+}
+
+TEST(KvKeys, AgentDisconnectNeverHasAnEmptyKey) {
+    const std::vector<std::string> want{"status-code", "message"};
+    for (const std::uint32_t code : {0u, 4u, 13u, 99u, 100u, 255u, 0xFFFFFFFFu}) {
+        for (const std::string& msg : {std::string(), std::string("bye"), std::string(400, 'x')}) {
+            SCOPED_TRACE(std::to_string(code) + " " + std::to_string(msg.size()));
+            bytes buf(spop::max_agent_disconnect_size);
+            EXPECT_EQ(kv_keys(buf, spop::encode_agent_disconnect(buf, mfs, code, msg),
+                              spop::frame_type::agent_disconnect),
+                      want);
+        }
+    }
+    for (std::uint32_t s = 0; s <= 99; ++s) {
+        bytes buf(spop::max_agent_disconnect_size);
+        EXPECT_EQ(kv_keys(buf, spop::encode_agent_disconnect(buf, mfs, static_cast<status>(s)),
+                          spop::frame_type::agent_disconnect),
+                  want)
+            << s;
+    }
 }
 
 } // namespace

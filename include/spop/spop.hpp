@@ -1,6 +1,7 @@
 // Umbrella header: the whole library.
 #pragma once
 
+#include "actions.hpp"
 #include "buffer_pool.hpp"
 #include "connection.hpp"
 #include "data.hpp"

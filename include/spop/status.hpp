@@ -97,9 +97,10 @@ enum class errc : std::uint8_t {
     peer_disconnect,        ///< connection: HAProxy sent HAPROXY-DISCONNECT (not a fault)
     shutdown,               ///< connection: the embedder asked for a graceful stop
     timeout,                ///< connection: the embedder's idle timer fired
+    bad_action, ///< ACK: unknown action type, wrong NB-ARGS for it, or scope above 4 (res)
 };
 
-inline constexpr std::size_t errc_count = static_cast<std::size_t>(errc::timeout) + 1;
+inline constexpr std::size_t errc_count = static_cast<std::size_t>(errc::bad_action) + 1;
 
 /// The status code an AGENT-DISCONNECT carries for each error.
 [[nodiscard]] constexpr status to_status(errc e) noexcept {
@@ -123,6 +124,7 @@ inline constexpr std::size_t errc_count = static_cast<std::size_t>(errc::timeout
     case errc::bad_frame_type:
     case errc::bad_frame_ids:
     case errc::bad_kv_type:
+    case errc::bad_action:
         return status::invalid;
     case errc::fragmented_frame:
         return status::fragmentation_not_supported;
@@ -197,6 +199,8 @@ inline constexpr std::size_t errc_count = static_cast<std::size_t>(errc::timeout
         return "agent shutting down";
     case errc::timeout:
         return "idle timeout";
+    case errc::bad_action:
+        return "unknown action type, wrong NB-ARGS or unknown variable scope";
     }
     return "unknown error";
 }

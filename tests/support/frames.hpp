@@ -1,6 +1,5 @@
 // Frame-level test helpers: split a byte stream into whole frames, build frames and KV payloads,
-// read DISCONNECT frames, and walk ACK action lists (the library has no ACK parser: it is the
-// HAProxy side of the protocol).
+// read DISCONNECT frames, and collect ACK action lists (over spop/actions.hpp).
 #pragma once
 
 #include <cstdint>
@@ -11,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include <spop/actions.hpp>
 #include <spop/data.hpp>
 #include <spop/frame.hpp>
 #include <spop/handshake.hpp>
@@ -142,48 +142,32 @@ struct ack_action {
 
 /// The outcome of walking an ACK payload.
 struct ack_parse {
-    std::vector<ack_action> actions;
-    std::string error; ///< empty when the whole payload was valid
-    std::size_t offset = 0;
+    std::vector<ack_action> actions; ///< the actions before the first error, in wire order
+    std::string error;               ///< empty when the whole payload was valid
+    spop::errc ec = spop::errc::ok;
+    std::size_t offset = 0; ///< payload size, or where spop::parse_actions() found the error
 };
 
-/// Walks a LIST-OF-ACTIONS strictly: SET-VAR must have NB-ARGS 3, UNSET-VAR 2, scopes 0..4;
-/// anything else (or truncation) is reported in `error` with the offset of the bad action.
+/// spop::parse_actions() (strict: SET-VAR with NB-ARGS 3, UNSET-VAR with 2, scopes 0..4),
+/// collected into owned strings; `error` is spop::message() of the failure.
 inline ack_parse parse_ack_payload(std::span<const std::uint8_t> payload) {
-    ack_parse out;
-    const std::uint8_t* p = payload.data();
-    const std::uint8_t* const end = p + payload.size();
-    auto fail = [&](const std::uint8_t* at, std::string why) {
-        out.error = std::move(why);
-        out.offset = static_cast<std::size_t>(at - payload.data());
-        return out;
-    };
-    while (p != end) {
-        const std::uint8_t* const start = p;
-        if (end - p < 3) return fail(start, "truncated action header");
-        const std::uint8_t type = p[0], nb = p[1], scope = p[2];
-        p += 3;
-        if (type != 1 && type != 2) return fail(start, "unknown action type");
-        if ((type == 1 && nb != 3) || (type == 2 && nb != 2)) return fail(start, "bad NB-ARGS");
-        if (scope > 4) return fail(start, "bad scope");
-        ack_action a;
-        a.type = static_cast<spop::action_type>(type);
-        a.scope = static_cast<spop::var_scope>(scope);
-        std::string_view name;
-        spop::result r = spop::decode_name(p, end, name);
-        if (!r) return fail(start, "bad variable name");
-        a.name.assign(name);
-        p += r.consumed;
-        if (type == 1) {
-            spop::value v;
-            r = spop::decode_value(p, end, v);
-            if (!r) return fail(start, "bad value");
-            a.value = describe(v);
-            p += r.consumed;
+    struct collect {
+        std::vector<ack_action>* out;
+        spop::action on_set_var(spop::var_scope s, std::string_view n, const spop::value& v) {
+            out->push_back({spop::action_type::set_var, s, std::string(n), describe(v)});
+            return spop::action::proceed;
         }
-        out.actions.push_back(std::move(a));
-    }
-    out.offset = payload.size();
+        spop::action on_unset_var(spop::var_scope s, std::string_view n) {
+            out->push_back({spop::action_type::unset_var, s, std::string(n), {}});
+            return spop::action::proceed;
+        }
+    };
+    ack_parse out;
+    collect h{&out.actions};
+    const spop::result r = spop::parse_actions(payload, h);
+    out.ec = r.ec;
+    out.offset = r.consumed;
+    if (!r) out.error = std::string(spop::message(r.ec));
     return out;
 }
 
