@@ -604,8 +604,11 @@ class Env:
         self.agent = agent
 
     def restart_agent(self, default_score=None):
+        """As an operator restarts it: HAProxy's check sees the stop (DOWN) and the new agent
+        (UP again); the next test starts once HAProxy uses it again."""
         self.agent.stop_checked()
         self.agent.start(default_score)
+        self.wait_agent_up()
 
     def wait_agent_up(self, timeout=20, backend="iprep-backend", server="agent1"):
         def up():

@@ -85,6 +85,18 @@ inline bool hand_off(worker_env& env, int fd) {
     return true;
 }
 
+/// At a stop, after the backend stopped accepting: closes this worker's TCP listeners, so that
+/// the port is free at once for a replacement agent while this one drains its connections (a
+/// listener merely shut down keeps the port bound until exit). The shared Unix listener is
+/// closed by the server once every worker is done.
+inline void close_tcp_listeners(worker_env& env) noexcept {
+    for (std::size_t i = 0; i < env.listen_fds.size(); ++i) {
+        if (!env.listen_is_tcp[i] || env.listen_fds[i] < 0) continue;
+        ::close(env.listen_fds[i]);
+        env.listen_fds[i] = -1;
+    }
+}
+
 /// Takes the connections handed to this worker: calls adopt(fd) for each int in `bytes`.
 template <class F>
 void adopt_handed_off(worker_env& env, const void* bytes, std::size_t n, F&& adopt) {

@@ -122,8 +122,9 @@ class epoll_worker : public worker_core<epoll_worker<Service>, Service, econn_io
     void stop_listening() {
         for (int fd : env_.listen_fds) {
             epoll_ctl(ep_, EPOLL_CTL_DEL, fd, nullptr);
-            ::shutdown(fd, SHUT_RDWR); // leave the SO_REUSEPORT group now, not at close
+            ::shutdown(fd, SHUT_RDWR); // leave the SO_REUSEPORT group now
         }
+        close_tcp_listeners(env_);
     }
 
   private:

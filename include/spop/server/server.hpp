@@ -207,7 +207,7 @@ class server {
         if (!threads_.empty()) return; // still running: wait() first
         for (auto& env : envs_) {
             for (std::size_t i = 0; i < env->listen_fds.size(); ++i)
-                if (env->listen_is_tcp[i]) ::close(env->listen_fds[i]);
+                if (env->listen_is_tcp[i] && env->listen_fds[i] >= 0) ::close(env->listen_fds[i]);
             env->listen_fds.clear();
             if (env->wake_fd >= 0) ::close(env->wake_fd);
             if (env->handoff_rfd >= 0) ::close(env->handoff_rfd);

@@ -186,6 +186,7 @@ class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io
             io_uring_prep_cancel64(s, pack(op_accept, i, 0), 0);
             io_uring_sqe_set_data64(s, pack(op_cancel, 0, 0));
         }
+        close_tcp_listeners(env_); // a pending accept keeps its own reference until cancelled
     }
 
   private:
