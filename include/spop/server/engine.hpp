@@ -189,10 +189,11 @@ check_timers(const options& o, const conn_t& c, std::uint32_t now, std::uint32_t
              std::uint32_t last_active, std::uint32_t last_progress) noexcept {
     constexpr std::uint32_t write_stall_s = 30;
     const auto st = c.state();
-    if (st == spop::conn_state::awaiting_hello && now - created >= o.hello_timeout_s)
+    // Whole seconds: `>` so that a timeout never fires early (between N and N+1 s, not N-1).
+    if (st == spop::conn_state::awaiting_hello && now - created > o.hello_timeout_s)
         return timer_verdict::timeout;
     if (st == spop::conn_state::established && o.idle_timeout_s != 0 &&
-        now - last_active >= o.idle_timeout_s && c.output().empty())
+        now - last_active > o.idle_timeout_s && c.output().empty())
         return timer_verdict::timeout;
     // Our final frame, or ACKs of a back-pressured connection, unread for 30 s.
     const std::uint32_t seen = last_active > last_progress ? last_active : last_progress;

@@ -133,11 +133,13 @@ class server {
     template <class Factory>
     bool start(Factory&& make, std::string& err) {
         if (envs_.empty() && !listen(err)) return false;
+        // The workers call the factory after start() returned: they share their own copy.
+        auto factory = std::make_shared<std::decay_t<Factory>>(std::forward<Factory>(make));
         for (auto& envp : envs_) {
             worker_env* env = envp.get();
             Stats* st = stats_[static_cast<std::size_t>(env->id)].get();
-            threads_.emplace_back([this, env, st, &make] {
-                auto build = [&](int id) { return make(worker_info<Stats>{id, *st}); };
+            threads_.emplace_back([this, env, st, factory] {
+                auto build = [&](int id) { return (*factory)(worker_info<Stats>{id, *st}); };
                 const int rc = use_uring_ ? run_uring_worker<Service>(*env, build)
                                           : run_epoll_worker<Service>(*env, build);
                 if (rc != 0) failures_.fetch_add(1);
