@@ -26,10 +26,10 @@
 #include "../iprep/mmdb.hpp"
 #include "../iprep/parse.hpp"
 #include "../iprep/reloader.hpp"
+#include "../iprep/reputation.hpp"
 #include "../iprep/table.hpp"
 #include "../iprep/value.hpp"
 #include "../metrics.hpp"
-#include "../reputation.hpp"
 
 using namespace agent;
 using namespace agent::iprep;
