@@ -120,6 +120,14 @@ class service {
     static constexpr std::size_t kept_categories = 16;
     static_assert(reputation_max_category <= 255, "category sizes are kept in a byte");
 
+    /// `a == lit` with the length known at compile time, so that the compiler compares in a
+    /// few loads instead of calling memcmp (std::string_view's == is not inlined at -O2 here;
+    /// measured: about 15% of BM_NotifyToAck).
+    template <std::size_t N>
+    static bool equals(std::string_view a, const char (&lit)[N]) noexcept {
+        return a.size() == N - 1 && std::memcmp(a.data(), lit, N - 1) == 0;
+    }
+
     /// Finds each check-client-ip message's address and calls f(ip, v6) at its end.
     template <class F>
     struct address_handler {
@@ -130,12 +138,13 @@ class service {
         std::uint8_t ip[16]{};
 
         spop::action on_message(std::string_view name, std::uint8_t) noexcept {
-            target = name == "check-client-ip";
+            target = equals(name, "check-client-ip");
             have_ip = false;
             return spop::action::proceed;
         }
         spop::action on_arg(std::string_view name, const spop::value& v) noexcept {
-            if (!target || have_ip || !(name.empty() || name == "ip")) return spop::action::proceed;
+            if (!target || have_ip || !(name.empty() || equals(name, "ip")))
+                return spop::action::proceed;
             if (v.type == spop::data_type::ipv4 || v.type == spop::data_type::ipv6) {
                 v6 = v.type == spop::data_type::ipv6;
                 std::memcpy(ip, v.bytes.data(), v.bytes.size());
