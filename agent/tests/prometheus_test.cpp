@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -112,6 +113,19 @@ TEST(Prometheus, ServiceHookPrefixAndExtra) {
         << p;
     EXPECT_EQ(p.find("lookups"), std::string::npos);
     check_exposition(p);
+
+    // Straight from server::stats(): the hook found, the default prefix.
+    std::vector<std::unique_ptr<widget_stats>> blocks;
+    blocks.push_back(std::make_unique<widget_stats>());
+    blocks.push_back(std::make_unique<widget_stats>());
+    blocks[1]->widgets.add(6);
+    blocks[0]->hello_frames.add(1);
+    const std::string q = prom::render(blocks, prom::process_info{0, "epoll", "t"});
+    EXPECT_NE(q.find("\nspop_agent_widgets_total 6\n"), std::string::npos) << q;
+    EXPECT_NE(q.find("\nspop_agent_frames_sent_total{type=\"agent-hello\"} 1\n"), std::string::npos)
+        << q;
+    EXPECT_NE(q.find("\nspop_agent_workers 2\n"), std::string::npos) << q;
+    check_exposition(q);
 }
 
 TEST(Metrics, AgentPageIsWellFormed) {

@@ -3,9 +3,9 @@
 // HTTP server here: a program serves the string with the one it already has (the agent uses
 // civetweb, agent/metrics.cpp), so the library depends on nothing for it.
 //
-//   std::vector<const my_stats*> ws;  for (auto& s : srv.stats()) ws.push_back(s.get());
-//   const std::string body = spop::server::prometheus::render<my_stats>(ws, {start_ms, "epoll",
-//   "1.0"});
+//   namespace prom = spop::server::prometheus;
+//   const prom::process_info info{prom::unix_ms(), srv.uses_uring() ? "io_uring" : "epoll", "1"};
+//   const std::string body = prom::render(srv.stats(), info); // per scrape, on any thread
 //
 // Names: every family is <prefix><name>, the prefix "spop_agent_" unless the caller gives
 // another; writer methods take the name without it. docs/operations.md lists the engine's.
@@ -33,6 +33,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <ctime>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -316,6 +317,17 @@ requires std::derived_from<Stats, worker_stats>
     writer w(out);
     render(w, workers, info, [](writer&) {});
     return out;
+}
+
+/// The whole page from server::stats() (one block per worker, valid while the server lives).
+template <class Stats>
+requires std::derived_from<Stats, worker_stats>
+[[nodiscard]] std::string render(const std::vector<std::unique_ptr<Stats>>& stats,
+                                 const process_info& info) {
+    std::vector<const Stats*> ws;
+    ws.reserve(stats.size());
+    for (const auto& s : stats) ws.push_back(s.get());
+    return render(std::span<const Stats* const>(ws), info);
 }
 
 /// Wall clock in milliseconds, for process_info::start_unix_ms.
