@@ -23,9 +23,9 @@
 #include <vector>
 
 #include "iprep/lpm.hpp"
+#include "iprep/reputation.hpp"
 #include "iprep/table.hpp"
 #include "iprep/value.hpp"
-#include "reputation.hpp"
 
 using namespace agent;
 using namespace agent::iprep;

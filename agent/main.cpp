@@ -20,9 +20,11 @@
 
 #include "iprep/mmdb.hpp"
 #include "iprep/reloader.hpp"
-#include "iprep_service.hpp"
+#include "iprep/service.hpp"
+#include "log.hpp"
 #include "metrics.hpp"
 #include "options.hpp"
+#include "stats.hpp"
 
 using namespace agent;
 using spop::server::mono_ns;
@@ -120,7 +122,7 @@ int main(int argc, char** argv) {
     sources.mmdb = opt.mmdb;
     sources.max_file_size = opt.max_file_size;
 
-    spop::server::server<iprep_service, worker_stats> srv(opt);
+    spop::server::server<iprep::service, worker_stats> srv(opt);
     std::string err;
     // Backend, addresses and free ports are checked before the (maybe long) data load.
     if (!srv.check(err)) return die(err);
@@ -145,7 +147,7 @@ int main(int argc, char** argv) {
     // be accepted by the kernel once a listener exists, so while the data loads a client (and
     // HAProxy's health check) is refused cleanly instead of waiting in the accept queue, and
     // reset when a bad file makes the agent exit. A bad file is fatal here.
-    reputation_source rep;
+    iprep::reputation_source rep;
     iprep::reload_stats reload_stats;
     iprep::reloader reloader(rep, sources, reload_stats);
     if (!sources.empty()) {
@@ -165,7 +167,7 @@ int main(int argc, char** argv) {
     if (!srv.listen(err)) return die(err);
     const std::uint64_t seed =
         static_cast<std::uint64_t>(mono_ns()) ^ static_cast<std::uint64_t>(getpid());
-    iprep_config svc_cfg;
+    iprep::service_config svc_cfg;
     svc_cfg.default_score = opt.default_score;
     svc_cfg.var_name = opt.var_name;
     svc_cfg.category_var = opt.category_var;
@@ -195,10 +197,11 @@ int main(int argc, char** argv) {
         opt.default_score < 0 ? "random" : std::to_string(opt.default_score).c_str(),
         opt.metrics.empty() ? "off" : metrics.address().c_str());
 
-    // One iprep_service per worker, built on its thread; scores are seeded per worker.
+    // One iprep::service per worker, built on its thread; scores are seeded per worker. The
+    // service counts into its part of the worker's block (iprep::service_stats).
     const auto make_service = [&](const spop::server::worker_info<worker_stats>& w) {
-        return iprep_service(svc_cfg, rep, w.stats,
-                             seed + static_cast<std::uint64_t>(w.id) * 0x9E3779B97F4A7C15ull);
+        return iprep::service(svc_cfg, rep, w.stats,
+                              seed + static_cast<std::uint64_t>(w.id) * 0x9E3779B97F4A7C15ull);
     };
     if (!srv.start(make_service, err)) return die(err);
     readiness().set_listening(); // /readyz: listeners bound, workers started

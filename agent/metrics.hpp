@@ -1,6 +1,8 @@
 // Prometheus metrics and health endpoints (--metrics ADDR:PORT), served by civetweb (Debian's
 // libcivetweb) on threads of its own:
-//   /metrics  the text exposition format (docs/operations.md lists every metric)
+//   /metrics  the text exposition format (docs/operations.md lists every metric): the engine's
+//             families from spop::server::prometheus, the reputation service's through its
+//             Stats hook (iprep/stats.hpp), the reload statistics (iprep::render_metrics)
 //   /healthz  200 "ok" while the process runs
 //   /readyz   200 once the SPOP listeners are up and the reputation data is loaded, else 503
 //             with a one-line reason

@@ -9,7 +9,7 @@
 #include <string_view>
 
 #include "iprep/parse.hpp"
-#include "iprep_service.hpp"
+#include "iprep/service.hpp"
 
 namespace agent {
 
@@ -150,7 +150,7 @@ parse_outcome check_variables(const options& o) {
     }
     if (o.category_var == o.var_name)
         return fail("--category-var must differ from --var-name", o.category_var.c_str());
-    iprep_config c;
+    iprep::service_config c;
     c.var_name = o.var_name;
     c.category_var = o.category_var;
     const std::size_t worst = max_single_message_ack(c);

@@ -1,8 +1,11 @@
-// The agent's per-worker counters: the engine's (spop::server::worker_stats) plus the reputation
-// service's. Each worker is the only writer of its own block.
+// The agent's per-worker counters: the engine's (spop::server::worker_stats) and the reputation
+// service's (iprep::service_stats, whose render_metrics() adds its families to /metrics). Each
+// worker is the only writer of its own block.
 #pragma once
 
 #include <spop/server/stats.hpp>
+
+#include "iprep/stats.hpp"
 
 namespace agent {
 
@@ -12,11 +15,8 @@ using spop::server::latency_slots;
 using spop::server::status_slot;
 using spop::server::status_slots;
 
-struct alignas(64) worker_stats : spop::server::worker_stats {
-    counter lookups_listed;
-    counter lookups_allowed;
-    counter lookups_default;
-    counter ack_actions_dropped; // SET-VAR actions left out of an ACK that could not hold them
-};
+struct alignas(64) worker_stats : spop::server::worker_stats, iprep::service_stats {};
+
+static_assert(spop::server::prometheus::has_service_metrics<worker_stats>);
 
 } // namespace agent

@@ -1,7 +1,8 @@
 // A minimal in-process SPOA for `spop-loadgen --self-serve`: epoll, level-triggered, one
-// listener on loopback, N worker threads, spop::connection over the bench iprep_service. It lets
-// the load generator be smoke-tested (and the library measured over real sockets) without the
-// agent binary. Not the agent: no timeouts, no metrics, no io_uring.
+// listener on loopback, N worker threads, spop::connection over the agent's IP-reputation
+// service (agent/iprep/service.hpp) with no reputation tables and a fixed score. It lets the
+// load generator be smoke-tested (and the library measured over real sockets) without the agent
+// binary. Not the agent's engine: no timeouts, no metrics, no io_uring.
 #pragma once
 
 #include <arpa/inet.h>
@@ -20,7 +21,7 @@
 
 #include <spop/spop.hpp>
 
-#include "iprep_service.hpp"
+#include "iprep/service.hpp"
 
 namespace spop_bench {
 
@@ -30,6 +31,9 @@ class mini_agent {
     mini_agent(const mini_agent&) = delete;
     mini_agent& operator=(const mini_agent&) = delete;
     ~mini_agent() { stop(); }
+
+    /// The score every address gets (as `agent --default-score 50` with no lists).
+    static constexpr int score = 50;
 
     /// Listens on 127.0.0.1 (or ::1) on an ephemeral port and starts `workers` threads.
     /// Returns the port, or 0 on failure.
@@ -58,7 +62,9 @@ class mini_agent {
             return 0;
         stop_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         if (stop_fd_ < 0) return 0;
-        for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { run(); });
+        svc_cfg_.default_score = score;
+        for (int i = 0; i < workers; ++i)
+            threads_.emplace_back([this, i] { run(static_cast<std::uint64_t>(i) + 1); });
         const std::uint16_t port = ipv6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
                                         : reinterpret_cast<sockaddr_in*>(&ss)->sin_port;
         return ntohs(port);
@@ -80,19 +86,21 @@ class mini_agent {
     struct peer {
         int fd;
         std::uint32_t events;
-        spop::connection<iprep_service> conn;
+        spop::connection<agent::iprep::service> conn;
         std::vector<std::uint8_t> held; ///< received bytes the connection did not take yet
         /// Feeds `in`; keeps what the connection did not take (back-pressure).
         void take(std::span<const std::uint8_t> in) {
             const std::size_t took = conn.feed(in).consumed;
             held.assign(in.begin() + static_cast<std::ptrdiff_t>(took), in.end());
         }
-        peer(int f, iprep_service& s, spop::buffer_pool& p, const spop::connection_config& c)
+        peer(int f, agent::iprep::service& s, spop::buffer_pool& p,
+             const spop::connection_config& c)
             : fd(f), events(EPOLLIN), conn(s, p, c) {}
     };
 
-    void run() {
-        iprep_service svc;
+    void run(std::uint64_t seed) {
+        agent::iprep::service_stats stats; // this worker's; nothing reads them
+        agent::iprep::service svc(svc_cfg_, rep_, stats, seed);
         const spop::connection_config cfg;
         spop::buffer_pool pool(spop::buffer_size_for(cfg.limits.max_frame_size));
         std::vector<std::unique_ptr<peer>> peers; // indexed by fd
@@ -190,6 +198,8 @@ class mini_agent {
         ::close(ep);
     }
 
+    agent::iprep::service_config svc_cfg_;
+    agent::iprep::reputation_source rep_; ///< empty: every address gets `score`
     int listen_fd_ = -1;
     int stop_fd_ = -1;
     std::vector<std::thread> threads_;

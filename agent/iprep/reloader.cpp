@@ -10,9 +10,13 @@
 #include <sys/inotify.h>
 #include <unistd.h>
 
-#include "../log.hpp"
+#include <spop/server/log.hpp>
 
 namespace agent::iprep {
+
+using spop::server::level;
+using spop::server::log;
+using spop::server::rate_limiter;
 
 namespace {
 
@@ -252,6 +256,46 @@ void reloader::run() {
                     suppressed);
         }
     }
+}
+
+void render_metrics(spop::server::prometheus::writer& w, const reload_stats& r) {
+    constexpr auto relaxed = std::memory_order_relaxed;
+    const std::int64_t now = wall_ms();
+    const std::int64_t loaded = r.loaded_unix_ms.load(relaxed);
+    w.header("reloads_total", "counter",
+             "Reputation table loads (the initial load included), by result.");
+    w.sample("reloads_total", "result=\"ok\"", r.reloads_ok.load(relaxed));
+    w.sample("reloads_total", "result=\"error\"", r.reloads_failed.load(relaxed));
+    w.one("reputation_configured", "gauge",
+          "1 if any --list, --allow, --csv or --mmdb source is configured.",
+          r.configured.load(relaxed) ? 1 : 0);
+    w.one_f("reputation_last_reload_timestamp_seconds", "gauge",
+            "When the tables in use were loaded (Unix time; 0 = never).",
+            static_cast<double>(loaded) / 1e3);
+    w.one_f("reputation_age_seconds", "gauge",
+            "Seconds since the tables in use were loaded (0 when none are).",
+            loaded > 0 ? static_cast<double>(now - loaded) / 1e3 : 0.0);
+    w.one_f("reputation_last_failed_reload_timestamp_seconds", "gauge",
+            "When a load last failed (Unix time; 0 = never).",
+            static_cast<double>(r.failed_unix_ms.load(relaxed)) / 1e3);
+    w.one("reputation_newest_file_mtime_seconds", "gauge",
+          "Newest modification time among the loaded source files (Unix time).",
+          static_cast<std::uint64_t>(r.newest_mtime.load(relaxed)));
+    w.header("reputation_prefixes", "gauge",
+             "Distinct prefixes in the loaded tables, by address family.");
+    w.sample("reputation_prefixes", "family=\"ipv4\"", r.prefixes_v4.load(relaxed));
+    w.sample("reputation_prefixes", "family=\"ipv6\"", r.prefixes_v6.load(relaxed));
+    w.header("reputation_entries", "gauge",
+             "Entries read by source kind at the last successful load.");
+    w.sample("reputation_entries", "source=\"list\"", r.list_entries.load(relaxed));
+    w.sample("reputation_entries", "source=\"allow\"", r.allow_entries.load(relaxed));
+    w.sample("reputation_entries", "source=\"csv\"", r.csv_entries.load(relaxed));
+    w.sample("reputation_entries", "source=\"mmdb\"", r.mmdb_networks.load(relaxed));
+    w.one("reputation_table_bytes", "gauge", "Memory of the loaded IPv4 and IPv6 tables.",
+          r.table_bytes.load(relaxed));
+    w.one_f("reputation_build_seconds", "gauge",
+            "Time the last successful load took (read, parse, build).",
+            static_cast<double>(r.build_ns.load(relaxed)) / 1e9);
 }
 
 } // namespace agent::iprep

@@ -13,7 +13,9 @@
 #include <string>
 #include <thread>
 
-#include "../reputation.hpp"
+#include <spop/server/prometheus.hpp>
+
+#include "reputation.hpp"
 #include "table.hpp"
 
 namespace agent::iprep {
@@ -35,6 +37,10 @@ struct reload_stats {
     std::atomic<std::uint64_t> build_ns{0};
     std::atomic<bool> configured{false};
 };
+
+/// The reputation data's families (reloads_total, reputation_*): process-wide, not per worker,
+/// so a program adds them through the `extra` callback of spop::server::prometheus::render().
+void render_metrics(spop::server::prometheus::writer& w, const reload_stats& r);
 
 class reloader {
   public:

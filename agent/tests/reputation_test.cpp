@@ -2,7 +2,8 @@
 // across read-buffer boundaries, BOM, binary content, long lines, size limits), the Poptrie
 // against a brute-force reference, precedence (allow-list, longest prefix, lowest score),
 // IPv4-mapped lookups, MaxMind DB import, snapshot publication under concurrent lookups, the
-// reloader (bad file keeps the old tables, inotify) and the /metrics page.
+// reloader (bad file keeps the old tables, inotify), the service's answers and counters, and the
+// /metrics page (more in prometheus_test.cpp).
 #include <gtest/gtest.h>
 
 #include <arpa/inet.h>
@@ -16,6 +17,7 @@
 #include <initializer_list>
 #include <new>
 #include <random>
+#include <span>
 #include <string>
 #include <sys/stat.h>
 #include <thread>
@@ -26,10 +28,13 @@
 #include "../iprep/mmdb.hpp"
 #include "../iprep/parse.hpp"
 #include "../iprep/reloader.hpp"
+#include "../iprep/reputation.hpp"
+#include "../iprep/service.hpp"
 #include "../iprep/table.hpp"
 #include "../iprep/value.hpp"
 #include "../metrics.hpp"
-#include "../reputation.hpp"
+
+#include <spop/spop.hpp>
 
 using namespace agent;
 using namespace agent::iprep;
@@ -1119,6 +1124,96 @@ TEST(Metrics, RenderSumsWorkers) {
     for (std::size_t p = m.find("# TYPE "); p != std::string::npos; p = m.find("# TYPE ", p + 1))
         ++types;
     EXPECT_GT(types, 25u);
+}
+
+// ---- the service ------------------------------------------------------------------------------
+
+namespace {
+
+using bytes_t = std::vector<std::uint8_t>;
+
+/// A NOTIFY with one check-client-ip message per address (stream 5, frame 1).
+bytes_t notify_of(std::initializer_list<const char*> addrs) {
+    bytes_t out(4096);
+    spop::notify_writer w(out, 5, 1, spop::default_max_frame_size);
+    for (const char* s : addrs) {
+        const ip a = addr(s);
+        w.message("check-client-ip", 1);
+        w.arg("ip", a.v6 ? spop::value::from_ipv6(std::span<const std::uint8_t, 16>(a.b, 16))
+                         : spop::value::from_ipv4(std::span<const std::uint8_t, 4>(a.b, 4)));
+    }
+    const spop::result r = w.finish();
+    EXPECT_TRUE(r);
+    out.resize(r.consumed);
+    return out;
+}
+
+/// The service's ACK for `notify`, written under max-frame-size `mfs`.
+bytes_t answer(iprep::service& svc, const bytes_t& notify, std::uint32_t mfs) {
+    spop::frame f;
+    EXPECT_TRUE(spop::split_frame(notify, spop::default_max_frame_size, f));
+    bytes_t out(std::size_t{mfs} + 4);
+    spop::ack_writer ack(out, f.stream_id, f.frame_id, mfs);
+    EXPECT_EQ(svc.on_notify({f.stream_id, f.frame_id, f.flags, f.payload}, ack), spop::errc::ok);
+    const spop::result r = ack.finish();
+    EXPECT_TRUE(r);
+    out.resize(r.consumed);
+    return out;
+}
+
+/// The ACK (stream 5, frame 1) that sets sess.ip_score once per score, in order.
+bytes_t ack_of(std::initializer_list<std::uint32_t> scores) {
+    bytes_t out(4096);
+    spop::ack_writer w(out, 5, 1, spop::default_max_frame_size);
+    for (const std::uint32_t s : scores)
+        w.set_var(spop::var_scope::sess, "ip_score", spop::value::from_uint32(s));
+    const spop::result r = w.finish();
+    out.resize(r.consumed);
+    return out;
+}
+
+} // namespace
+
+TEST(Service, ScoresAndCountsByOutcome) {
+    temp_dir d;
+    sources_config cfg;
+    cfg.lists.push_back({d.file("bad.netset", "10.0.0.0/8\n"), 30});
+    cfg.allow.push_back(d.file("allow.ipset", "10.1.0.0/16\n"));
+    parse_error err;
+    auto snap = load(cfg, err);
+    ASSERT_TRUE(snap) << err.to_string();
+    reputation_source rep;
+    rep.publish(std::move(snap));
+    service_config sc;
+    sc.default_score = 42;
+    service_stats st;
+    iprep::service svc(sc, rep, st, 1);
+
+    const bytes_t got = answer(svc, notify_of({"10.5.5.5", "10.1.2.3", "11.0.0.1", "2001:db8::1"}),
+                               spop::default_max_frame_size);
+    EXPECT_EQ(got, ack_of({30, 100, 42, 42}));
+    EXPECT_EQ(st.lookups_listed.get(), 1u);
+    EXPECT_EQ(st.lookups_allowed.get(), 1u);
+    EXPECT_EQ(st.lookups_default.get(), 2u);
+    EXPECT_EQ(st.ack_actions_dropped.get(), 0u);
+
+    // An ACK that holds one score: the second is left out and counted.
+    const std::uint32_t small = static_cast<std::uint32_t>(ack_of({42}).size()) + 1;
+    EXPECT_EQ(answer(svc, notify_of({"11.0.0.1", "11.0.0.2"}), small), ack_of({42}));
+    EXPECT_EQ(st.ack_actions_dropped.get(), 1u);
+    EXPECT_EQ(st.lookups_default.get(), 4u);
+}
+
+TEST(Service, EmptySourceAndFixedScoreIsDeterministic) {
+    reputation_source rep;
+    service_config sc;
+    sc.default_score = 7;
+    service_stats st;
+    iprep::service one(sc, rep, st, 1), other(sc, rep, st, 99);
+    const bytes_t n = notify_of({"192.0.2.1", "2001:db8::7"});
+    EXPECT_EQ(answer(one, n, spop::default_max_frame_size), ack_of({7, 7}));
+    EXPECT_EQ(answer(other, n, spop::default_max_frame_size), ack_of({7, 7}));
+    EXPECT_EQ(st.lookups_default.get(), 4u);
 }
 
 TEST(Metrics, AddressParsing) {

@@ -4,13 +4,13 @@
 //
 // Snapshot lifetime: the reloader publishes a new snapshot with one atomic exchange, then
 // frees the old one only after every lookup that might still read it has finished (see
-// iprep/rcu.hpp: per-thread sequence numbers written only by their own worker, and
+// rcu.hpp: per-thread sequence numbers written only by their own worker, and
 // membarrier() on the reloader's side). If a worker stayed inside a lookup for longer than
 // the timeout (it cannot, short of being stopped by a debugger), the old snapshot is kept on a
 // retired list and freed at a later publish instead of being freed under the worker's feet.
 //
-// A lookup result's category points into the process-wide category pool (iprep/value.hpp),
-// not into the snapshot, so it stays valid after the lookup returns.
+// A lookup result's category points into the process-wide category pool (value.hpp), not into
+// the snapshot, so it stays valid after the lookup returns.
 #pragma once
 
 #include <atomic>
@@ -20,13 +20,13 @@
 #include <string_view>
 #include <vector>
 
-#include "iprep/rcu.hpp"
-#include "iprep/table.hpp"
-#include "iprep/value.hpp"
+#include "rcu.hpp"
+#include "table.hpp"
+#include "value.hpp"
 
-namespace agent {
+namespace agent::iprep {
 
-inline constexpr std::size_t reputation_max_category = iprep::category_max_len;
+inline constexpr std::size_t reputation_max_category = category_max_len;
 
 enum class lookup_outcome : std::uint8_t { unlisted, listed, allowed };
 
@@ -40,7 +40,7 @@ struct lookup_result {
 /// the service falls back to --default-score (random by default).
 class reputation_source {
   public:
-    reputation_source() noexcept { iprep::rcu::init(); }
+    reputation_source() noexcept { rcu::init(); }
     ~reputation_source() {
         delete cur_.load(std::memory_order_acquire);
         for (const auto* s : retired_) delete s;
@@ -52,28 +52,27 @@ class reputation_source {
     [[nodiscard]] lookup_result lookup(const std::uint8_t* ip, bool v6) const noexcept {
         std::uint32_t v;
         {
-            iprep::rcu::read_guard g;
-            const iprep::snapshot* s = cur_.load(std::memory_order_acquire);
+            rcu::read_guard g;
+            const snapshot* s = cur_.load(std::memory_order_acquire);
             if (s == nullptr) return {};
             v = s->lookup(ip, v6);
         }
-        const std::uint32_t o = iprep::value_outcome(v);
+        const std::uint32_t o = value_outcome(v);
         if (o == 0) return {};
-        return {
-            o == static_cast<std::uint32_t>(iprep::outcome_bits::allowed) ? lookup_outcome::allowed
-                                                                          : lookup_outcome::listed,
-            iprep::value_score(v), iprep::category_pool::instance().get(iprep::value_category(v))};
+        return {o == static_cast<std::uint32_t>(outcome_bits::allowed) ? lookup_outcome::allowed
+                                                                       : lookup_outcome::listed,
+                value_score(v), category_pool::instance().get(value_category(v))};
     }
 
     /// Makes `next` the snapshot every worker sees from now on (nullptr = no tables), then
     /// frees the previous one once no lookup can still be reading it. Not for the hot path:
     /// it may wait a few microseconds (a membarrier and the lookups in progress).
-    void publish(std::unique_ptr<iprep::snapshot> next) {
+    void publish(std::unique_ptr<snapshot> next) {
         std::lock_guard<std::mutex> lk(publish_mu_);
-        const iprep::snapshot* old = cur_.exchange(next.release(), std::memory_order_seq_cst);
+        const snapshot* old = cur_.exchange(next.release(), std::memory_order_seq_cst);
         if (old != nullptr) retired_.push_back(old);
         if (retired_.empty()) return;
-        if (iprep::rcu::synchronize()) {
+        if (rcu::synchronize()) {
             for (const auto* s : retired_) delete s;
             retired_.clear();
         }
@@ -89,9 +88,9 @@ class reputation_source {
     }
 
   private:
-    std::atomic<const iprep::snapshot*> cur_{nullptr};
+    std::atomic<const snapshot*> cur_{nullptr};
     mutable std::mutex publish_mu_;
-    std::vector<const iprep::snapshot*> retired_;
+    std::vector<const snapshot*> retired_;
 };
 
-} // namespace agent
+} // namespace agent::iprep
