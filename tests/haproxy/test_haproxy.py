@@ -58,6 +58,13 @@ import tempfile
 import threading
 import time
 
+# The shared HAProxy-side test package (tests/pyspop): free loopback ports, the IPv6 loopback
+# check, and SIGTERM handling (Terminated, raised in the main thread so finally blocks run).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from pyspop.agent import Terminated, install_sigterm  # noqa: E402,F401
+from pyspop.ports import free_port  # noqa: E402,F401
+from pyspop.ports import ipv6_loopback_usable as ipv6_loopback_available  # noqa: E402
+
 SKIP = 77
 
 # One SPOE log line per processed event (SPOE.txt §4):
@@ -94,31 +101,8 @@ def check(cond, msg):
         raise TestFailure(msg)
 
 
-class Terminated(BaseException):
-    """Raised from the SIGTERM handler so that finally blocks stop what we started."""
-
-
-def on_sigterm(signum, frame):
-    raise Terminated(f"signal {signum}")
-
-
 # ---------------------------------------------------------------------------------------------
-# networking helpers
-
-def free_port(family=socket.AF_INET, host="127.0.0.1"):
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def ipv6_loopback_available():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
+# networking helpers (free_port and ipv6_loopback_available come from pyspop.ports)
 
 def can_connect(host, port, timeout=0.5):
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -1182,7 +1166,7 @@ def main():
         print("0 passed, 1 failed")
         return 1
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    install_sigterm()
     version = subprocess.run([haproxy_path, "-v"], capture_output=True, text=True, timeout=30)
     version_line = version.stdout.splitlines()[0] if version.stdout else ""
     print(f"{version_line or '(no version)'}  [{haproxy_path}]")

@@ -647,7 +647,7 @@ def main():
         print("0 passed, 1 failed")
         return 1
 
-    signal.signal(signal.SIGTERM, th.on_sigterm)
+    th.install_sigterm()
     version = subprocess.run([haproxy_path, "-v"], capture_output=True, text=True, timeout=30)
     version_line = version.stdout.splitlines()[0] if version.stdout else ""
     print(f"{version_line or '(no version)'}  [{haproxy_path}]")
