@@ -346,4 +346,28 @@ TEST(Deferred, DeliverWaitsForOutputRoom) {
     EXPECT_TRUE(r.d.done.empty());
 }
 
+TEST(Deferred, AProtocolErrorWaitsForTheAnswersBeforeIt) {
+    rig<mixed_service> r(8);
+    bytes in = notify(3);
+    bytes bad = notify(5);
+    spop::store_be32(bad.data() + 5, 0); // FIN unset: a fragment, never announced
+    spop_test::append(in, bad);
+    const spop::feed_result fr = r.conn.feed(in);
+    EXPECT_EQ(fr.consumed, in.size());
+    EXPECT_EQ(r.conn.state(), conn_state::established) << "the ticket's answer comes first";
+    EXPECT_FALSE(r.conn.takes_input());
+    EXPECT_TRUE(r.conn.discards_input());
+    EXPECT_EQ(r.conn.feed(notify(7)).deferred, 0u) << "nothing is read after the error";
+    r.svc.tickets.at(0).complete();
+    r.d.pump(r.conn);
+    const auto frames = frames_of(r.drain());
+    ASSERT_EQ(frames.size(), 2u);
+    EXPECT_EQ(frames[0].type, frame_type::ack);
+    EXPECT_EQ(frames[0].stream_id, 3u);
+    EXPECT_EQ(frames[1].type, frame_type::agent_disconnect);
+    EXPECT_EQ(spop_test::read_disconnect(frames[1]).status, 10u);
+    EXPECT_EQ(r.conn.error(), errc::fragmented_frame);
+    EXPECT_TRUE(r.conn.should_close());
+}
+
 } // namespace

@@ -112,7 +112,10 @@ class connection {
     [[nodiscard]] bool wants_input() const noexcept { return takes_input() && !eof_; }
     /// feed() would take bytes now. Bytes it refused earlier are fed again when this is true
     /// (also after end of stream, when wants_input() stays false).
-    [[nodiscard]] bool takes_input() const noexcept { return !paused_ && accepting(); }
+    [[nodiscard]] bool takes_input() const noexcept { return !paused_ && !failing_ && accepting(); }
+    /// Input is thrown away from now on (closing, or a protocol error waiting for the answers
+    /// of the NOTIFYs deferred before it): an embedder need not keep any.
+    [[nodiscard]] bool discards_input() const noexcept { return failing_ || !accepting(); }
     [[nodiscard]] bool should_close() const noexcept {
         if (state_ == conn_state::closed) return true;
         if (out_head_ != out_tail_) return false;
@@ -174,7 +177,8 @@ class connection {
         const result w = ack.finish();
         if (!w) {
             --deferred_;
-            fail(w.ec);
+            if (failing_ && deferred_ == 0) finish_failure();
+            else fail(w.ec);
             return true;
         }
         if (!ensure_output()) {
@@ -190,6 +194,7 @@ class connection {
         out_tail_ += static_cast<std::uint32_t>(w.consumed);
         ++queued_acks_;
         --deferred_;
+        if (failing_ && deferred_ == 0) return finish_failure(), true;
         maybe_finish_shutdown();
         return true;
     }
@@ -211,7 +216,7 @@ class connection {
     [[nodiscard]] feed_result feed(std::span<const std::uint8_t> in,
                                    bool more_held = false) noexcept {
         feed_result res;
-        if (!accepting()) {
+        if (!accepting() || failing_) {
             res.consumed = in.size();
             return res;
         }
@@ -255,7 +260,7 @@ class connection {
             }
             process(in_, total, res);
             free_input();
-            if (!accepting()) return done(res, in.size(), more_held);
+            if (!accepting() || failing_) return done(res, in.size(), more_held);
         }
         while (n >= frame_length_size) {
             const std::uint32_t len = load_be32(p);
@@ -273,7 +278,7 @@ class connection {
             process(p, total, res);
             p += total;
             n -= total;
-            if (!accepting()) return done(res, in.size(), more_held);
+            if (!accepting() || failing_) return done(res, in.size(), more_held);
         }
         if (n != 0) {
             // A partial frame: always fits, its length was checked (or is still unknown).
@@ -505,18 +510,33 @@ class connection {
 
     void finish_shutdown() noexcept {
         shutdown_pending_ = false;
-        if (!accepting()) return;
+        if (!accepting() || failing_) return;
         error_ = errc::shutdown;
         queue_disconnect(static_cast<std::uint32_t>(status::normal),
                          status_message(status::normal));
     }
 
     void fail(errc e) noexcept {
-        if (!accepting()) return;
+        if (!accepting() || failing_) return;
         error_ = e;
+        if (deferred_ != 0) {
+            // NOTIFYs received before the error are still answered (their tickets complete or
+            // expire); then the AGENT-DISCONNECT. Nothing more is read meanwhile.
+            failing_ = true;
+            release_input();
+            return;
+        }
         const status s = to_status(e);
         queue_disconnect(static_cast<std::uint32_t>(s), status_message(s));
     }
+
+    void finish_failure() noexcept {
+        failing_ = false;
+        const errc e = error_;
+        error_ = errc::ok; // fail() records it again
+        fail(e);
+    }
+
 
     void queue_disconnect(std::uint32_t code, std::string_view msg) noexcept {
         state_ = conn_state::closing;
@@ -574,6 +594,7 @@ class connection {
     bool paused_ = false;       ///< an ACK would not fit: input stops until the output drains
     bool caller_holds_ = false; ///< feed() left bytes with the embedder (back-pressure)
     bool eof_ = false;          ///< the peer shut its write side
+    bool failing_ = false;      ///< a protocol error waits for the deferred answers before it
     bool shutdown_pending_ = false;
 };
 

@@ -20,6 +20,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -362,14 +363,15 @@ bool eventually(F&& f, std::chrono::milliseconds timeout) {
 // ---------------------------------------------------------------------------------------------
 // The server under test.
 
-using server_t = srv::server<echo_service, test_stats>;
-
-class test_server {
+template <class Service, class Factory>
+class basic_test_server {
   public:
-    test_server() = default;
-    test_server(const test_server&) = delete;
-    test_server& operator=(const test_server&) = delete;
-    ~test_server() {
+    using server_t = srv::server<Service, test_stats>;
+    basic_test_server() = default;
+    explicit basic_test_server(Factory f) : make_(std::move(f)) {}
+    basic_test_server(const basic_test_server&) = delete;
+    basic_test_server& operator=(const basic_test_server&) = delete;
+    ~basic_test_server() {
         if (running_) {
             srv_->stop();
             (void)srv_->wait();
@@ -403,7 +405,7 @@ class test_server {
 
     [[nodiscard]] int port() const noexcept { return port_; }
     [[nodiscard]] server_t& get() noexcept { return *srv_; }
-    [[nodiscard]] const echo_factory::record& factory_calls() const noexcept { return *make_.rec; }
+    [[nodiscard]] const Factory& factory() const noexcept { return make_; }
 
     /// A counter summed over the workers.
     template <class M>
@@ -414,12 +416,14 @@ class test_server {
     }
 
   private:
-    // server::start() keeps a reference to the factory for its threads: it lives here.
-    echo_factory make_;
+    Factory make_;
     std::unique_ptr<server_t> srv_;
     int port_ = 0;
     bool running_ = false;
 };
+
+using test_server = basic_test_server<echo_service, echo_factory>;
+using server_t = test_server::server_t;
 
 // ---------------------------------------------------------------------------------------------
 
@@ -466,9 +470,9 @@ TEST_P(ServerTest, ChoosesTheBackendAskedFor) {
     test_server s;
     ASSERT_TRUE(s.start(opts(3)));
     // One service per worker, built on that worker's thread.
-    EXPECT_TRUE(eventually([&] { return s.factory_calls().calls.load() == 3; }, 5s));
-    EXPECT_EQ(s.factory_calls().ids_seen.load(), 0b111u);
-    EXPECT_EQ(s.factory_calls().on_caller_thread.load(), 0);
+    EXPECT_TRUE(eventually([&] { return s.factory().rec->calls.load() == 3; }, 5s));
+    EXPECT_EQ(s.factory().rec->ids_seen.load(), 0b111u);
+    EXPECT_EQ(s.factory().rec->on_caller_thread.load(), 0);
     EXPECT_EQ(s.get().uses_uring(), GetParam() == srv::backend::uring);
     EXPECT_EQ(s.get().where(), "127.0.0.1:" + std::to_string(s.port()));
     client c(s.port());
@@ -1045,6 +1049,244 @@ TEST_P(ServerTest, FdExhaustionRefusesWithoutSpinningAndRecovers) {
         << "no service after the connections were closed";
     ::kill(pid, SIGTERM);
     EXPECT_EQ(reap(pid, 15s), 0) << "the child did not stop cleanly on SIGTERM";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deferred answers (issue 12): tickets completed later, from other threads.
+
+/// Tickets parked by the service, for the test to complete (a test-only lock).
+struct parking {
+    struct parked {
+        spop::ticket t;
+        std::uint64_t sid;
+    };
+    std::mutex m;
+    std::vector<parked> v;
+    std::size_t size() {
+        std::lock_guard<std::mutex> g(m);
+        return v.size();
+    }
+    std::vector<parked> take() {
+        std::lock_guard<std::mutex> g(m);
+        std::vector<parked> out;
+        out.swap(v);
+        return out;
+    }
+};
+
+/// Defers every NOTIFY (and says so: ticket exhaustion back-pressures).
+class deferring_service {
+  public:
+    static constexpr bool defers = true;
+    explicit deferring_service(parking& p) noexcept : p_(&p) {}
+    spop::errc on_notify(const spop::notify_request& req, spop::ack_writer& ack) noexcept {
+        spop::ticket t = req.defer();
+        if (!t) {
+            ack.set_var(spop::var_scope::txn, "sync", value::from_uint32(1));
+            return spop::errc::ok;
+        }
+        std::lock_guard<std::mutex> g(p_->m);
+        p_->v.push_back({std::move(t), req.stream_id});
+        return spop::errc::ok;
+    }
+
+  private:
+    parking* p_;
+};
+
+struct deferring_factory {
+    std::shared_ptr<parking> park = std::make_shared<parking>();
+    deferring_service operator()(const srv::worker_info<test_stats>&) const {
+        return deferring_service(*park);
+    }
+};
+
+using deferred_server = basic_test_server<deferring_service, deferring_factory>;
+
+/// An ACK whose only action is SET-VAR txn.v = UINT64 sid.
+::testing::AssertionResult is_sid_ack(const parsed_frame& f) {
+    return is_ack(f, f.stream_id, f.frame_id, {{"v", "uint64:" + std::to_string(f.stream_id)}});
+}
+
+/// The no-op fallback: UNSET-VAR txn.spop_noop and nothing else.
+bool is_noop_ack(const parsed_frame& f) {
+    if (f.type != spop::frame_type::ack) return false;
+    const spop_test::ack_parse a = spop_test::parse_ack_payload(f.payload_span());
+    return a.error.empty() && a.actions.size() == 1 &&
+           a.actions[0].type == spop::action_type::unset_var && a.actions[0].name == "spop_noop";
+}
+
+void complete_with_sid(parking::parked& p) {
+    p.t.complete([&](spop::ack_writer& a) {
+        a.set_var(spop::var_scope::txn, "v", value::from_uint64(p.sid));
+    });
+}
+
+class DeferredTest : public ServerTest {};
+INSTANTIATE_TEST_SUITE_P(Backends, DeferredTest,
+                         ::testing::Values(srv::backend::uring, srv::backend::epoll), backend_name);
+
+/// Deferred options: no deadline gets in the way unless a test asks for one.
+srv::options deferred_opts(srv::options o) {
+    o.deferred_timeout_ms = 30000;
+    return o;
+}
+
+TEST_P(DeferredTest, OutOfOrderCompletionFromManyThreads) {
+    deferred_server s;
+    ASSERT_TRUE(s.start(deferred_opts(opts())));
+    constexpr int conns = 20, per = 20;
+    std::vector<std::unique_ptr<client>> cs;
+    for (int c = 0; c < conns; ++c) {
+        cs.push_back(std::make_unique<client>(s.port()));
+        ASSERT_TRUE(cs.back()->send_all(hello_frame()));
+        ASSERT_EQ(cs.back()->read_frames(1).size(), 1u);
+        bytes batch;
+        for (int i = 0; i < per; ++i)
+            spop_test::append(batch, echo_notify(static_cast<std::uint64_t>(c * 1000 + 2 * i + 1),
+                                                 1, 0, "x"));
+        ASSERT_TRUE(cs.back()->send_all(batch));
+    }
+    ASSERT_TRUE(eventually([&] { return s.factory().park->size() == conns * per; }, 10s));
+    auto tickets = s.factory().park->take();
+    std::mt19937 rng(7);
+    std::shuffle(tickets.begin(), tickets.end(), rng);
+    std::vector<std::thread> ths;
+    for (int t = 0; t < 4; ++t)
+        ths.emplace_back([&tickets, t] {
+            for (std::size_t i = static_cast<std::size_t>(t); i < tickets.size(); i += 4)
+                complete_with_sid(tickets[i]);
+        });
+    for (auto& th : ths) th.join();
+    for (int c = 0; c < conns; ++c) {
+        const auto frames = cs[static_cast<std::size_t>(c)]->read_frames(per, 10s);
+        ASSERT_EQ(frames.size(), static_cast<std::size_t>(per));
+        std::vector<std::uint64_t> sids;
+        for (const auto& f : frames) {
+            EXPECT_TRUE(is_sid_ack(f));
+            sids.push_back(f.stream_id);
+        }
+        std::sort(sids.begin(), sids.end());
+        for (int i = 0; i < per; ++i)
+            EXPECT_EQ(sids[static_cast<std::size_t>(i)], static_cast<std::uint64_t>(c * 1000 + 2 * i + 1));
+    }
+    EXPECT_TRUE(eventually([&] { return s.sum(&test_stats::deferred_completed) == conns * per; }, 5s));
+    EXPECT_EQ(s.sum(&test_stats::deferred_inflight), 0u);
+}
+
+TEST_P(DeferredTest, DeadlineAnswersWithTheFallbackAndDropsTheLateCompletion) {
+    deferred_server s;
+    auto o = opts(1);
+    o.deferred_timeout_ms = 200;
+    ASSERT_TRUE(s.start(o));
+    client c(s.port());
+    ASSERT_TRUE(c.send_all(hello_frame()));
+    ASSERT_EQ(c.read_frames(1).size(), 1u);
+    bytes batch;
+    for (int i = 0; i < 5; ++i) spop_test::append(batch, echo_notify(2 * i + 1, 1, 0, "x"));
+    const auto t0 = clock_type::now();
+    ASSERT_TRUE(c.send_all(batch));
+    const auto frames = c.read_frames(5, 3s);
+    ASSERT_EQ(frames.size(), 5u);
+    for (const auto& f : frames) EXPECT_TRUE(is_noop_ack(f));
+    EXPECT_GE(clock_type::now() - t0, 150ms);
+    EXPECT_LT(clock_type::now() - t0, 1500ms);
+    EXPECT_EQ(s.sum(&test_stats::deferred_expired), 5u);
+    auto tickets = s.factory().park->take();
+    ASSERT_EQ(tickets.size(), 5u);
+    for (auto& p : tickets) complete_with_sid(p);
+    EXPECT_TRUE(eventually([&] { return s.sum(&test_stats::deferred_late) == 5; }, 5s));
+    EXPECT_TRUE(c.read_frames(1, 300ms).empty()) << "a late completion sends nothing";
+    // The connection still serves.
+    ASSERT_TRUE(c.send_all(echo_notify(99, 1, 0, "x")));
+    ASSERT_TRUE(eventually([&] { return s.factory().park->size() == 1; }, 5s));
+    auto one = s.factory().park->take();
+    complete_with_sid(one[0]);
+    const auto more = c.read_frames(1, 3s);
+    ASSERT_EQ(more.size(), 1u);
+    EXPECT_TRUE(is_sid_ack(more[0]));
+}
+
+TEST_P(DeferredTest, CompletionAfterCloseAndTwiceAreSafeAndCounted) {
+    deferred_server s;
+    ASSERT_TRUE(s.start(deferred_opts(opts(1))));
+    {
+        client c(s.port());
+        ASSERT_TRUE(c.send_all(hello_frame()));
+        ASSERT_EQ(c.read_frames(1).size(), 1u);
+        bytes batch;
+        for (int i = 0; i < 3; ++i) spop_test::append(batch, echo_notify(2 * i + 1, 1, 0, "x"));
+        ASSERT_TRUE(c.send_all(batch));
+        ASSERT_TRUE(eventually([&] { return s.factory().park->size() == 3; }, 5s));
+        // A reset, not a FIN: after a FIN the connection would wait for its answers (a
+        // half-close), which a completion then sends.
+        const linger lg{1, 0};
+        ::setsockopt(c.fd(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
+    ASSERT_TRUE(eventually([&] { return s.sum(&test_stats::conns_current) == 0; }, 5s));
+    auto tickets = s.factory().park->take();
+    for (auto& p : tickets) {
+        complete_with_sid(p);
+        p.t.complete(); // a second time: nothing, counted
+    }
+    EXPECT_TRUE(eventually([&] { return s.sum(&test_stats::deferred_after_close) == 3; }, 5s));
+    EXPECT_TRUE(eventually([&] { return s.sum(&test_stats::deferred_misuse) == 3; }, 5s));
+    EXPECT_EQ(s.sum(&test_stats::deferred_inflight), 0u);
+}
+
+TEST_P(DeferredTest, GracefulStopAnswersOutstandingTicketsThenDisconnects) {
+    deferred_server s;
+    auto o = opts(1);
+    o.shutdown_timeout_s = 3;
+    o.deferred_timeout_ms = 60000; // only the stop ends them
+    ASSERT_TRUE(s.start(o));
+    client c(s.port());
+    ASSERT_TRUE(c.send_all(hello_frame()));
+    ASSERT_EQ(c.read_frames(1).size(), 1u);
+    bytes batch;
+    for (int i = 0; i < 3; ++i) spop_test::append(batch, echo_notify(2 * i + 1, 1, 0, "x"));
+    ASSERT_TRUE(c.send_all(batch));
+    ASSERT_TRUE(eventually([&] { return s.factory().park->size() == 3; }, 5s));
+    const auto t0 = clock_type::now();
+    s.stop();
+    const auto frames = c.read_frames(4, 6s);
+    ASSERT_EQ(frames.size(), 4u);
+    for (int i = 0; i < 3; ++i) EXPECT_TRUE(is_noop_ack(frames[static_cast<std::size_t>(i)]));
+    EXPECT_TRUE(is_disconnect(frames[3], 0));
+    c.close();
+    EXPECT_EQ(s.wait(), 0);
+    EXPECT_LT(clock_type::now() - t0, 5s);
+    auto tickets = s.factory().park->take();
+    for (auto& p : tickets) complete_with_sid(p); // after the server: harmless
+}
+
+TEST_P(DeferredTest, TicketCapBackPressuresWithoutLoss) {
+    deferred_server s;
+    auto o = deferred_opts(opts(1));
+    o.max_deferred = 4;
+    ASSERT_TRUE(s.start(o));
+    client c(s.port());
+    ASSERT_TRUE(c.send_all(hello_frame()));
+    ASSERT_EQ(c.read_frames(1).size(), 1u);
+    constexpr int n = 40;
+    bytes batch;
+    for (int i = 0; i < n; ++i) spop_test::append(batch, echo_notify(2 * i + 1, 1, 0, "x"));
+    ASSERT_TRUE(c.send_all(batch));
+    ASSERT_TRUE(eventually([&] { return s.factory().park->size() == 4; }, 5s));
+    std::this_thread::sleep_for(200ms);
+    EXPECT_EQ(s.factory().park->size(), 4u) << "no ticket beyond the cap, no sync fallback";
+    std::vector<std::uint64_t> sids;
+    for (int round = 0; round < 200 && sids.size() < n; ++round) {
+        auto tickets = s.factory().park->take();
+        for (auto& p : tickets) complete_with_sid(p);
+        for (const auto& f : c.read_frames(tickets.size(), 3s)) {
+            EXPECT_TRUE(is_sid_ack(f));
+            sids.push_back(f.stream_id);
+        }
+        if (tickets.empty()) std::this_thread::sleep_for(10ms);
+    }
+    ASSERT_EQ(sids.size(), static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) EXPECT_EQ(sids[static_cast<std::size_t>(i)], 2u * i + 1);
 }
 
 } // namespace

@@ -39,7 +39,13 @@ struct econn_io {
     [[nodiscard]] bool holds() const noexcept { return held_off < held.size(); }
 };
 
-enum : std::uint64_t { tag_conn = 0, tag_listener = 1, tag_wake = 2, tag_handoff = 3 };
+enum : std::uint64_t {
+    tag_conn = 0,
+    tag_listener = 1,
+    tag_wake = 2,
+    tag_handoff = 3,
+    tag_tickets = 4,
+};
 
 inline std::uint64_t pack(std::uint64_t tag, std::uint32_t idx, std::uint32_t gen) {
     return tag | (static_cast<std::uint64_t>(idx) << 8) |
@@ -80,17 +86,27 @@ class epoll_worker : public worker_core<epoll_worker<Service>, Service, econn_io
             epoll_ctl(ep_, EPOLL_CTL_ADD, env_.handoff_rfd, &hev);
         }
 
+        if (this->tickets_.event_fd() >= 0) {
+            epoll_event tev{EPOLLIN, {.u64 = pack(tag_tickets, 0, 0)}};
+            epoll_ctl(ep_, EPOLL_CTL_ADD, this->tickets_.event_fd(), &tev);
+        }
         epoll_event evs[256];
         now_ = mono_s();
         std::uint32_t last_tick = now_;
         while (true) {
-            const int n = epoll_wait(ep_, evs, 256, 250);
+            const int n = epoll_wait(ep_, evs, 256, wait_ms());
             if (n < 0 && errno != EINTR) {
                 log(level::error, "event=fatal worker=%d what=epoll_wait errno=%d", env_.id, errno);
                 break;
             }
             now_ = mono_s();
             for (int i = 0; i < n; ++i) dispatch(evs[i]);
+            // Deferred answers: a deadline due, or tickets opened without one armed.
+            if (this->tickets_.open_count() != 0 &&
+                (deadline_ms_ == 0 || mono_ns() / 1000000 >= deadline_ms_)) {
+                deadline_ms_ = 0;
+                this->tickets_turn();
+            }
             if (now_ != last_tick) {
                 last_tick = now_;
                 if (!stopping_) resume_listeners();
@@ -119,6 +135,10 @@ class epoll_worker : public worker_core<epoll_worker<Service>, Service, econn_io
         this->free_slot(idx);
     }
     [[nodiscard]] static bool alive(const slot&) noexcept { return true; }
+    /// The core's hook: wake up at `ms` (monotonic) to expire deferred answers.
+    void arm_deadline(std::uint64_t ms) {
+        if (deadline_ms_ == 0 || ms < deadline_ms_) deadline_ms_ = ms;
+    }
     void stop_listening() {
         for (int fd : env_.listen_fds) {
             epoll_ctl(ep_, EPOLL_CTL_DEL, fd, nullptr);
@@ -134,6 +154,7 @@ class epoll_worker : public worker_core<epoll_worker<Service>, Service, econn_io
         const auto gen = static_cast<std::uint32_t>(ev.data.u64 >> 40);
         if (tag == tag_listener) return accept_all(idx);
         if (tag == tag_handoff) return take_handoffs();
+        if (tag == tag_tickets) return this->tickets_turn();
         if (tag == tag_wake) {
             std::uint64_t v;
             const ssize_t r = ::read(env_.wake_fd, &v, sizeof v);
@@ -145,6 +166,14 @@ class epoll_worker : public worker_core<epoll_worker<Service>, Service, econn_io
             if (!on_readable(idx, ev.events)) return;
         }
         if (conns_[idx] && (ev.events & EPOLLOUT)) flush(idx);
+    }
+
+    /// epoll_wait's timeout: the 250 ms tick, or sooner for a deferred answer's deadline.
+    int wait_ms() const {
+        if (deadline_ms_ == 0) return 250;
+        const std::uint64_t now = mono_ns() / 1000000;
+        const std::uint64_t d = deadline_ms_ > now ? deadline_ms_ - now : 0;
+        return d < 250 ? static_cast<int>(d) : 250;
     }
 
     void accept_all(std::uint32_t li) {
@@ -284,6 +313,7 @@ class epoll_worker : public worker_core<epoll_worker<Service>, Service, econn_io
     std::unique_ptr<std::uint8_t[]> rbuf_;
     std::vector<std::uint32_t> paused_listeners_;
     int ep_ = -1;
+    std::uint64_t deadline_ms_ = 0; ///< the next deferred deadline, 0 = none
 };
 
 } // namespace epoll_detail

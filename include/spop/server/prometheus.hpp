@@ -253,6 +253,8 @@ void render_engine(writer& w, std::span<const Stats* const> workers) {
     w.sample_f("notify_latency_seconds_sum", {}, static_cast<double>(all.lat_sum_ns) / 1e9);
     w.sample("notify_latency_seconds_count", {}, cum);
 
+    render_deferred(w, workers);
+
     struct per_metric {
         std::string_view name;
         std::string_view type;
@@ -276,6 +278,50 @@ void render_engine(writer& w, std::span<const Stats* const> workers) {
         for (std::size_t i = 0; i < per.size(); ++i)
             w.worker_sample(m.name, i, {}, per[i].*m.field);
     }
+}
+
+/// Deferred answers (tickets.hpp): in flight, how they ended, and how long they took.
+template <class Stats>
+void render_deferred(writer& w, std::span<const Stats* const> workers) {
+    std::uint64_t inflight = 0, completed = 0, expired = 0, late = 0, after_close = 0, misuse = 0,
+                  sum_ns = 0;
+    std::uint64_t lat[latency_slots]{};
+    for (const Stats* sp : workers) {
+        const worker_stats& s = *sp;
+        inflight += s.deferred_inflight.get();
+        completed += s.deferred_completed.get();
+        expired += s.deferred_expired.get();
+        late += s.deferred_late.get();
+        after_close += s.deferred_after_close.get();
+        misuse += s.deferred_misuse.get();
+        sum_ns += s.deferred_latency_sum_ns.get();
+        for (int k = 0; k < latency_slots; ++k) lat[k] += s.deferred_latency[k].get();
+    }
+    w.one("deferred_in_flight", "gauge", "Deferred NOTIFYs waiting for their ticket.", inflight);
+    w.one("deferred_completed_total", "counter",
+          "Deferred NOTIFYs answered by their ticket (a dropped ticket: the fallback).", completed);
+    w.one("deferred_expired_total", "counter",
+          "Deferred NOTIFYs answered with the fallback at their deadline.", expired);
+    w.one("deferred_completed_late_total", "counter",
+          "Tickets completed after their deadline (discarded).", late);
+    w.one("deferred_completed_after_close_total", "counter",
+          "Tickets completed after their connection went away (discarded).", after_close);
+    w.one("deferred_misuse_total", "counter", "complete() called on an empty ticket.", misuse);
+    w.header("deferred_latency_seconds", "histogram",
+             "Time from a NOTIFY deferred to its ticket completed.");
+    char lb[48];
+    std::uint64_t cum = 0;
+    for (int k = 0; k < latency_slots; ++k) {
+        cum += lat[k];
+        if (k < latency_slots - 1)
+            std::snprintf(lb, sizeof lb, "le=\"%.6g\"",
+                          static_cast<double>(latency_bounds_us[k]) / 1e6);
+        else
+            std::snprintf(lb, sizeof lb, "le=\"+Inf\"");
+        w.sample("deferred_latency_seconds_bucket", lb, cum);
+    }
+    w.sample_f("deferred_latency_seconds_sum", {}, static_cast<double>(sum_ns) / 1e9);
+    w.sample("deferred_latency_seconds_count", {}, cum);
 }
 
 /// What the page says about the process.

@@ -46,14 +46,32 @@ struct alignas(64) worker_stats {
     counter batch_latency[latency_slots];   // time from a receive completion to its ACKs queued
     counter batch_latency_sum_ns;
     counter batch_latency_count;
+    // Deferred answers (tickets.hpp).
+    counter deferred_inflight;    // gauge: tickets open (not completed, not expired)
+    counter deferred_completed;   // answered by their holder (or dropped: fallback)
+    counter deferred_expired;     // answered with the fallback at the deadline
+    counter deferred_late;        // completed after the deadline: discarded
+    counter deferred_after_close; // completed after their connection went away: discarded
+    counter deferred_misuse;      // complete() on an empty ticket
+    counter deferred_latency[latency_slots]; // open -> completed
+    counter deferred_latency_sum_ns;
+    counter deferred_latency_count;
 
     void observe_latency_ns(std::uint64_t ns) noexcept {
+        observe(batch_latency, batch_latency_sum_ns, batch_latency_count, ns);
+    }
+    void observe_deferred_ns(std::uint64_t ns) noexcept {
+        observe(deferred_latency, deferred_latency_sum_ns, deferred_latency_count, ns);
+    }
+
+  private:
+    static void observe(counter* buckets, counter& sum, counter& count, std::uint64_t ns) noexcept {
         const std::uint64_t us = ns / 1000;
         int i = 0;
         while (i < latency_slots - 1 && us > latency_bounds_us[i]) ++i;
-        batch_latency[i].add();
-        batch_latency_sum_ns.add(ns);
-        batch_latency_count.add();
+        buckets[i].add();
+        sum.add(ns);
+        count.add();
     }
 };
 

@@ -52,7 +52,9 @@ enum op : std::uint8_t {
     op_wake,
     op_timer,
     op_cancel,
-    op_handoff
+    op_handoff,
+    op_tickets,
+    op_deadline,
 };
 
 inline constexpr std::uint64_t pack(op o, std::uint32_t idx, std::uint32_t gen) {
@@ -144,6 +146,7 @@ class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io
         arm_wake();
         arm_timer();
         arm_handoff();
+        arm_tickets();
         this->now_ = mono_s();
         while (true) {
             const int rc = io_uring_submit_and_wait(&ring_, 1);
@@ -249,6 +252,24 @@ class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io
         io_uring_prep_read(s, env_.handoff_rfd, handoff_buf_, sizeof handoff_buf_, 0);
         io_uring_sqe_set_data64(s, pack(op_handoff, 0, 0));
     }
+    void arm_tickets() {
+        if (this->tickets_.event_fd() < 0) return;
+        io_uring_sqe* s = sqe();
+        io_uring_prep_read(s, this->tickets_.event_fd(), &tickets_val_, sizeof tickets_val_, 0);
+        io_uring_sqe_set_data64(s, pack(op_tickets, 0, 0));
+    }
+    /// The core's hook: wake up at `ms` (monotonic) to expire deferred answers.
+    void arm_deadline(std::uint64_t ms) {
+        if (deadline_ms_ != 0 && deadline_ms_ <= ms) return; // one armed earlier
+        const std::uint64_t now = mono_ns() / 1000000;
+        const std::uint64_t wait = ms > now ? ms - now : 0;
+        deadline_ts_.tv_sec = static_cast<long long>(wait / 1000);
+        deadline_ts_.tv_nsec = static_cast<long long>((wait % 1000) * 1000000);
+        io_uring_sqe* s = sqe();
+        io_uring_prep_timeout(s, &deadline_ts_, 0, 0);
+        io_uring_sqe_set_data64(s, pack(op_deadline, 0, 0));
+        deadline_ms_ = ms;
+    }
     void on_handoff(io_uring_cqe* cqe) {
         if (cqe->res > 0) this->adopt_handed(handoff_buf_, static_cast<std::size_t>(cqe->res));
         if (cqe->res != -ECANCELED) arm_handoff();
@@ -305,6 +326,14 @@ class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io
             return;
         case op_handoff:
             return on_handoff(cqe);
+        case op_tickets:
+            this->tickets_turn();
+            if (cqe->res != -ECANCELED) arm_tickets();
+            return;
+        case op_deadline:
+            deadline_ms_ = 0;
+            this->tickets_turn();
+            return;
         }
     }
 
@@ -399,7 +428,7 @@ class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io
     /// and stops its recv. Ring buffers are held in order; once half the ring is held (many
     /// back-pressured connections), bytes are copied out and the buffer goes back at once.
     void hold(slot& e, unsigned short bid, std::uint32_t off, std::uint32_t len) {
-        if (!e.c.takes_input() && e.c.state() >= spop::conn_state::closing) {
+        if (e.c.discards_input()) {
             recycle(bid); // closing: feed() would discard it anyway
             return;
         }
@@ -499,6 +528,8 @@ class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io
 
     /// After every CQE of a turn: give buffers back, then one send per connection, re-arm recvs.
     void end_of_turn() {
+        // Tickets opened this turn need a deadline timer if none is armed.
+        if (deadline_ms_ == 0 && this->tickets_.open_count() != 0) this->tickets_turn();
         if (recycled_ != 0) {
             io_uring_buf_ring_advance(br_, recycled_);
             recycled_ = 0;
@@ -577,6 +608,9 @@ class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io
     std::uint32_t held_off_[buf_count]{};
     std::uint32_t held_len_[buf_count]{};
     std::uint64_t wake_val_ = 0;
+    std::uint64_t tickets_val_ = 0;
+    __kernel_timespec deadline_ts_{};
+    std::uint64_t deadline_ms_ = 0; ///< the deadline timer armed, 0 = none
     int handoff_buf_[64]{};
     __kernel_timespec timer_ts_{};
 };

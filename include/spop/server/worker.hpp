@@ -11,7 +11,9 @@
 //                                              end of stream, or an error / timeout)
 //   void stop_listening()                      leave the accept groups (begin of a stop)
 //   void on_new(slot&)                         a slot was just adopted: start receiving
-// and uses: adopt(), feed(), sent(), closing_step(), begin_stop(), tick(), finished().
+// and uses: adopt(), feed(), sent(), closing_step(), begin_stop(), tick(), finished(), and for
+// deferred answers tickets_.event_fd() (readable: call run_tickets()) and the deadline that
+// run_tickets() returns (call it again then).
 #pragma once
 
 #include <memory>
@@ -20,6 +22,7 @@
 #include <vector>
 
 #include "engine.hpp"
+#include "tickets.hpp"
 
 namespace spop::server {
 
@@ -71,7 +74,16 @@ class worker_core {
     template <class Factory>
     worker_core(worker_env& env, Factory& make)
         : env_(env), pool_(spop::buffer_size_for(env.conn_cfg.limits.max_frame_size), 1024),
+          tickets_(env.opt->max_deferred, env.opt->deferred_ack_bytes,
+                   env.opt->deferred_timeout_ms, *env.stats),
           svc_(make(env.id)) {}
+
+    static constexpr std::uint64_t tag_of(std::uint32_t idx, std::uint32_t gen) noexcept {
+        return std::uint64_t{idx} | (std::uint64_t{gen & 0xFFFFFF} << 32);
+    }
+    slot* find_tag(std::uint64_t tag) noexcept {
+        return find(static_cast<std::uint32_t>(tag), static_cast<std::uint32_t>(tag >> 32));
+    }
 
     Derived& self() noexcept { return static_cast<Derived&>(*this); }
 
@@ -104,6 +116,7 @@ class worker_core {
         env_.stats->conns_total.add();
         slot& s = *conns_[idx];
         s.c.set_context(s.gen, s.peer, &s.state);
+        if (env_.opt->max_deferred != 0) s.c.set_deferral(&tickets_, tag_of(idx, s.gen));
         log(level::debug, "event=accept worker=%d peer=%s fd=%d", env_.id, s.peer.c_str(), fd);
         if constexpr (requires(Service & v, const connection_event& ev) { v.on_connect(ev); })
             svc_.on_connect(s.c.event());
@@ -158,6 +171,92 @@ class worker_core {
         const std::uint64_t t0 = mono_ns();
         const spop::feed_result fr = e.c.consume_output(n);
         e.book.after_io(env_, e.c, fr, t0);
+        if (!waiting_.empty()) retry_waiting();
+    }
+
+    // Deferred answers -------------------------------------------------------------------------
+
+    /// Takes finished tickets, expires overdue ones (all of them in the last second of a stop),
+    /// and hands the answers to their connections. Returns the next deadline (monotonic ms), 0
+    /// when no ticket is open.
+    std::uint64_t run_tickets() {
+        tickets_.worker_clock(mono_ns());
+        tickets_.worker_take([this](ticket_pool::slot& t, std::uint32_t id) {
+            slot* e = find_tag(t.conn_tag);
+            if (e == nullptr || !self().alive(*e)) {
+                env_.stats->deferred_after_close.add();
+                return tickets_.worker_done(id);
+            }
+            if (t.abandoned) t.w = spop::ack_writer({scratch_, sizeof scratch_}, t.sid, t.fid, t.mfs);
+            const std::span<const std::uint8_t> buf =
+                t.abandoned ? std::span<const std::uint8_t>(scratch_)
+                            : std::span<const std::uint8_t>(t.buf.get(), t.w.size());
+            if (!e->c.deliver(t.w, buf)) return waiting_.push_back({t.conn_tag, id});
+            tickets_.worker_done(id);
+            self().kick(e->idx);
+        });
+        const bool all = stopping_ && now_ + 1 >= stop_deadline_;
+        const std::uint64_t next = tickets_.worker_expire(all, [this](ticket_pool::slot& t) {
+            fallback(t.conn_tag, t.sid, t.fid, t.mfs);
+        });
+        if (tickets_.worker_should_retry()) {
+            for (std::uint32_t i = 0; i < conns_.size(); ++i) {
+                slot* e = conns_[i].get();
+                if (e == nullptr || !self().alive(*e) || e->c.takes_input()) continue;
+                const std::uint64_t t0 = mono_ns();
+                e->book.after_io(env_, e->c, e->c.retry_input(), t0);
+                self().kick(i);
+            }
+        }
+        return next;
+    }
+
+    /// run_tickets(), then the backend's deadline timer for the next expiry (arm_deadline(ms)).
+    void tickets_turn() {
+        const std::uint64_t next = run_tickets();
+        if (next != 0) self().arm_deadline(next);
+    }
+
+    /// The no-op answer for a NOTIFY whose ticket expired (its holder keeps the ticket).
+    void fallback(std::uint64_t tag, std::uint64_t sid, std::uint64_t fid, std::uint32_t mfs) {
+        slot* e = find_tag(tag);
+        if (e == nullptr || !self().alive(*e)) return;
+        spop::ack_writer w({scratch_, sizeof scratch_}, sid, fid, mfs);
+        if (!e->c.deliver(w, scratch_)) {
+            waiting_.push_back({tag, ticket_pool::no_slot, sid, fid, mfs});
+            return;
+        }
+        self().kick(e->idx);
+    }
+
+    /// Answers that found no room in their connection's output: again, after a send.
+    void retry_waiting() {
+        std::vector<waiting> again;
+        again.swap(waiting_);
+        for (const waiting& w : again) {
+            if (w.ticket == ticket_pool::no_slot) {
+                fallback(w.tag, w.sid, w.fid, w.mfs);
+                continue;
+            }
+            ticket_pool::slot& t = tickets_.at(w.ticket);
+            slot* e = find_tag(w.tag);
+            if (e == nullptr || !self().alive(*e)) {
+                env_.stats->deferred_after_close.add();
+                tickets_.worker_done(w.ticket);
+                continue;
+            }
+            const std::span<const std::uint8_t> buf =
+                t.abandoned ? std::span<const std::uint8_t>(scratch_)
+                            : std::span<const std::uint8_t>(t.buf.get(), t.w.size());
+            if (t.abandoned) t.w = spop::ack_writer({scratch_, sizeof scratch_}, t.sid, t.fid, t.mfs);
+            if (!e->c.deliver(t.w, buf)) {
+                waiting_.push_back(w);
+                continue;
+            }
+            tickets_.worker_done(w.ticket);
+            self().kick(e->idx);
+        }
+        waiting_.reserve(again.capacity()); // keep the capacity: no allocation next time
     }
 
     enum class step { keep, killed, draining };
@@ -216,6 +315,7 @@ class worker_core {
 
     /// Once a second: the stop's drain, idle/hello/write-stall timers, drain deadlines.
     void tick() {
+        if (tickets_.open_count() != 0 || !waiting_.empty()) tickets_turn();
         if (stopping_) drain_step();
         const options& o = *env_.opt;
         for (std::uint32_t i = 0; i < conns_.size(); ++i) {
@@ -244,8 +344,18 @@ class worker_core {
         return stopping_ && (live_ == 0 || now_ >= stop_deadline_);
     }
 
+    struct waiting {
+        std::uint64_t tag;
+        std::uint32_t ticket; ///< no_slot: an expired ticket's fallback
+        std::uint64_t sid = 0, fid = 0;
+        std::uint32_t mfs = 0;
+    };
+
     worker_env& env_;
     spop::buffer_pool pool_;
+    ticket_pool tickets_;
+    std::vector<waiting> waiting_;
+    std::uint8_t scratch_[128]{}; ///< fallback ACKs (ids and a no-op UNSET-VAR: < 64 bytes)
     Service svc_;
     std::vector<std::unique_ptr<slot>> conns_;
     std::vector<std::uint32_t> free_;

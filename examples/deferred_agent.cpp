@@ -1,0 +1,131 @@
+// spoa-example's random IP reputation, answered later: every check-client-ip NOTIFY is
+// deferred (spop::ticket) and completed by a small thread pool --delay-us after it arrived, so
+// anyone can see and measure deferred answers against the synchronous random_agent:
+//   deferred_agent -p 12345 -n 2 --delay-us 1000 [--threads 1]
+// Tickets not completed within the engine's deadline (400 ms) get the no-op ACK.
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <mutex>
+#include <random>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <spop/message.hpp>
+#include <spop/server/server.hpp>
+
+using clock_type = std::chrono::steady_clock;
+
+/// Threads that complete tickets `delay` after they were posted, in order (one delay for all).
+class delay_pool {
+  public:
+    delay_pool(int threads, std::chrono::microseconds delay) : delay_(delay) {
+        for (int i = 0; i < threads; ++i) threads_.emplace_back([this, i] { run(i); });
+    }
+    ~delay_pool() { // tickets still queued are dropped: the engine answers with the fallback
+        {
+            std::lock_guard<std::mutex> g(m_);
+            stop_ = true;
+        }
+        cv_.notify_all();
+        for (auto& t : threads_) t.join();
+    }
+    void post(spop::ticket t) {
+        {
+            std::lock_guard<std::mutex> g(m_);
+            q_.push_back({std::move(t), clock_type::now() + delay_});
+        }
+        cv_.notify_one();
+    }
+
+  private:
+    struct item {
+        spop::ticket t;
+        clock_type::time_point due;
+    };
+    void run(int id) {
+        std::minstd_rand rng(std::random_device{}() + static_cast<unsigned>(id));
+        std::unique_lock<std::mutex> lk(m_);
+        while (!stop_) {
+            if (q_.empty()) {
+                cv_.wait(lk);
+                continue;
+            }
+            if (clock_type::now() < q_.front().due) {
+                cv_.wait_until(lk, q_.front().due);
+                continue;
+            }
+            item it = std::move(q_.front());
+            q_.pop_front();
+            lk.unlock();
+            const auto score = static_cast<std::uint32_t>(rng() % 101);
+            it.t.complete([&](spop::ack_writer& a) {
+                a.set_var(spop::var_scope::sess, "ip_score", spop::value::from_uint32(score));
+            });
+            lk.lock();
+        }
+    }
+    std::chrono::microseconds delay_;
+    std::mutex m_;
+    std::condition_variable cv_;
+    std::deque<item> q_;
+    bool stop_ = false;
+    std::vector<std::thread> threads_;
+};
+
+class deferred_random {
+  public:
+    static constexpr bool defers = true; // ticket exhaustion back-pressures
+    explicit deferred_random(delay_pool& p) noexcept : pool_(&p) {}
+    spop::errc on_notify(const spop::notify_request& req, spop::ack_writer& ack) noexcept {
+        has_ip_ = false;
+        if (const spop::errc e = routes.dispatch(req, ack, *this); e != spop::errc::ok) return e;
+        if (!has_ip_) return spop::errc::ok; // nothing to score: the no-op ACK now
+        if (spop::ticket t = req.defer()) pool_->post(std::move(t));
+        return spop::errc::ok;
+    }
+
+  private:
+    void check_client_ip(const spop::message_view& m, spop::ack_writer&) noexcept {
+        if (m.ip(0)) has_ip_ = true;
+    }
+    static constexpr spop::router routes{
+        spop::on("check-client-ip", &deferred_random::check_client_ip)};
+    delay_pool* pool_;
+    bool has_ip_ = false;
+};
+
+int main(int argc, char** argv) {
+    spop::server::options o;
+    o.workers = 2;
+    long delay_us = 1000;
+    int threads = 1; // one thread answers in arrival order; more may answer out of order
+    for (int i = 1; i < argc; i += 2) {
+        const std::string_view flag = argv[i];
+        if (flag == "-h" || flag == "--help") {
+            std::printf("usage: %s [-p PORT] [-n WORKERS] [-m MAX_FRAME] [-a ADDR]... [--engine E] "
+                        "[--delay-us N] [--threads T]\n",
+                        argv[0]);
+            return 0;
+        }
+        if (i + 1 >= argc) return std::fprintf(stderr, "deferred_agent: %s needs a value\n", argv[i]), 2;
+        const std::string_view v = argv[i + 1];
+        const long n = std::atol(argv[i + 1]);
+        if (flag == "-p" && n > 0 && n < 65536) o.port = static_cast<int>(n);
+        else if (flag == "-n" && n > 0 && n <= 1024) o.workers = static_cast<int>(n);
+        else if (flag == "-m" && n >= 256) o.max_frame_size = static_cast<std::uint32_t>(n);
+        else if (flag == "-a") o.addresses.emplace_back(v);
+        else if (flag == "--delay-us" && n >= 0 && n <= 10000000) delay_us = n;
+        else if (flag == "--threads" && n > 0 && n <= 256) threads = static_cast<int>(n);
+        else if (flag == "--engine" && v == "uring") o.engine = spop::server::backend::uring;
+        else if (flag == "--engine" && v == "epoll") o.engine = spop::server::backend::epoll;
+        else if (flag == "--engine" && v == "auto") o.engine = spop::server::backend::automatic;
+        else return std::fprintf(stderr, "deferred_agent: bad option %s %s\n", argv[i], argv[i + 1]), 2;
+    }
+    delay_pool pool(threads, std::chrono::microseconds(delay_us));
+    spop::server::server<deferred_random> srv(o);
+    return srv.run([&pool](const auto&) { return deferred_random(pool); });
+}
