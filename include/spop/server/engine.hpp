@@ -41,6 +41,9 @@ struct worker_env {
     spop::connection_config conn_cfg{};
     worker_stats* stats = nullptr;
     int wake_fd = -1;            ///< eventfd: main writes 1 to ask for a graceful stop
+    /// This worker's deferred-answer tickets. Owned by the server, not the worker: a ticket may
+    /// be completed (harmlessly) after its worker stopped, as long as the server exists.
+    class ticket_pool* tickets = nullptr;
     std::uint32_t max_conns = 0; ///< --max-connections: a total over every worker
     /// Connections open across all workers (admitted, not closed yet). Touched at accept and
     /// close only, never per frame.

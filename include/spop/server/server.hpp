@@ -15,7 +15,9 @@
 // Threads: the server's methods are called from one thread (main). A service instance belongs to
 // one worker thread: the factory runs on that thread, and on_notify() is only ever called there,
 // so a service needs no locks for its own state. Shared state (a reputation table) must be
-// read-only or published atomically by the service itself.
+// read-only or published atomically by the service itself. Deferred answers (ticket.hpp) may be
+// completed on any thread, also after stop()/wait(), until the server object is destroyed: a
+// ticket must be completed or dropped before that.
 #pragma once
 
 #include <atomic>
@@ -32,6 +34,7 @@
 #include "engine.hpp"
 #include "epoll.hpp"
 #include "listen.hpp"
+#include "tickets.hpp"
 #include "uring.hpp"
 
 namespace spop::server {
@@ -78,6 +81,7 @@ class server {
         const int n = opt_.workers;
         envs_.clear();
         stats_.clear();
+        tickets_.clear();
         for (int i = 0; i < n; ++i) {
             envs_.push_back(std::make_unique<worker_env>());
             stats_.push_back(std::make_unique<Stats>());
@@ -106,6 +110,9 @@ class server {
             env.conn_cfg.limits.pipelining = opt_.pipelining;
             env.conn_cfg.max_queued_acks = opt_.max_in_flight;
             env.stats = stats_[static_cast<std::size_t>(i)].get();
+            tickets_.push_back(std::make_unique<ticket_pool>(
+                opt_.max_deferred, opt_.deferred_ack_bytes, opt_.deferred_timeout_ms, *env.stats));
+            env.tickets = tickets_.back().get();
             env.max_conns = opt_.max_connections; // a total: workers share one count
             env.live_total = &live_total_;
             env.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -229,6 +236,10 @@ class server {
     std::vector<std::unique_ptr<worker_env>> envs_;
     std::vector<worker_env*> peers_;
     std::vector<std::unique_ptr<Stats>> stats_;
+    /// Deferred-answer tickets, per worker: they live as long as the server, so a ticket
+    /// completed after its worker stopped is still safe (it is discarded). Declared after the
+    /// stats they count into, so destroyed before them.
+    std::vector<std::unique_ptr<ticket_pool>> tickets_;
     std::vector<int> shared_fds_;
     std::vector<std::thread> threads_;
     std::atomic<std::uint32_t> live_total_{0};

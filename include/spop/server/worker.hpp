@@ -74,9 +74,7 @@ class worker_core {
     template <class Factory>
     worker_core(worker_env& env, Factory& make)
         : env_(env), pool_(spop::buffer_size_for(env.conn_cfg.limits.max_frame_size), 1024),
-          tickets_(env.opt->max_deferred, env.opt->deferred_ack_bytes,
-                   env.opt->deferred_timeout_ms, *env.stats),
-          svc_(make(env.id)) {}
+          tickets_(*env.tickets), svc_(make(env.id)) {}
 
     static constexpr std::uint64_t tag_of(std::uint32_t idx, std::uint32_t gen) noexcept {
         return std::uint64_t{idx} | (std::uint64_t{gen & 0xFFFFFF} << 32);
@@ -353,7 +351,7 @@ class worker_core {
 
     worker_env& env_;
     spop::buffer_pool pool_;
-    ticket_pool tickets_;
+    ticket_pool& tickets_;
     std::vector<waiting> waiting_;
     std::uint8_t scratch_[128]{}; ///< fallback ACKs (ids and a no-op UNSET-VAR: < 64 bytes)
     Service svc_;
