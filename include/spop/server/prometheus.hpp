@@ -148,6 +148,26 @@ concept has_service_metrics = requires(writer& w, std::span<const Stats* const> 
     Stats::render_metrics(w, workers);
 };
 
+/// The samples of a latency histogram (worker_stats' buckets, in seconds): _bucket (cumulative,
+/// le="..." then +Inf), _sum and _count. The header is the caller's.
+inline void latency_samples(writer& w, std::string_view name,
+                            const std::uint64_t (&buckets)[latency_slots], std::uint64_t sum_ns) {
+    const std::string base(name);
+    char lb[48];
+    std::uint64_t cum = 0;
+    for (int k = 0; k < latency_slots; ++k) {
+        cum += buckets[k];
+        if (k < latency_slots - 1)
+            std::snprintf(lb, sizeof lb, "le=\"%.6g\"",
+                          static_cast<double>(latency_bounds_us[k]) / 1e6);
+        else
+            std::snprintf(lb, sizeof lb, "le=\"+Inf\"");
+        w.sample(base + "_bucket", lb, cum);
+    }
+    w.sample_f(base + "_sum", {}, static_cast<double>(sum_ns) / 1e9);
+    w.sample(base + "_count", {}, cum);
+}
+
 /// The engine's families: totals over the workers, then the per-worker ones.
 template <class Stats>
 requires std::derived_from<Stats, worker_stats>
@@ -240,18 +260,7 @@ void render_engine(writer& w, std::span<const Stats* const> workers) {
     w.header("notify_latency_seconds", "histogram",
              "Time from receiving a batch of NOTIFY frames to their ACKs queued (one "
              "observation per receive batch).");
-    std::uint64_t cum = 0;
-    for (int k = 0; k < latency_slots; ++k) {
-        cum += all.lat[k];
-        if (k < latency_slots - 1)
-            std::snprintf(lb, sizeof lb, "le=\"%.6g\"",
-                          static_cast<double>(latency_bounds_us[k]) / 1e6);
-        else
-            std::snprintf(lb, sizeof lb, "le=\"+Inf\"");
-        w.sample("notify_latency_seconds_bucket", lb, cum);
-    }
-    w.sample_f("notify_latency_seconds_sum", {}, static_cast<double>(all.lat_sum_ns) / 1e9);
-    w.sample("notify_latency_seconds_count", {}, cum);
+    latency_samples(w, "notify_latency_seconds", all.lat, all.lat_sum_ns);
 
     render_deferred(w, workers);
 
@@ -309,19 +318,7 @@ void render_deferred(writer& w, std::span<const Stats* const> workers) {
     w.one("deferred_misuse_total", "counter", "complete() called on an empty ticket.", misuse);
     w.header("deferred_latency_seconds", "histogram",
              "Time from a NOTIFY deferred to its ticket completed.");
-    char lb[48];
-    std::uint64_t cum = 0;
-    for (int k = 0; k < latency_slots; ++k) {
-        cum += lat[k];
-        if (k < latency_slots - 1)
-            std::snprintf(lb, sizeof lb, "le=\"%.6g\"",
-                          static_cast<double>(latency_bounds_us[k]) / 1e6);
-        else
-            std::snprintf(lb, sizeof lb, "le=\"+Inf\"");
-        w.sample("deferred_latency_seconds_bucket", lb, cum);
-    }
-    w.sample_f("deferred_latency_seconds_sum", {}, static_cast<double>(sum_ns) / 1e9);
-    w.sample("deferred_latency_seconds_count", {}, cum);
+    latency_samples(w, "deferred_latency_seconds", lat, sum_ns);
 }
 
 /// What the page says about the process.
