@@ -361,7 +361,6 @@ BENCHMARK(BM_NotifyToAck);
 /// had before spop::router): the baseline BM_RandomService compares the router against.
 class hand_random_service {
   public:
-    static constexpr std::size_t max_ack_size = 64;
     explicit hand_random_service(std::uint32_t seed) noexcept : rng_(seed) {}
     spop::errc on_notify(const spop::notify_request& req, spop::ack_writer& ack) noexcept {
         handler h{*this, ack};
