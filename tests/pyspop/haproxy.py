@@ -591,15 +591,17 @@ class HAProxy:
 
     def start_scoring(self, agent_ports, *, processing="1s", balance=None,
                       check="check inter 500ms fall 2 rise 2", spoe_options=SPOE_OPTIONS,
-                      backend_extra="", args="ip=src", global_extra="", ipv6=False):
+                      backend_extra="", args="ip=src", global_extra="", ipv6=False,
+                      hello="2s", idle="2m"):
         """Starts HAProxy with one HTTP frontend (`fe_http`, port returned and in
         ports["http"]) whose SPOE engine `iprep` (agent `iprep-agent`) sends check-client-ip
         (`args`) on every request to backend `iprep-backend` of servers agent1, agent2... on
         127.0.0.1:<agent_ports>. It answers 200 with BODY_FORMAT and unsets the score after
-        each response. ipv6: also bind [::1] (ports["http6"]) when IPv6 loopback works."""
+        each response. ipv6: also bind [::1] (ports["http6"]) when IPv6 loopback works.
+        hello/idle: the SPOE timeouts on 2.6-3.0. Returns the HTTP port."""
         self.write("spoe.conf", spoe_conf(self.gen, "iprep", "iprep-agent", "iprep-backend",
                                           args=args, processing=processing,
-                                          options=spoe_options))
+                                          options=spoe_options, hello=hello, idle=idle))
         port = free_port()
         self.ports["http"] = port
         bind6 = ""
