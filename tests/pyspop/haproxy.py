@@ -631,8 +631,9 @@ OK, SPOE, HTTP, CONN = "scored", "spoe-error", "http-error", "conn-error"
 class Load:
     """`clients` threads, each with one keep-alive HTTP connection (a new one after an error),
     sending requests back to back until stop(), `deadline` seconds, or `requests` per client.
-    Every request is kept in `results` as (start, end, outcome, detail): outcome OK (good_body),
-    SPOE (detail: the error code from the body, or the body), HTTP (status), CONN (exception)."""
+    Every request is kept in `results` as (start, end, outcome, detail, body): outcome OK
+    (good_body), SPOE (detail: the error code from the body, or the body), HTTP (status), CONN
+    (exception; body "")."""
 
     def __init__(self, port, clients=30, deadline=60.0, requests=None, host="127.0.0.1",
                  timeout=10.0):
@@ -669,17 +670,18 @@ class Load:
                     if conn is not None:
                         conn.close()
                     conn = None
-                    self.results.append((t, time.monotonic(), CONN, type(e).__name__))
+                    self.results.append((t, time.monotonic(), CONN, type(e).__name__, ""))
                     time.sleep(0.01)
                     continue
                 end = time.monotonic()
                 if resp.status != 200:
-                    self.results.append((t, end, HTTP, str(resp.status)))
+                    self.results.append((t, end, HTTP, str(resp.status), body))
                 elif good_body(body):
-                    self.results.append((t, end, OK, ""))
+                    self.results.append((t, end, OK, "", body))
                 else:
                     m = BODY.match(body)
-                    self.results.append((t, end, SPOE, m.group("error") if m else body[:60]))
+                    self.results.append((t, end, SPOE, m.group("error") if m else body[:60],
+                                         body))
         finally:
             if conn is not None:
                 conn.close()
