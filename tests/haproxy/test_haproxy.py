@@ -66,8 +66,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from pyspop import haproxy as hp  # noqa: E402
 from pyspop import runner  # noqa: E402
 from pyspop.agent import Agent, install_sigterm  # noqa: E402
-from pyspop.haproxy import (BODY_FORMAT, can_connect, good_body, http_get,  # noqa: E402,F401
-                            parse_body, score_value, tcp_exchange, wait_until)
+from pyspop.haproxy import (BODY_FORMAT, good_body, http_get, parse_body,  # noqa: E402
+                            score_value, tcp_exchange, wait_until)
 from pyspop.ports import free_port  # noqa: E402
 
 SKIP = hp.SKIP

@@ -67,7 +67,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from pyspop import haproxy as hp  # noqa: E402
 from pyspop import runner  # noqa: E402
 from pyspop.agent import Agent, install_sigterm  # noqa: E402
-from pyspop.haproxy import CONN, HTTP, OK, SPOE, Load  # noqa: E402,F401
+from pyspop.haproxy import HTTP, SPOE, Load  # noqa: E402
 from pyspop.ports import free_port  # noqa: E402
 
 
