@@ -598,16 +598,19 @@ class HAProxy:
 
     def start_scoring(self, agent_ports, *, processing="1s", balance=None,
                       check="check inter 500ms fall 2 rise 2", spoe_options=SPOE_OPTIONS,
-                      backend_extra="", args="ip=src", global_extra="", ipv6=False,
+                      backend_extra="", args="ip=src", message="check-client-ip",
+                      global_extra="", frontend_extra="", body_format=BODY_FORMAT, ipv6=False,
                       hello="2s", idle="2m"):
         """Starts HAProxy with one HTTP frontend (`fe_http`, port returned and in
-        ports["http"]) whose SPOE engine `iprep` (agent `iprep-agent`) sends check-client-ip
-        (`args`) on every request to backend `iprep-backend` of servers agent1, agent2... on
-        127.0.0.1:<agent_ports>. It answers 200 with BODY_FORMAT and unsets the score after
-        each response. ipv6: also bind [::1] (ports["http6"]) when IPv6 loopback works.
-        hello/idle: the SPOE timeouts on 2.6-3.0. Returns the HTTP port."""
+        ports["http"]) whose SPOE engine `iprep` (agent `iprep-agent`, var-prefix iprep) sends
+        `message` with `args` on every request to backend `iprep-backend` of servers agent1,
+        agent2... on 127.0.0.1:<agent_ports>. It answers 200 with `body_format` (an lf-string;
+        default BODY_FORMAT) and unsets the score after each response.
+        frontend_extra: more frontend lines (indented), before the answer (http-request deny
+        ..., http-request set-var ...). ipv6: also bind [::1] (ports["http6"]) when IPv6
+        loopback works. hello/idle: the SPOE timeouts on 2.6-3.0. Returns the HTTP port."""
         self.write("spoe.conf", spoe_conf(self.gen, "iprep", "iprep-agent", "iprep-backend",
-                                          args=args, processing=processing,
+                                          args=args, message=message, processing=processing,
                                           options=spoe_options, hello=hello, idle=idle))
         port = free_port()
         self.ports["http"] = port
@@ -619,8 +622,9 @@ class HAProxy:
         cfg = (self.global_section(global_extra) + "\n" + DEFAULTS + "\n"
                f"frontend fe_http\n    mode http\n    bind 127.0.0.1:{port}\n{bind6}"
                f"    filter spoe engine iprep config {self.dir}/spoe.conf\n"
+               f"{frontend_extra}"
                f"    http-request return status 200 content-type text/plain lf-string "
-               f"\"{BODY_FORMAT}\"\n"
+               f"\"{body_format}\"\n"
                f"    http-after-response unset-var(sess.iprep.ip_score)\n"
                f"    http-after-response set-header x-haproxy-pid %pid\n\n"
                + agent_backend(self.gen, "iprep-backend", servers, balance=balance, check=check,
