@@ -4,7 +4,8 @@
 //   deferred_agent -p 12345 -n 2 --delay-us 1000 [--threads 1]
 // --threads 0 --delay-us 0 answers each ticket on its worker at the end of the turn (the
 // deferral machinery alone, no thread hop).
-// Tickets not completed within the engine's deadline (400 ms) get the no-op ACK.
+// Tickets not completed within the engine's deadline (--deadline-ms, 400 by default) get the
+// no-op ACK.
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -139,7 +140,7 @@ int main(int argc, char** argv) {
         const std::string_view flag = argv[i];
         if (flag == "-h" || flag == "--help") {
             std::printf("usage: %s [-p PORT] [-n WORKERS] [-m MAX_FRAME] [-a ADDR]... [--engine E] "
-                        "[--delay-us N] [--threads T]\n",
+                        "[--delay-us N] [--threads T] [--deadline-ms MS]\n",
                         argv[0]);
             return 0;
         }

@@ -64,7 +64,7 @@ from pyspop import runner  # noqa: E402
 from pyspop.agent import Agent, install_sigterm  # noqa: E402
 from pyspop.ports import free_port  # noqa: E402
 
-AGENT_DEADLINE = 0.400   # spop::server::options::deferred_timeout_ms (deferred_agent: default)
+AGENT_DEADLINE = 0.400   # deferred_agent --deadline-ms (spop::server's default, said explicitly)
 SHORT, LONG = 0.200, 1.0  # the two frontends' `timeout processing`
 SLOW_DELAY_US = 500000
 FAST_DELAY_US = 1000
@@ -246,7 +246,8 @@ class Env:
         self.ports = {}
 
     def start_agent(self, delay_us):
-        self.agent.args = ["--delay-us", str(delay_us), "--threads", "2"] + self.agent_args
+        self.agent.args = ["--delay-us", str(delay_us), "--threads", "2",
+                           "--deadline-ms", str(round(AGENT_DEADLINE * 1000))] + self.agent_args
         self.agent.start()
         self.delay_us = delay_us
 
