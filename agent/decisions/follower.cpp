@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "iprep/value.hpp"
+#include <spop/server/engine.hpp>
+
 #include "log.hpp"
 
 namespace agent::decisions {
@@ -84,6 +86,12 @@ void limit_reader(redisContext* c, std::size_t max_elements) {
         g_max_array_elements = max_elements;
     }
     c->reader->fn = &g_limited_fns;
+}
+
+/// Reasons become the category variable. The pool is bounded (iprep::max_categories distinct
+/// strings for the process's life): past that, decisions still apply, without a category.
+std::uint32_t intern(const std::string& reason) {
+    return reason.empty() ? 0u : iprep::category_pool::instance().intern(reason);
 }
 
 /// What the follower needs from XINFO STREAM (Redis 7.0+ fields).
@@ -267,7 +275,7 @@ bool follower::sync(redisContext* c, std::string& why) {
                 ++refused;
                 continue;
             }
-            next[std::string(str(k))] = {d.score, d.expiry, std::move(d.reason), d.prefix};
+            next[std::string(str(k))] = {d.score, d.expiry, intern(d.reason), d.prefix};
             continue;
         }
         ++malformed;
@@ -424,7 +432,7 @@ void follower::apply(const event& e) {
             e.prefix.c_str(), cfg_.max_decisions);
         return;
     }
-    set_[e.prefix] = {e.d.score, e.d.expiry, e.d.reason, e.d.prefix};
+    set_[e.prefix] = {e.d.score, e.d.expiry, intern(e.d.reason), e.d.prefix};
 }
 
 void follower::prune_expired() {
@@ -436,22 +444,32 @@ void follower::prune_expired() {
 }
 
 void follower::publish() {
+    const auto t0 = static_cast<std::int64_t>(spop::server::mono_ns());
     std::vector<iprep::overlay_entry> v;
     v.reserve(set_.size());
-    auto& pool = iprep::category_pool::instance();
     std::int64_t next = 0;
     for (const auto& [key, d] : set_) {
-        v.push_back({d.prefix, d.score, d.expiry, d.reason.empty() ? 0u : pool.intern(d.reason)});
+        v.push_back({d.prefix, d.score, d.expiry, d.category});
         if (d.expiry != 0 && (next == 0 || d.expiry < next)) next = d.expiry;
     }
     next_expiry_ = next;
+    const auto t1 = static_cast<std::int64_t>(spop::server::mono_ns());
     auto o = iprep::build_overlay(v);
+    const auto t2 = static_cast<std::int64_t>(spop::server::mono_ns());
     if (!o) {
         log(level::error, "event=decisions_publish_failed decisions=%zu reason=\"out of memory\"",
             v.size());
         return;
     }
     rep_.publish_overlay(std::move(o));
+    const auto t3 = static_cast<std::int64_t>(spop::server::mono_ns());
+    // Where a slow propagation goes (debug: -d).
+    if (t3 - t0 > 5000000)
+        log(level::debug,
+            "event=decisions_publish_slow decisions=%zu collect_ms=%.1f build_ms=%.1f "
+            "swap_ms=%.1f",
+            v.size(), static_cast<double>(t1 - t0) / 1e6, static_cast<double>(t2 - t1) / 1e6,
+            static_cast<double>(t3 - t2) / 1e6);
     st_.decisions.store(set_.size(), std::memory_order_relaxed);
     st_.publishes.fetch_add(1, std::memory_order_relaxed);
 }

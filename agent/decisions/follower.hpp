@@ -62,7 +62,7 @@ class follower {
     struct live {
         int score;
         std::int64_t expiry;
-        std::string reason;
+        std::uint32_t category; ///< the reason, interned (iprep::category_pool); 0 = none
         iprep::net_prefix prefix;
     };
 

@@ -55,7 +55,7 @@ class overlay {
     [[nodiscard]] std::uint32_t match(const std::uint8_t* ip, bool v6) const noexcept;
     const record* live(std::uint32_t v, std::int64_t now) const noexcept;
 
-    lpm4 v4_;
+    lpm4_sparse v4_; // rebuilt per change: see lpm4_sparse
     lpm6 v6_;
     std::vector<record> recs_;
 };
