@@ -14,9 +14,11 @@ redis-server the suite is skipped loudly (exit 77), or fails when CI=true.
 import argparse
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -189,6 +191,23 @@ class TwoAgents(DecisionsCase):
         self.decide("add", "10.20.30.40", "--score", "7", "--ttl", "1")
         self.wait_scores([sa], "10.20.30.40", 7)
         self.wait_scores([sa], "10.20.30.40", 6, timeout=3.0)
+
+    def test_allow_list_wins_and_decisions_override_lists(self):
+        d = tempfile.mkdtemp(prefix="spop-decisions-")
+        self.addCleanup(shutil.rmtree, d, True)
+        with open(os.path.join(d, "block.netset"), "w") as f:
+            f.write("198.51.100.0/24\n")
+        with open(os.path.join(d, "allow.ipset"), "w") as f:
+            f.write("198.51.100.128/25\n")
+        a = self.agent(extra=["--list", os.path.join(d, "block.netset") + "=10",
+                              "--allow", os.path.join(d, "allow.ipset")])
+        sa = self.scorer(a)
+        self.assertEqual([sa.score("198.51.100.1"), sa.score("198.51.100.200")], [10, 100])
+        self.decide("add", "198.51.100.0/24", "--score", "70", "--ttl", "0")
+        self.wait_scores([sa], "198.51.100.1", 70)  # a decision overrides a list entry
+        self.assertEqual(sa.score("198.51.100.200"), 100)  # the allow-list still wins
+        self.decide("del", "198.51.100.0/24")
+        self.wait_scores([sa], "198.51.100.1", 10)  # back to the list
 
     def test_restarted_agent_reloads_the_set(self):
         a = self.agent()
