@@ -92,10 +92,18 @@ class DecisionsCase(unittest.TestCase):
     def tearDown(self):
         for s in self.scorers:
             s.close()
+        bad = []
         for a in self.agents:
-            a.stop()
+            rc = a.stop()
+            log = a.log_text()
+            # A graceful stop exits 0; sanitizer builds (CI) also report here.
+            if a.rc is not None and rc != 0:
+                bad.append("agent exited %r: %s" % (rc, log[-2000:]))
+            if re.search(r"AddressSanitizer|LeakSanitizer|runtime error:", log):
+                bad.append("sanitizer report: %s" % log[-4000:])
             a.close()
         self.redis.stop()
+        self.assertEqual(bad, [])
 
     # --- helpers ---------------------------------------------------------------------------
 
