@@ -205,7 +205,8 @@ void follower::run() {
             backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
             continue;
         }
-        // HGETALL: two elements per decision, and room for the malformed ones it skips.
+        // Replies are pages (HSCAN, XREAD COUNT 1000): far below this, which only stops a
+        // broken server from announcing billions of elements.
         limit_reader(c.get(), 4 * cfg_.max_decisions + 1024);
         bool ok = sync(c.get(), why);
         while (ok && !stop_.load()) {
@@ -230,58 +231,77 @@ void follower::run() {
 bool follower::sync(redisContext* c, std::string& why) {
     const std::string& s = cfg_.stream_key;
     const std::string& h = cfg_.hash_key;
-    redisAppendCommand(c, "MULTI");
-    redisAppendCommand(c, "XINFO STREAM %b", s.data(), s.size());
-    redisAppendCommand(c, "HGETALL %b", h.data(), h.size());
-    redisAppendCommand(c, "EXEC");
-    for (const char* what : {"MULTI", "XINFO STREAM", "HGETALL"}) {
-        reply_ptr r = get_reply(c);
-        if (!r || r->type != REDIS_REPLY_STATUS) {
-            why = failure(c, r.get(), what); // the connection is dropped: no need to drain
-            return false;
-        }
-    }
-    reply_ptr r = get_reply(c);
-    if (!is_array(r.get()) || r->elements != 2) {
-        why = failure(c, r.get(), "EXEC");
+    // The stream's position first, then the hash in pages (HSCAN: no multi-second HGETALL
+    // blocking Redis, no reply of hundreds of MiB). Not atomic, and it need not be: every
+    // change after that position is replayed from the stream afterwards, in order, and a
+    // change is idempotent, so a field the scan saw already changed ends up the same.
+    reply_ptr r(static_cast<redisReply*>(redisCommand(c, "XINFO STREAM %b", s.data(), s.size())));
+    if (!r) {
+        why = failure(c, nullptr, "XINFO STREAM");
         return false;
     }
     stream_info info;
-    if (!parse_stream_info(r->element[0], info, why)) {
+    if (!parse_stream_info(r.get(), info, why)) {
         why += " (is the key a stream?)";
         return false;
     }
-    const redisReply* all = r->element[1];
-    if (!is_array(all) || all->elements % 2 != 0) {
-        why = failure(c, all, "HGETALL (is the key a hash?)");
+    std::unordered_map<std::string, live> next;
+    const std::int64_t now = iprep::coarse_unix_now();
+    std::uint64_t malformed = 0, refused = 0;
+    std::string cursor = "0";
+    // Bounds for a server that never ends the scan: elements and calls.
+    const std::size_t max_elements = 4 * cfg_.max_decisions + 1024;
+    std::size_t elements = 0, calls = 0;
+    do {
+        r.reset(static_cast<redisReply*>(redisCommand(c, "HSCAN %b %b COUNT 1000", h.data(),
+                                                      h.size(), cursor.data(), cursor.size())));
+        if (!is_array(r.get()) || r->elements != 2 || !is_string(r->element[0]) ||
+            r->element[0]->len == 0 || r->element[0]->len > 20 || !is_array(r->element[1]) ||
+            r->element[1]->elements % 2 != 0) {
+            why = is_array(r.get()) ? "HSCAN: reply of an unexpected shape"
+                                    : failure(c, r.get(), "HSCAN (is the key a hash?)");
+            return false;
+        }
+        cursor.assign(str(r->element[0]));
+        const redisReply* page = r->element[1];
+        elements += page->elements;
+        if (elements > max_elements || ++calls > max_elements / 10 + 1000) {
+            why = "HSCAN: more than " + std::to_string(max_elements) + " elements or calls";
+            return false;
+        }
+        for (std::size_t i = 0; i + 1 < page->elements; i += 2) {
+            const redisReply* k = page->element[i];
+            const redisReply* v = page->element[i + 1];
+            std::string err;
+            decision d;
+            if (!is_string(k) || !is_string(v)) {
+                err = "non-string field";
+            } else if (parse_stored_prefix(str(k), d.prefix, err) && parse_value(str(v), d, err)) {
+                std::string key(str(k));
+                if (d.expiry != 0 && d.expiry <= now) { // expired: nothing to serve
+                    next.erase(key);
+                    continue;
+                }
+                auto it = next.find(key);
+                if (it == next.end() && next.size() >= cfg_.max_decisions) {
+                    ++refused;
+                    continue;
+                }
+                next.insert_or_assign(std::move(key),
+                                      live{d.score, d.expiry, intern(d.reason), d.prefix});
+                continue;
+            }
+            ++malformed;
+            log(level::warn,
+                "event=decision_malformed source=hash key=%s field=\"%s\" reason=\"%s\"", h.c_str(),
+                printable(str(k)).c_str(), err.c_str());
+        }
+    } while (cursor != "0" && !stop_.load());
+    if (stop_.load()) {
+        why = "stopping";
         return false;
     }
     const std::string id = info.last_generated_text;
-    // Everything validated before the set is replaced.
-    std::unordered_map<std::string, live> next;
-    next.reserve(all->elements / 2);
-    const std::int64_t now = iprep::coarse_unix_now();
-    std::uint64_t malformed = 0, refused = 0;
-    for (std::size_t i = 0; i + 1 < all->elements; i += 2) {
-        const redisReply* k = all->element[i];
-        const redisReply* v = all->element[i + 1];
-        std::string err;
-        decision d;
-        if (!is_string(k) || !is_string(v)) {
-            err = "non-string field";
-        } else if (parse_stored_prefix(str(k), d.prefix, err) && parse_value(str(v), d, err)) {
-            if (d.expiry != 0 && d.expiry <= now) continue; // expired: nothing to serve
-            if (next.size() >= cfg_.max_decisions) {
-                ++refused;
-                continue;
-            }
-            next[std::string(str(k))] = {d.score, d.expiry, intern(d.reason), d.prefix};
-            continue;
-        }
-        ++malformed;
-        log(level::warn, "event=decision_malformed source=hash key=%s field=\"%s\" reason=\"%s\"",
-            h.c_str(), printable(str(k)).c_str(), err.c_str());
-    }
     if (refused != 0)
         log(level::warn, "event=decisions_refused source=hash count=%llu max=%zu",
             static_cast<unsigned long long>(refused), cfg_.max_decisions);

@@ -4,9 +4,12 @@
 // never wait on it: they read whichever overlay was published last.
 //
 // Protocol (layout in entry.hpp and docs/decisions.md):
-//   sync    MULTI; XINFO STREAM <stream>; HGETALL <hash>; EXEC
-//           -> the whole set, and the stream's last-generated-id and entries-added at that
-//           instant (atomic: no gap, no overlap). The set replaces the previous one.
+//   sync    XINFO STREAM <stream> (its last-generated-id and entries-added), then
+//           HSCAN <hash> in pages of ~1000 -> the whole set, which replaces the previous one.
+//           Not atomic, and it need not be: every change after that position is replayed
+//           from the stream next, in order, and changes are idempotent. HSCAN rather than
+//           HGETALL: a million decisions do not block Redis for a second or make a reply of
+//           hundreds of MiB.
 //   follow  XINFO STREAM <stream>; XREAD COUNT 1000 BLOCK 500 STREAMS <stream> <last id>
 //           (pipelined: Redis runs one client's pipelined commands back to back) -> the
 //           changes after <last id>, applied in order, one overlay published per batch. The

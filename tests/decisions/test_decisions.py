@@ -240,6 +240,51 @@ class TwoAgents(DecisionsCase):
         self.assertEqual(sb.score("198.18.7.200"), 8)
         self.assertEqual(metrics(b)["decisions"], 2000)
 
+    def test_agent_started_during_writes_misses_nothing(self):
+        # 3000 adds and 1000 deletes, written while an agent loads (scan + replay): at the end
+        # its set is exactly the hash.
+        done = threading.Event()
+        errors = []
+
+        def writer():
+            try:
+                c = self.redis.client()
+                for i in range(4000):
+                    k = i if i < 3000 else (i - 3000) * 3  # then delete every third one
+                    p = "198.19.%d.%d/32" % (k >> 8, k & 255)
+                    c.command("MULTI")
+                    if i < 3000:
+                        c.command("HSET", HASH, p, "9 0 w")
+                        c.command("XADD", STREAM, "*", "op", "add", "prefix", p, "score", "9",
+                                  "expiry", "0")
+                    else:
+                        c.command("HDEL", HASH, p)
+                        c.command("XADD", STREAM, "*", "op", "del", "prefix", p)
+                    c.command("EXEC")
+                c.close()
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(repr(e))
+            finally:
+                done.set()
+
+        t = threading.Thread(target=writer)
+        t.start()
+        time.sleep(0.05)
+        a = self.agent()
+        t.join(60)
+        self.assertTrue(done.is_set())
+        self.assertEqual(errors, [])
+        want = self.redis.command("HLEN", HASH)
+        self.assertEqual(want, 2000)
+        deadline = time.monotonic() + 5
+        while metrics(a)["decisions"] != want and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(metrics(a)["decisions"], want)
+        sa = self.scorer(a)
+        for k in (0, 3, 1, 2, 2998, 2999):
+            ip = "198.19.%d.%d" % (k >> 8, k & 255)
+            self.assertEqual(sa.score(ip), DEFAULT if k % 3 == 0 else 9, ip)
+
     def test_redis_killed_mid_load_then_restarted(self):
         a, b = self.agent(), self.agent()
         sa, sb = self.scorer(a), self.scorer(b)
