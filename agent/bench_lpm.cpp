@@ -13,6 +13,12 @@
 // Source_* go through reputation_source::lookup (the read
 // section, the snapshot pointer, IPv4-mapped detection and decoding), which is what a worker
 // pays per NOTIFY.
+//
+// Live decisions (overlay.hpp): Decisions4_* go through reputation_source::lookup with the same
+// 1M IPv4 list prefixes and 100k live decisions on top (70% /32, 30% /24, half with an expiry a
+// day away, so the coarse clock is read on a match): ListHit queries hit list prefixes (and few
+// decisions), DecisionHit queries hit a decision. BuildOverlay is what the follower pays per
+// published change at that many decisions.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -23,6 +29,7 @@
 #include <vector>
 
 #include "iprep/lpm.hpp"
+#include "iprep/overlay.hpp"
 #include "iprep/reputation.hpp"
 #include "iprep/table.hpp"
 #include "iprep/value.hpp"
@@ -212,6 +219,89 @@ void BM_Source6_Hit(benchmark::State& state) {
     source_lookups(state, true);
 }
 
+std::vector<overlay_entry> make_decisions(std::size_t n) {
+    std::mt19937_64 rng(15);
+    std::vector<overlay_entry> v;
+    v.reserve(n);
+    const std::int64_t later = coarse_unix_now() + 86400;
+    for (std::size_t i = 0; i < n; ++i) {
+        net_prefix p;
+        p.len = rng() % 10 < 7 ? 32 : 24;
+        p.v4 = static_cast<std::uint32_t>(rng()) & (~0u << (32 - p.len));
+        v.push_back({p, static_cast<int>(rng() % 101), i % 2 == 0 ? 0 : later, 0});
+    }
+    return v;
+}
+
+struct decisions_fixture {
+    reputation_source rep;
+    std::vector<std::array<std::uint8_t, 16>> list_hit, decision_hit;
+};
+
+decisions_fixture& get_decisions() {
+    static decisions_fixture* f = [] {
+        auto* fx = new decisions_fixture;
+        entry_sink listed = make_v4(n_prefixes), allow;
+        load_stats st;
+        fx->rep.publish(build_snapshot(listed, allow, st));
+        auto d = make_decisions(100'000);
+        const auto copy = d;
+        fx->rep.publish_overlay(build_overlay(d));
+        fx->list_hit = get().b4_hit;
+        std::mt19937_64 rng(16);
+        for (std::size_t i = 0; i < n_queries; ++i) {
+            const auto& e = copy[rng() % copy.size()].prefix;
+            const std::uint32_t a =
+                e.v4 | (e.len >= 32 ? 0u : static_cast<std::uint32_t>(rng()) & (~0u >> e.len));
+            fx->decision_hit.push_back(
+                {static_cast<std::uint8_t>(a >> 24), static_cast<std::uint8_t>(a >> 16),
+                 static_cast<std::uint8_t>(a >> 8), static_cast<std::uint8_t>(a)});
+        }
+        return fx;
+    }();
+    return *f;
+}
+
+void decision_lookups(benchmark::State& state, bool decision_hits) {
+    auto& f = get_decisions();
+    const reputation_source* rep = &f.rep;
+    const auto& q = decision_hits ? f.decision_hit : f.list_hit;
+    std::size_t i = 0;
+    std::uint64_t sum = 0, decided = 0;
+    for (auto _ : state) {
+        const lookup_result r = rep->lookup(q[i].data(), false);
+        sum += static_cast<std::uint64_t>(r.score) + r.category.size();
+        decided += r.outcome == lookup_outcome::decided;
+        i = (i + 1) & (n_queries - 1);
+    }
+    benchmark::DoNotOptimize(sum);
+    state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+    state.counters["decided_pct"] =
+        100.0 * static_cast<double>(decided) / static_cast<double>(state.iterations());
+}
+void BM_Decisions4_ListHit(benchmark::State& state) {
+    decision_lookups(state, false);
+}
+void BM_Decisions4_DecisionHit(benchmark::State& state) {
+    decision_lookups(state, true);
+}
+
+void BM_BuildOverlay(benchmark::State& state) {
+    const auto src = make_decisions(static_cast<std::size_t>(state.range(0)));
+    std::size_t bytes = 0;
+    for (auto _ : state) {
+        state.PauseTiming();
+        auto v = src;
+        state.ResumeTiming();
+        auto o = build_overlay(v);
+        bytes = o->memory_bytes();
+        state.PauseTiming();
+        o.reset();
+        state.ResumeTiming();
+    }
+    state.counters["overlay_MiB"] = static_cast<double>(bytes) / (1024.0 * 1024.0);
+}
+
 /// Build time from parsed entries: sort, deduplicate, allow-list filter, Poptrie construction.
 void BM_Build4(benchmark::State& state) {
     const entry_sink src = make_v4(static_cast<std::size_t>(state.range(0)));
@@ -262,6 +352,9 @@ BENCHMARK(BM_Lookup4_Latency);
 BENCHMARK(BM_Lookup6_Latency);
 BENCHMARK(BM_Source4_Hit);
 BENCHMARK(BM_Source6_Hit);
+BENCHMARK(BM_Decisions4_ListHit);
+BENCHMARK(BM_Decisions4_DecisionHit);
+BENCHMARK(BM_BuildOverlay)->Arg(10'000)->Arg(100'000)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Build4)->Arg(1'000'000)->Unit(benchmark::kMillisecond)->Iterations(2);
 BENCHMARK(BM_Build6)->Arg(1'000'000)->Unit(benchmark::kMillisecond)->Iterations(2);
 

@@ -18,6 +18,10 @@
 
 #include <spop/server/server.hpp>
 
+#include "decisions/stats.hpp"
+#ifdef SPOP_HAVE_HIREDIS
+#include "decisions/follower.hpp"
+#endif
 #include "iprep/mmdb.hpp"
 #include "iprep/reloader.hpp"
 #include "iprep/service.hpp"
@@ -115,6 +119,23 @@ int main(int argc, char** argv) {
                              "(rebuild with -Dmmdb=enabled)\n");
         return 2;
     }
+    // Live decisions: the URL is checked before anything starts.
+#ifdef SPOP_HAVE_HIREDIS
+    redis::endpoint decisions_ep;
+    if (!opt.decisions.empty()) {
+        std::string why;
+        if (!redis::parse_url(opt.decisions, decisions_ep, why)) {
+            std::fprintf(stderr, "agent: --decisions: %s\n", why.c_str());
+            return 2;
+        }
+    }
+#else
+    if (!opt.decisions.empty()) {
+        std::fprintf(stderr, "agent: --decisions: this agent was built without hiredis "
+                             "(install libhiredis-dev and rebuild with -Dredis=enabled)\n");
+        return 2;
+    }
+#endif
     iprep::sources_config sources;
     for (const auto& l : opt.lists) sources.lists.push_back({l.path, l.score});
     sources.allow = opt.allow_lists;
@@ -162,6 +183,24 @@ int main(int argc, char** argv) {
             return 2;
         }
     }
+    // Decisions follow Redis on a thread of their own. Waiting (bounded) for the first load
+    // means a restarted agent does not answer without its decisions; Redis down must not keep
+    // the agent from starting, so past the wait it starts without them.
+    decisions::follower_stats decision_stats;
+#ifdef SPOP_HAVE_HIREDIS
+    std::unique_ptr<decisions::follower> follower;
+    if (!opt.decisions.empty()) {
+        decisions::follower_config dcfg;
+        dcfg.endpoint = decisions_ep;
+        dcfg.max_decisions = opt.decisions_max;
+        follower = std::make_unique<decisions::follower>(rep, std::move(dcfg), decision_stats);
+        follower->start();
+        if (opt.decisions_wait_ms != 0 && !follower->wait_first_sync(opt.decisions_wait_ms))
+            log(level::warn,
+                "event=decisions_not_loaded waited_ms=%u action=starting_without_decisions",
+                opt.decisions_wait_ms);
+    }
+#endif
     readiness().set_data_loaded(); // /readyz: the first load succeeded (or there is no source)
 
     if (!srv.listen(err)) return die(err);
@@ -180,6 +219,7 @@ int main(int argc, char** argv) {
         metrics_sources msrc;
         for (const auto& s : srv.stats()) msrc.workers.push_back(s.get());
         msrc.reload = &reload_stats;
+        if (!opt.decisions.empty()) msrc.decisions = &decision_stats;
         timespec ts{};
         clock_gettime(CLOCK_REALTIME, &ts);
         msrc.start_unix_ms = static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
@@ -225,6 +265,9 @@ int main(int argc, char** argv) {
     }
     exit_code = srv.wait();
     reloader.stop();
+#ifdef SPOP_HAVE_HIREDIS
+    if (follower) follower->stop();
+#endif
     metrics.stop();
     std::uint64_t notifies = 0, conns = 0;
     for (const auto& s : srv.stats()) {

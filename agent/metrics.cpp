@@ -31,6 +31,7 @@ std::string render_metrics(const metrics_sources& src) {
     prom::render(w, std::span<const worker_stats* const>(src.workers), info,
                  [&src](prom::writer& pw) {
                      if (src.reload != nullptr) iprep::render_metrics(pw, *src.reload);
+                     if (src.decisions != nullptr) decisions::render_metrics(pw, *src.decisions);
                  });
     return out;
 }

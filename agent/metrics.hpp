@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <vector>
 
+#include "decisions/stats.hpp"
 #include "iprep/reloader.hpp"
 #include "stats.hpp"
 
@@ -30,6 +31,7 @@ namespace agent {
 struct metrics_sources {
     std::vector<const worker_stats*> workers;
     const iprep::reload_stats* reload = nullptr;
+    const decisions::follower_stats* decisions = nullptr; ///< --decisions; null = off
     std::int64_t start_unix_ms = 0;
     std::string engine;  ///< "io_uring" or "epoll"
     std::string version; ///< agent version

@@ -71,8 +71,18 @@ void print_usage(const char* argv0) {
         "      --var-name NAME         score variable name (default ip_score)\n"
         "                              (both: 1-40 characters of a-z A-Z 0-9 . _)\n"
         "\n"
+        "Live decisions (Redis; docs/decisions.md):\n"
+        "      --decisions URL         follow decisions in Redis "
+        "(redis://[:PASSWORD@]HOST[:PORT][/DB]\n"
+        "                              or unix:///PATH[?db=N]); they override list entries,\n"
+        "                              not the allow-list; write them with spop-decide\n"
+        "      --decisions-max N       most decisions held (default 1000000; more are refused)\n"
+        "      --decisions-wait MS     wait that long for the first load before listening\n"
+        "                              (default 2000; Redis down: start without decisions)\n"
+        "\n"
         "Operations:\n"
-        "      --metrics ADDR:PORT     serve /metrics (Prometheus), /healthz and /readyz over HTTP\n"
+        "      --metrics ADDR:PORT     serve /metrics (Prometheus), /healthz and /readyz over "
+        "HTTP\n"
         "                              (IPv4 only: Debian's civetweb has no IPv6)\n"
         "  -V, --version               print the version and exit\n"
         "\n"
@@ -121,6 +131,10 @@ enum long_only : int {
     opt_category_var,
     opt_var_name,
     opt_metrics,
+    // Live decisions.
+    opt_decisions = 400,
+    opt_decisions_max,
+    opt_decisions_wait,
 };
 
 /// HAProxy variable names: only a-z, A-Z, 0-9, '.' and '_' (anything else cannot be declared
@@ -206,6 +220,9 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
         {"category-var", required_argument, nullptr, opt_category_var},
         {"var-name", required_argument, nullptr, opt_var_name},
         {"metrics", required_argument, nullptr, opt_metrics},
+        {"decisions", required_argument, nullptr, opt_decisions},
+        {"decisions-max", required_argument, nullptr, opt_decisions_max},
+        {"decisions-wait", required_argument, nullptr, opt_decisions_wait},
         {nullptr, 0, nullptr, 0},
     };
     opterr = 0;
@@ -352,6 +369,20 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
             break;
         case opt_metrics:
             o.metrics = optarg;
+            break;
+        case opt_decisions:
+            if (*optarg == '\0') return fail("empty --decisions", nullptr);
+            o.decisions = optarg;
+            break;
+        case opt_decisions_max:
+            if (!parse_int(optarg, 1, 30000000, v))
+                return fail("invalid --decisions-max (1..30000000)", optarg);
+            o.decisions_max = static_cast<std::size_t>(v);
+            break;
+        case opt_decisions_wait:
+            if (!parse_int(optarg, 0, 600000, v))
+                return fail("invalid --decisions-wait (0..600000 ms)", optarg);
+            o.decisions_wait_ms = static_cast<unsigned>(v);
             break;
         case ':':
             return fail("missing argument for option", argv[optind - 1]);

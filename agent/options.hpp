@@ -31,6 +31,11 @@ struct options : spop::server::options {
     std::uint64_t max_file_size = std::uint64_t{512} << 20; ///< per reputation file
     std::string category_var;
     std::string var_name = "ip_score";
+
+    // Live decisions (agent/decisions/, docs/decisions.md).
+    std::string decisions;               ///< Redis URL, empty = off
+    std::size_t decisions_max = 1000000; ///< --decisions-max
+    unsigned decisions_wait_ms = 2000;   ///< --decisions-wait: first sync before listening
 };
 
 /// The longest --var-name / --category-var accepted. HAProxy drops a SET-VAR whose full name

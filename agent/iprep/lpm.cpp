@@ -160,5 +160,6 @@ bool poptrie<Key, D>::build(const std::vector<lpm_entry<Key>>& sorted) {
 
 template class poptrie<std::uint64_t, 20>;
 template class poptrie<u128, 16>;
+template class poptrie<std::uint64_t, 16>;
 
 } // namespace agent::iprep

@@ -243,9 +243,14 @@ class poptrie {
 using lpm4 = poptrie<std::uint64_t, 20>;
 /// IPv6: 16 direct bits (256 KiB).
 using lpm6 = poptrie<u128, 16>;
+/// IPv4 for small, often rebuilt tables (live decisions): 16 direct bits (256 KiB instead of
+/// 4 MiB, so a rebuild does not copy 4 MiB); up to a few hundred thousand prefixes, most direct
+/// entries point at a tail, so a lookup still reads two or three cache lines.
+using lpm4_sparse = poptrie<std::uint64_t, 16>;
 
 extern template class poptrie<std::uint64_t, 20>;
 extern template class poptrie<u128, 16>;
+extern template class poptrie<std::uint64_t, 16>;
 
 /// Key helpers: network-order bytes to MSB-aligned keys.
 [[nodiscard]] inline std::uint64_t key4(const std::uint8_t* b) noexcept {

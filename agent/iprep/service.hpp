@@ -217,6 +217,10 @@ class service {
             stats_.lookups_allowed.add();
             score = lr.score;
             break;
+        case lookup_outcome::decided:
+            stats_.lookups_decided.add();
+            score = lr.score;
+            break;
         case lookup_outcome::listed:
             stats_.lookups_listed.add();
             score = lr.score;
