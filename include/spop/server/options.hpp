@@ -30,10 +30,15 @@ struct options {
     std::uint32_t shutdown_timeout_s = 10;
     std::uint32_t drain_idle_s = 1; ///< on stop, serve a connection until idle this long
     // Deferred answers (ticket.hpp): a per-worker pool, allocated at start.
-    std::uint32_t max_deferred = 4096; ///< open tickets per worker; past it, back-pressure
+    std::uint32_t max_deferred = 4096;       ///< open tickets per worker; past it, back-pressure
     std::uint32_t deferred_timeout_ms = 400; ///< then the fallback (below HAProxy's usual
                                              ///< `timeout processing` of 500 ms - 1 s)
     std::uint32_t deferred_ack_bytes = 1024; ///< a deferred ACK's room (actions past it drop)
+    /// io_uring only: once a completion is ready, wait up to this many microseconds for more
+    /// (one per connection) before serving them, so that one wakeup serves several frames.
+    /// Costs at most that much latency per request. 0 = serve each wakeup at once. Needs
+    /// kernel 6.12+ (IORING_FEAT_MIN_TIMEOUT); older kernels ignore it with a warning.
+    std::uint32_t batch_window_us = 0;
 };
 
 } // namespace spop::server
