@@ -27,6 +27,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -87,6 +88,7 @@ enum class arrival_kind { fixed, poisson };
 
 struct options {
     std::string host = "127.0.0.1";
+    std::string unix_path; ///< connect to this Unix socket instead of host:port
     int port = 0;
     int connections = 1;
     int depth = 1;
@@ -119,7 +121,8 @@ void usage(std::FILE* f, const char* argv0) {
         "loopback; every ACK is validated (ids, FIN, SET-VAR sess ip_score 0..100).\n"
         "\n"
         "  --host 127.0.0.1|::1     agent address, loopback only (default 127.0.0.1)\n"
-        "  --port N                 agent port (required unless --self-serve)\n"
+        "  --port N                 agent port (required unless --self-serve or --unix)\n"
+        "  --unix PATH              connect to the agent's Unix socket instead (agent -u PATH)\n"
         "  --connections C          TCP connections (default 1)\n"
         "  --depth D                NOTIFYs in flight per connection: 1 = no pipelining,\n"
         "                           20 = HAProxy 3.x's limit (default 1, max 4096)\n"
@@ -211,6 +214,9 @@ int parse_options(int argc, char** argv, options& o) {
             std::fprintf(stderr, "spop-loadgen: unknown option or missing value: %s (see --help)\n",
                          argv[i]);
             return 2;
+        } else if (a == "--unix") {
+            if (val.empty() || val.size() >= sizeof(sockaddr_un{}.sun_path)) return bad(a, val);
+            o.unix_path = std::string(val);
         } else if (a == "--host") {
             o.host = std::string(val);
         } else if (a == "--port") {
@@ -283,7 +289,11 @@ int parse_options(int argc, char** argv, options& o) {
             return 2;
         }
     }
-    if (!o.self_serve && o.port == 0) {
+    if (!o.unix_path.empty() && o.self_serve) {
+        std::fprintf(stderr, "spop-loadgen: --unix and --self-serve exclude each other\n");
+        return 2;
+    }
+    if (!o.self_serve && o.port == 0 && o.unix_path.empty()) {
         std::fprintf(stderr, "spop-loadgen: --port is required (or --self-serve)\n");
         return 2;
     }
@@ -688,7 +698,8 @@ class worker {
                 continue;
             }
             const int one = 1;
-            ::setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            if (sh_.addr.ss_family != AF_UNIX)
+                ::setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
             if (::connect(c.fd, reinterpret_cast<const sockaddr*>(&sh_.addr), sh_.addr_len) != 0 &&
                 errno != EINPROGRESS) {
                 ++st_.connect_errors;
@@ -1351,7 +1362,12 @@ int main(int argc, char** argv) {
     }
 
     shared_state sh(o, o.threads);
-    if (!loopback_address(o.host, o.port, sh.addr, sh.addr_len)) {
+    if (!o.unix_path.empty()) {
+        auto* un = reinterpret_cast<sockaddr_un*>(&sh.addr);
+        un->sun_family = AF_UNIX;
+        std::memcpy(un->sun_path, o.unix_path.c_str(), o.unix_path.size() + 1);
+        sh.addr_len = static_cast<socklen_t>(sizeof(sockaddr_un));
+    } else if (!loopback_address(o.host, o.port, sh.addr, sh.addr_len)) {
         std::fprintf(
             stderr,
             "spop-loadgen: --host must be a loopback address (127.0.0.0/8, ::1), got '%s'\n",
@@ -1441,7 +1457,7 @@ int main(int argc, char** argv) {
         json_line j;
         j.str("tool", "spop-loadgen");
         j.str("label", o.label);
-        j.str("host", o.host);
+        j.str("host", o.unix_path.empty() ? o.host : "unix:" + o.unix_path);
         j.num("port", o.port);
         j.num("connections", o.connections);
         j.num("depth", o.depth);

@@ -21,19 +21,18 @@
 //   generation so a late CQE can never reach a reused slot).
 //
 // Waiting (one io_uring_enter per turn submits and waits):
-// - by default a turn ends as soon as one completion is ready beyond the CQEs of this turn's
-//   sends, which mostly complete inline during the submit: counting them saves an empty turn
-//   (an extra io_uring_enter) per wakeup. A send that does not complete inline holds the wait
-//   for at most 1 ms (a general timeout, set only when the turn sent something), and its
-//   connection's sends are not counted on until one completes inline again (back-pressure);
-// - with options::batch_window_us = W > 0 and a kernel with IORING_FEAT_MIN_TIMEOUT (6.12+),
-//   the wait asks for as many completions as this turn's sends plus one per connection of the
-//   worker, but for at most W microseconds once the first one is there (min_wait_usec of
-//   IORING_ENTER_EXT_ARG): fewer wakeups per frame under load, at most W more latency. With no
-//   completion at all it sleeps as before (the 1 s general timeout only bounds the wait).
-//   Older kernels, or W = 0: the default wait. Without IORING_FEAT_EXT_ARG (before 5.11):
-//   liburing's submit_and_wait(1). liburing 2.3 (Debian 12) predates min-wait, so the flag,
-//   the struct and the enter call are spelled out here;
+// - by default a turn ends as soon as one completion is ready (liburing's submit_and_wait). The
+//   completions of the turn's own sends (mostly inline, during the submit) end the next wait at
+//   once; that second, short turn often finds the peer's next request already there, which is
+//   cheaper than sleeping (measured: counting the sends in the wait made c=1 d=1 cost 1.7x the
+//   agent CPU per frame, one wakeup per frame instead of 0.6; BENCHMARKS.md);
+// - with options::batch_window_us = W > 0, a kernel with IORING_FEAT_MIN_TIMEOUT (6.12+) and
+//   two connections or more on the worker, the wait asks for one completion per connection
+//   of the worker, but for at most W microseconds once the first one is there (min_wait_usec
+//   of IORING_ENTER_EXT_ARG): fewer wakeups per frame under load, at most W more latency. With
+//   no completion at all it sleeps as before (the 1 s general timeout only bounds the wait).
+//   Older kernels: the default wait, and a warning. liburing 2.3 (Debian 12) predates min-wait, so the flag, the struct and the
+//   enter call are spelled out here;
 // - the ring fd is registered (IORING_REGISTER_RING_FDS, 5.18+) when the kernel allows it, so
 //   io_uring_enter skips the fd lookup; otherwise the plain fd is used.
 #pragma once
@@ -96,11 +95,7 @@ inline constexpr std::uint64_t pack(op o, std::uint32_t idx, std::uint32_t gen) 
 /// The io_uring backend's part of a connection.
 struct uconn_io {
     std::uint32_t send_inflight = 0; ///< bytes of output() handed to the kernel
-    std::uint32_t send_turn = 0;     ///< the turn that queued the send in flight
-    /// The last send did not complete in the wait that submitted it (a peer not reading): the
-    /// next wait does not count on this connection's send completion.
-    bool slow_send = false;
-    std::uint8_t ops = 0; ///< requests in flight (recv, send)
+    std::uint8_t ops = 0;            ///< requests in flight (recv, send)
     bool recv_armed = false;
     bool recv_cancelled = false;
     bool dead = false;  ///< closed; the slot is freed once no request is in flight
@@ -248,26 +243,18 @@ class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io
 
     /// Submits this turn's requests and waits for completions (see the header comment).
     int wait_turn() {
-        ++turn_;
-        if (!ext_arg_) return io_uring_submit_and_wait(&ring_, 1);
+        // One connection: nothing to batch, and the min-wait timer only costs (measured: c=1
+        // d=1 at 1.4x the CPU per frame with a window).
+        if (window_us_ == 0 || this->live_ <= 1) return io_uring_submit_and_wait(&ring_, 1);
         const unsigned to_submit = flush_sq();
-        const unsigned sends = std::exchange(sends_this_turn_, 0);
         getevents_arg arg{};
         arg.sigmask_sz = _NSIG / 8;
         unsigned want = 0;
         if (io_uring_cq_ready(&ring_) == 0) {
-            if (window_us_ != 0) {
-                // One receive per connection at most (d=1 traffic), or the window.
-                want = sends + std::clamp<unsigned>(this->live_, 1, 256);
-                arg.min_wait_usec = window_us_;
-                arg.ts = reinterpret_cast<std::uint64_t>(&idle_ts_);
-            } else {
-                want = sends + 1;
-                // A send that does not complete inline (a peer not reading) must not hold the
-                // other connections' completions back for long.
-                if (sends != 0) arg.ts = reinterpret_cast<std::uint64_t>(&send_ts_);
-            }
-            want = std::min(want, sq_entries);
+            // One completion per connection (d=1 traffic), or the window after the first.
+            want = std::clamp<unsigned>(this->live_, 1, 256);
+            arg.min_wait_usec = window_us_;
+            arg.ts = reinterpret_cast<std::uint64_t>(&idle_ts_);
         }
         unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
         int fd = ring_.ring_fd;
@@ -604,11 +591,7 @@ class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io
         slot* e = this->find(idx, gen);
         if (e == nullptr) return;
         --e->io.ops;
-        const std::uint32_t asked = e->io.send_inflight;
         e->io.send_inflight = 0;
-        // Not completed in the wait that submitted it, or short: a peer not keeping up.
-        e->io.slow_send = turn_ != e->io.send_turn + 1 || cqe->res < 0 ||
-                          static_cast<std::uint32_t>(cqe->res) < asked;
         if (e->io.dead) return maybe_free(idx);
         if (cqe->res < 0) {
             kill(idx, cqe->res == -EPIPE || cqe->res == -ECONNRESET ? "rst" : "error");
@@ -664,15 +647,12 @@ class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io
         if (e.io.holds() && e.c.takes_input()) feed_held(e);
         e.book.after_state(env_, e.c);
         const auto out = e.c.output();
-        bool sending = false;
         if (e.io.send_inflight == 0 && !out.empty()) {
             io_uring_sqe* s = sqe();
             io_uring_prep_send(s, e.fd, out.data(), out.size(), MSG_NOSIGNAL);
             io_uring_sqe_set_data64(s, pack(op_send, idx, e.gen));
             e.io.send_inflight = static_cast<std::uint32_t>(out.size());
             ++e.io.ops;
-            e.io.send_turn = turn_;
-            sending = true;
         }
         if (e.io.send_inflight == 0 && this->closing_step(idx) == core::step::killed) return;
         const bool want_recv = e.draining || (e.c.wants_input() && !e.io.holds());
@@ -682,13 +662,6 @@ class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io
             if (e.c.state() == spop::conn_state::established && !e.eof) this->note_backpressure(e);
             cancel_recv(e);
         }
-        // The next wait may count on this send's completion (see wait_turn()) only when nothing
-        // waits for it: the connection is reading new input, holds none, is not closing, and
-        // no deferred answer waits for room.
-        if (sending && !e.io.slow_send && e.io.recv_armed && !e.io.recv_cancelled &&
-            !e.io.holds() && !e.eof && !e.draining &&
-            e.c.state() == spop::conn_state::established && this->waiting_.empty())
-            ++sends_this_turn_;
     }
 
     void kill(std::uint32_t idx, const char* how) {
@@ -712,11 +685,8 @@ class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io
     bool ring_ok_ = false;
     bool reg_ring_ = false;           ///< the ring fd is registered (IORING_ENTER_REGISTERED_RING)
     std::uint32_t window_us_ = 0;     ///< min-wait batching window in use, 0 = off
-    unsigned sends_this_turn_ = 0;    ///< sends queued this turn, expected to complete inline
-    std::uint32_t turn_ = 0;          ///< waits so far
     bool ext_arg_ = false;            ///< IORING_FEAT_EXT_ARG (5.11+): the waits below
     __kernel_timespec idle_ts_{1, 0}; ///< bounds one wait; the 1 s timer ticks anyway
-    __kernel_timespec send_ts_{0, 1000000}; ///< 1 ms: see wait_turn()
     io_uring_buf_ring* br_ = nullptr;
     std::size_t br_bytes_ = 0;
     std::uint8_t* bufs_ = nullptr;
