@@ -138,11 +138,11 @@ bool valid_var_chars(std::string_view n) {
     return true;
 }
 
-/// Refuses variable names HAProxy would never set, and a -m the ACK for a single
-/// check-client-ip message can never fit.
 /// --batch-window-us (issue 14): a long option outside the enum above.
 constexpr int opt_batch_window_us = 1000;
 
+/// Refuses variable names HAProxy would never set, and a -m the ACK for a single
+/// check-client-ip message can never fit.
 parse_outcome check_variables(const options& o) {
     char msg[320];
     const struct {

@@ -31,8 +31,8 @@
 //   of the worker, but for at most W microseconds once the first one is there (min_wait_usec
 //   of IORING_ENTER_EXT_ARG): fewer wakeups per frame under load, at most W more latency. With
 //   no completion at all it sleeps as before (the 1 s general timeout only bounds the wait).
-//   Older kernels: the default wait, and a warning. liburing 2.3 (Debian 12) predates min-wait, so the flag, the struct and the
-//   enter call are spelled out here;
+//   Older kernels: the default wait, and a warning. liburing 2.3 (Debian 12) predates
+//   min-wait, so the flag, the struct and the enter call are spelled out here;
 // - the ring fd is registered (IORING_REGISTER_RING_FDS, 5.18+) when the kernel allows it, so
 //   io_uring_enter skips the fd lookup; otherwise the plain fd is used.
 #pragma once
