@@ -9,20 +9,25 @@
 // with HAPROXY-DISCONNECT 0 "normal" and waits (bounded) for the AGENT-DISCONNECT.
 //
 // Closed loop by default (a new NOTIFY as soon as an ACK frees a slot). With --rate R it is an
-// open loop: NOTIFYs are scheduled at fixed intervals and latency counts from the *intended*
-// send time, so a stalled agent is charged for the requests it delayed (coordinated omission
-// corrected). Each thread owns its connections and an epoll set; a connection's NOTIFYs go out
-// in one send(), its ACKs are read in large recv()s. Nothing is allocated per frame.
+// open loop: NOTIFYs are scheduled (at fixed intervals, or with --arrivals poisson as a Poisson
+// process per connection: HAProxy's shape, many connections, one NOTIFY each) and latency counts
+// from the *intended* send time, so a stalled agent is charged for the requests it delayed
+// (coordinated omission corrected). An arrival that finds its connection at --depth in flight
+// waits in that connection's queue (in order), and the wait is part of its latency. Each thread
+// owns its connections and an epoll set; a connection's NOTIFYs go out in one send(), its ACKs are
+// read in large recv()s. Nothing is allocated per frame.
 //
 // Exit status: 0 all frames answered correctly; 1 invalid/lost frames or connection errors;
 // 2 usage error. Every run is bounded in time (a watchdog alarm backs the bounded waits).
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -79,9 +84,11 @@ extern "C" void on_sigint(int) {
 enum class id_style { v26, v3x };
 enum class addr_mix { ipv4, ipv6, mixed };
 enum class arg_profile { simple, fat };
+enum class arrival_kind { fixed, poisson };
 
 struct options {
     std::string host = "127.0.0.1";
+    std::string unix_path; ///< connect to this Unix socket instead of host:port
     int port = 0;
     int connections = 1;
     int depth = 1;
@@ -94,6 +101,7 @@ struct options {
     addr_mix mix = addr_mix::ipv4;
     arg_profile profile = arg_profile::simple;
     double rate = 0;
+    arrival_kind arrivals = arrival_kind::fixed;
     int agent_pid = 0;
     bool json = false;
     std::uint32_t max_frame_size = spop::default_max_frame_size;
@@ -113,7 +121,8 @@ void usage(std::FILE* f, const char* argv0) {
         "loopback; every ACK is validated (ids, FIN, SET-VAR sess ip_score 0..100).\n"
         "\n"
         "  --host 127.0.0.1|::1     agent address, loopback only (default 127.0.0.1)\n"
-        "  --port N                 agent port (required unless --self-serve)\n"
+        "  --port N                 agent port (required unless --self-serve or --unix)\n"
+        "  --unix PATH              connect to the agent's Unix socket instead (agent -u PATH)\n"
         "  --connections C          TCP connections (default 1)\n"
         "  --depth D                NOTIFYs in flight per connection: 1 = no pipelining,\n"
         "                           20 = HAProxy 3.x's limit (default 1, max 4096)\n"
@@ -131,7 +140,12 @@ void usage(std::FILE* f, const char* argv0) {
         "  --rate R                 open loop at R NOTIFYs/s in total; latency counts from the\n"
         "                           intended send time (coordinated omission corrected).\n"
         "                           Without it: closed loop\n"
-        "  --agent-pid PID          also report the agent's CPU us/frame (/proc/PID/stat)\n"
+        "  --arrivals fixed|poisson with --rate: fixed intervals per connection, or Poisson\n"
+        "                           arrivals (exponential gaps, each connection rate/C) as\n"
+        "                           HAProxy spreads requests; an arrival that finds --depth in\n"
+        "                           flight queues on its connection (default fixed)\n"
+        "  --agent-pid PID          also report the agent's CPU us/frame (/proc/PID/stat) and\n"
+        "                           its context switches per frame (/proc/PID/task/*/status)\n"
         "  --max-frame-size N       announced in HAPROXY-HELLO (default 16380)\n"
         "  --json                   print one JSON line instead of text\n"
         "  --label NAME             scenario name carried into the JSON\n"
@@ -200,6 +214,9 @@ int parse_options(int argc, char** argv, options& o) {
             std::fprintf(stderr, "spop-loadgen: unknown option or missing value: %s (see --help)\n",
                          argv[i]);
             return 2;
+        } else if (a == "--unix") {
+            if (val.empty() || val.size() >= sizeof(sockaddr_un{}.sun_path)) return bad(a, val);
+            o.unix_path = std::string(val);
         } else if (a == "--host") {
             o.host = std::string(val);
         } else if (a == "--port") {
@@ -243,6 +260,13 @@ int parse_options(int argc, char** argv, options& o) {
                 return bad(a, val);
         } else if (a == "--rate") {
             if (!parse_num(val, 1, 1e9, o.rate)) return bad(a, val);
+        } else if (a == "--arrivals") {
+            if (val == "fixed")
+                o.arrivals = arrival_kind::fixed;
+            else if (val == "poisson")
+                o.arrivals = arrival_kind::poisson;
+            else
+                return bad(a, val);
         } else if (a == "--agent-pid") {
             if (!parse_int(val, 1, 1 << 30, o.agent_pid)) return bad(a, val);
         } else if (a == "--max-frame-size") {
@@ -265,7 +289,11 @@ int parse_options(int argc, char** argv, options& o) {
             return 2;
         }
     }
-    if (!o.self_serve && o.port == 0) {
+    if (!o.unix_path.empty() && o.self_serve) {
+        std::fprintf(stderr, "spop-loadgen: --unix and --self-serve exclude each other\n");
+        return 2;
+    }
+    if (!o.self_serve && o.port == 0 && o.unix_path.empty()) {
         std::fprintf(stderr, "spop-loadgen: --port is required (or --self-serve)\n");
         return 2;
     }
@@ -457,6 +485,7 @@ struct stats {
     std::uint64_t protocol_errors = 0; ///< malformed frames from the agent
     std::uint64_t goodbye_missing = 0; ///< no AGENT-DISCONNECT after our HAPROXY-DISCONNECT
     std::uint64_t missed_sends = 0;    ///< open loop: scheduled but never sent
+    std::uint64_t queued = 0; ///< open loop: arrivals that waited for a free slot (approximate)
     std::uint64_t last_ack = 0;
     std::string first_error;
 
@@ -476,6 +505,7 @@ struct stats {
         protocol_errors += o.protocol_errors;
         goodbye_missing += o.goodbye_missing;
         missed_sends += o.missed_sends;
+        queued += o.queued;
         last_ack = std::max(last_ack, o.last_ack);
         if (first_error.empty()) first_error = o.first_error;
     }
@@ -541,7 +571,9 @@ struct conn {
     std::vector<std::uint32_t> free_slots;
     id_map outstanding;
     std::uint64_t next_sid = 1; ///< 3.x ids
-    std::uint64_t next_due = 0; ///< open loop
+    std::uint64_t next_due = 0; ///< open loop: the intended time of the oldest unsent arrival
+    /// Open loop: when an ACK last freed a slot of this connection while it was full.
+    std::uint64_t unfull_at = 0;
     std::uint32_t inflight() const noexcept {
         return static_cast<std::uint32_t>(slots.size() - free_slots.size());
     }
@@ -666,7 +698,8 @@ class worker {
                 continue;
             }
             const int one = 1;
-            ::setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            if (sh_.addr.ss_family != AF_UNIX)
+                ::setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
             if (::connect(c.fd, reinterpret_cast<const sockaddr*>(&sh_.addr), sh_.addr_len) != 0 &&
                 errno != EINPROGRESS) {
                 ++st_.connect_errors;
@@ -921,6 +954,7 @@ class worker {
             return;
         }
         c.outstanding.erase(f.stream_id);
+        if (c.free_slots.empty()) c.unfull_at = now;
         c.free_slots.push_back(si);
         --inflight_total_;
         spop_bench::ip_score_handler h;
@@ -999,6 +1033,15 @@ class worker {
         }
     }
 
+    /// Open loop: the time to the connection's next arrival. Poisson: an exponential gap of
+    /// mean interval_ns_ (53 random bits, so never log(0)).
+    std::uint64_t gap() noexcept {
+        if (o_.arrivals == arrival_kind::fixed) return interval_ns_;
+        const double u = (static_cast<double>(rng_.next() >> 11) + 1.0) * 0x1.0p-53;
+        return std::max<std::uint64_t>(
+            1, static_cast<std::uint64_t>(-std::log(u) * static_cast<double>(interval_ns_)));
+    }
+
     /// Open loop: sends what is due (intended time <= now) while slots are free.
     void fill_open(conn& c, std::uint64_t now) {
         if (c.st != conn_state::established || stopping_) return;
@@ -1011,8 +1054,12 @@ class worker {
             const std::uint32_t si = c.free_slots.back();
             c.free_slots.pop_back();
             queue_notify(c, si, c.next_due);
-            if (c.next_due >= measure_start_) st_.send_lag.record(now - c.next_due);
-            c.next_due += interval_ns_;
+            if (c.next_due >= measure_start_) {
+                st_.send_lag.record(now - c.next_due);
+                // A slot freed after its intended time: it waited in the connection's queue.
+                if (c.unfull_at > c.next_due) ++st_.queued;
+            }
+            c.next_due += gap();
         }
     }
 
@@ -1042,7 +1089,8 @@ class worker {
             interval_ns_ = std::max<std::uint64_t>(1, static_cast<std::uint64_t>(1e9 / per_conn));
             const std::uint64_t offset = interval_ns_ * static_cast<std::uint64_t>(index_) /
                                          static_cast<std::uint64_t>(o_.threads);
-            for (conn& c : conns_) c.next_due = start + offset;
+            for (conn& c : conns_)
+                c.next_due = o_.arrivals == arrival_kind::poisson ? start + gap() : start + offset;
         }
         std::uint64_t now = now_ns();
         for (conn& c : conns_) {
@@ -1104,7 +1152,12 @@ class worker {
         for (conn& c : conns_) {
             if (c.st != conn_state::established) continue;
             const std::uint64_t until = std::min(now, send_end_);
-            if (c.next_due < until) st_.missed_sends += (until - c.next_due) / interval_ns_ + 1;
+            if (c.next_due >= until) continue;
+            if (o_.arrivals == arrival_kind::fixed) {
+                st_.missed_sends += (until - c.next_due) / interval_ns_ + 1;
+                continue;
+            }
+            for (std::uint64_t t = c.next_due; t < until; t += gap()) ++st_.missed_sends;
         }
     }
 
@@ -1185,6 +1238,32 @@ double proc_cpu_us(int pid) {
     if (std::sscanf(p, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &stime) != 2)
         return -1;
     return static_cast<double>(ut + stime) * 1e6 / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+/// Context switches of every thread of a process (voluntary: it slept, i.e. a wakeup later;
+/// involuntary: preempted), summed over /proc/PID/task/*/status; {-1, -1} when unreadable.
+struct ctxsw {
+    double voluntary = -1, involuntary = -1;
+};
+ctxsw proc_ctxsw(int pid) {
+    ctxsw r;
+    const std::string dir = "/proc/" + std::to_string(pid) + "/task";
+    DIR* d = ::opendir(dir.c_str());
+    if (d == nullptr) return r;
+    r.voluntary = r.involuntary = 0;
+    while (const dirent* e = ::readdir(d)) {
+        if (e->d_name[0] == '.') continue;
+        std::ifstream f(dir + "/" + e->d_name + "/status");
+        std::string line;
+        while (std::getline(f, line)) {
+            if (line.starts_with("voluntary_ctxt_switches:"))
+                r.voluntary += std::strtod(line.c_str() + 24, nullptr);
+            else if (line.starts_with("nonvoluntary_ctxt_switches:"))
+                r.involuntary += std::strtod(line.c_str() + 27, nullptr);
+        }
+    }
+    ::closedir(d);
+    return r;
 }
 
 double self_cpu_us() {
@@ -1283,7 +1362,12 @@ int main(int argc, char** argv) {
     }
 
     shared_state sh(o, o.threads);
-    if (!loopback_address(o.host, o.port, sh.addr, sh.addr_len)) {
+    if (!o.unix_path.empty()) {
+        auto* un = reinterpret_cast<sockaddr_un*>(&sh.addr);
+        un->sun_family = AF_UNIX;
+        std::memcpy(un->sun_path, o.unix_path.c_str(), o.unix_path.size() + 1);
+        sh.addr_len = static_cast<socklen_t>(sizeof(sockaddr_un));
+    } else if (!loopback_address(o.host, o.port, sh.addr, sh.addr_len)) {
         std::fprintf(
             stderr,
             "spop-loadgen: --host must be a loopback address (127.0.0.0/8, ::1), got '%s'\n",
@@ -1324,10 +1408,15 @@ int main(int argc, char** argv) {
         if (g_interrupted.load()) break;
     }
     self_cpu0 = self_cpu_us();
-    if (o.agent_pid) agent_cpu0 = proc_cpu_us(o.agent_pid);
+    ctxsw agent_sw0, agent_sw1;
+    if (o.agent_pid) {
+        agent_cpu0 = proc_cpu_us(o.agent_pid);
+        agent_sw0 = proc_ctxsw(o.agent_pid);
+    }
     for (auto& t : threads) t.join();
     const double self_cpu1 = self_cpu_us();
     const double agent_cpu1 = o.agent_pid ? proc_cpu_us(o.agent_pid) : -1;
+    if (o.agent_pid) agent_sw1 = proc_ctxsw(o.agent_pid);
     const std::uint64_t run_start = sh.run_start.load();
     if (o.self_serve) self.stop();
 
@@ -1357,13 +1446,18 @@ int main(int argc, char** argv) {
     const bool have_agent_cpu = o.agent_pid && agent_cpu0 >= 0 && agent_cpu1 >= 0 && total.acked;
     const double agent_per_frame =
         have_agent_cpu ? (agent_cpu1 - agent_cpu0) / static_cast<double>(total.acked) : 0;
+    const bool have_agent_sw =
+        o.agent_pid && agent_sw0.voluntary >= 0 && agent_sw1.voluntary >= 0 && total.acked;
+    const auto per_frame = [&](double a, double b) {
+        return (b - a) / static_cast<double>(total.acked);
+    };
     const bool ok = total.errors() == 0 && total.acked > 0;
 
     if (o.json) {
         json_line j;
         j.str("tool", "spop-loadgen");
         j.str("label", o.label);
-        j.str("host", o.host);
+        j.str("host", o.unix_path.empty() ? o.host : "unix:" + o.unix_path);
         j.num("port", o.port);
         j.num("connections", o.connections);
         j.num("depth", o.depth);
@@ -1400,6 +1494,28 @@ int main(int argc, char** argv) {
             j.num("send_lag_p50_us", lag(0.5));
             j.num("send_lag_p99_us", lag(0.99));
         }
+        if (o.rate > 0) {
+            j.str("arrivals", o.arrivals == arrival_kind::poisson ? "poisson" : "fixed");
+            j.num("queued", total.queued);
+        }
+        if (have_agent_sw) {
+            j.num("agent_vol_ctxsw_per_frame", per_frame(agent_sw0.voluntary, agent_sw1.voluntary));
+            j.num("agent_invol_ctxsw_per_frame",
+                  per_frame(agent_sw0.involuntary, agent_sw1.involuntary));
+        }
+        {
+            // The latency distribution (us at fixed quantiles), for CDF plots.
+            static constexpr double qs[] = {0.01,  0.05,  0.1,   0.2,    0.3,   0.4,  0.5,
+                                            0.6,   0.7,   0.8,   0.9,    0.95,  0.98, 0.99,
+                                            0.995, 0.998, 0.999, 0.9995, 0.9999};
+            std::string a = "[";
+            for (const double p : qs) {
+                char b[64];
+                std::snprintf(b, sizeof b, "%s[%g,%.2f]", a.size() > 1 ? "," : "", p, q(p));
+                a += b;
+            }
+            j.raw("quantiles_us", a + "]");
+        }
         j.raw("pipelining_refused", pipelining_refused ? "true" : "false");
         j.num("loadgen_cpu_us_per_frame", self_per_frame);
         if (have_agent_cpu)
@@ -1431,11 +1547,18 @@ int main(int argc, char** argv) {
                         " scheduled sends never went out\n",
                         lag(0.5), lag(0.99), static_cast<double>(total.send_lag.max()) / us,
                         total.missed_sends);
+        if (o.rate > 0)
+            std::printf("  arrivals   %s; %" PRIu64 " waited for a free slot on their connection\n",
+                        o.arrivals == arrival_kind::poisson ? "poisson" : "fixed", total.queued);
         if (pipelining_refused)
             std::printf("  note       the agent did not announce pipelining: depth 1\n");
         std::printf("  cpu        loadgen %.3f us/frame", self_per_frame);
         if (have_agent_cpu) std::printf(", agent %.3f us/frame", agent_per_frame);
         std::printf("\n");
+        if (have_agent_sw)
+            std::printf("  agent      %.3f voluntary + %.3f involuntary context switches/frame\n",
+                        per_frame(agent_sw0.voluntary, agent_sw1.voluntary),
+                        per_frame(agent_sw0.involuntary, agent_sw1.involuntary));
         if (!total.first_error.empty())
             std::printf("  first error: %s\n", total.first_error.c_str());
         std::printf("  result     %s\n", ok ? "OK" : "FAIL");

@@ -20,10 +20,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 COMPARE = os.path.join(HERE, "compare.py")
 
 
-def run(label, fps=100000.0, cpu=5.0, p50=50.0, p99=500.0, ok=True, error=""):
-    return {"tool": "spop-loadgen", "label": label, "mode": "closed", "frames_per_s": fps,
-            "agent_cpu_us_per_frame": cpu, "p50_us": p50, "p99_us": p99, "ok": ok,
-            "first_error": error}
+def run(label, fps=100000.0, cpu=5.0, p50=50.0, p99=500.0, ok=True, error="", wake=None):
+    r = {"tool": "spop-loadgen", "label": label, "mode": "closed", "frames_per_s": fps,
+         "agent_cpu_us_per_frame": cpu, "p50_us": p50, "p99_us": p99, "ok": ok,
+         "first_error": error}
+    if wake is not None:
+        r["agent_vol_ctxsw_per_frame"] = wake
+    return r
 
 
 def ab_file(tmp, b_scale=None, reps=5, a_overrides=None, b_overrides=None, load="0.20 0.30 0.40"):
@@ -38,7 +41,7 @@ def ab_file(tmp, b_scale=None, reps=5, a_overrides=None, b_overrides=None, load=
                 # A little rep-to-rep spread, the same for both sides.
                 wobble = 1 + 0.02 * (rep - reps // 2)
                 base = {"fps": 100000.0 * wobble, "cpu": 5.0 * wobble, "p50": 50.0 * wobble,
-                        "p99": 500.0 * wobble}
+                        "p99": 500.0 * wobble, "wake": 0.5 * wobble}
                 a = dict(base, **(a_overrides or {}).get((scenario, engine, rep), {}))
                 b = {k: v * b_scale.get(k, 1) for k, v in base.items()}
                 b.update((b_overrides or {}).get((scenario, engine, rep), {}))
@@ -142,6 +145,12 @@ class ABGate(unittest.TestCase):
         self.assertIn("worse (not gated)", out)
         rc, out = compare("--ab", path, "--p99-max", "1.5")
         self.assertEqual(rc, 1, out)
+
+    def test_wakeups_per_frame_are_shown_never_gated(self):
+        rc, out = compare("--ab", ab_file(self.tmp.name, {"wake": 3.0}))
+        self.assertEqual(rc, 0, out)
+        self.assertEqual(self.verdicts(out, "agent_vol_ctxsw_per_frame"),
+                         ["worse (not gated)"] * 4)
 
     def test_better_is_reported_and_passes(self):
         rc, out = compare("--ab", ab_file(self.tmp.name, {"cpu": 0.5, "fps": 2.0}))

@@ -31,6 +31,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -1073,6 +1074,72 @@ struct parking {
         return out;
     }
 };
+
+// The io_uring wait strategy (issue 14) ------------------------------------------------------
+
+TEST(UringWait, MinWaitProbeOnAKernelThatHasIt) {
+    std::string why;
+    if (!srv::uring_usable(why)) GTEST_SKIP() << "io_uring unavailable: " << why;
+    utsname u{};
+    ASSERT_EQ(uname(&u), 0);
+    int major = 0, minor = 0;
+    ASSERT_EQ(std::sscanf(u.release, "%d.%d", &major, &minor), 2) << u.release;
+    // IORING_FEAT_MIN_TIMEOUT came with 6.12; older kernels may have it backported.
+    if (major < 6 || (major == 6 && minor < 12))
+        GTEST_SKIP() << "kernel " << u.release << ": probe result "
+                     << srv::uring_min_wait_supported() << ", not checked";
+    EXPECT_TRUE(srv::uring_min_wait_supported()) << u.release;
+}
+
+/// With a batching window every frame is still answered, a lone request waits about the window
+/// (not until the next timer), and an idle server sleeps: a min-wait timer that re-armed itself
+/// would wake the worker hundreds of times a second. epoll ignores the option.
+TEST_P(ServerTest, BatchWindowAnswersEverythingAndSleepsWhenIdle) {
+    srv::options o = opts(1);
+    o.batch_window_us = 2000;
+    test_server s;
+    ASSERT_TRUE(s.start(o));
+    constexpr int conns = 8;
+    constexpr int rounds = 30;
+    std::vector<std::unique_ptr<client>> cs;
+    for (int i = 0; i < conns; ++i) {
+        cs.push_back(std::make_unique<client>(s.port()));
+        ASSERT_TRUE(cs.back()->handshake()) << "connection " << i;
+    }
+    // One NOTIFY in flight per connection, all connections at once, `rounds` times.
+    for (int r = 0; r < rounds; ++r) {
+        for (int i = 0; i < conns; ++i) {
+            const auto n = static_cast<std::uint64_t>(i * 1000 + r);
+            ASSERT_TRUE(cs[static_cast<std::size_t>(i)]->send_all(
+                echo_notify(static_cast<std::uint64_t>(r + 1), 1, n, "b")));
+        }
+        for (int i = 0; i < conns; ++i) {
+            const auto n = static_cast<std::uint64_t>(i * 1000 + r);
+            const auto f = cs[static_cast<std::size_t>(i)]->read_frames(1, 5s);
+            ASSERT_EQ(f.size(), 1u) << "connection " << i << " round " << r;
+            ASSERT_TRUE(is_ack(f[0], static_cast<std::uint64_t>(r + 1), 1, echo_vars(n, "b")));
+        }
+    }
+    // A lone request among 8 connections: the window (2 ms), then it is served.
+    for (int k = 0; k < 5; ++k) {
+        const auto t0 = clock_type::now();
+        ASSERT_TRUE(cs[3]->send_all(echo_notify(100 + k, 1, 7, "lone")));
+        const auto f = cs[3]->read_frames(1, 5s);
+        ASSERT_EQ(f.size(), 1u);
+        EXPECT_TRUE(is_ack(f[0], 100 + k, 1, echo_vars(7, "lone")));
+        EXPECT_LT(clock_type::now() - t0, 400ms) << "request " << k;
+    }
+    // Idle for a second: a few timer ticks, not a wakeup per window.
+    rusage r0{}, r1{};
+    getrusage(RUSAGE_SELF, &r0);
+    std::this_thread::sleep_for(1s);
+    getrusage(RUSAGE_SELF, &r1);
+    EXPECT_LT(r1.ru_nvcsw - r0.ru_nvcsw, 50) << "voluntary context switches in 1 s idle";
+    EXPECT_EQ(s.sum(&test_stats::echoed), static_cast<std::uint64_t>(conns * rounds + 5));
+    cs.clear();
+    s.stop();
+    EXPECT_EQ(s.wait(), 0);
+}
 
 /// Defers every NOTIFY (and says so: ticket exhaustion back-pressures).
 class deferring_service {

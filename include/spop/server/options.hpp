@@ -34,6 +34,11 @@ struct options {
     std::uint32_t deferred_timeout_ms = 400; ///< then the fallback (below HAProxy's usual
                                              ///< `timeout processing` of 500 ms - 1 s)
     std::uint32_t deferred_ack_bytes = 1024; ///< a deferred ACK's room (actions past it drop)
+    /// io_uring only: once a completion is ready, wait up to this many microseconds for more
+    /// (one per connection) before serving them, so that one wakeup serves several frames.
+    /// Costs at most that much latency per request. 0 = serve each wakeup at once. Needs
+    /// kernel 6.12+ (IORING_FEAT_MIN_TIMEOUT); older kernels ignore it with a warning.
+    std::uint32_t batch_window_us = 0;
 };
 
 } // namespace spop::server
