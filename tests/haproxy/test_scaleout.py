@@ -54,20 +54,18 @@ Exit status: 0 all passed, 1 a test failed, 77 skipped. Last line: "N passed, N 
 import argparse
 import collections
 import os
-import re
 import shutil
 import signal
 import sys
 import tempfile
 import time
 import unittest
-import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from pyspop import haproxy as hp  # noqa: E402
 from pyspop import runner  # noqa: E402
 from pyspop.agent import Agent, install_sigterm  # noqa: E402
-from pyspop.haproxy import HTTP, SPOE, Load  # noqa: E402
+from pyspop.haproxy import HTTP, SPOE, Load, metric  # noqa: E402
 from pyspop.ports import free_port  # noqa: E402
 
 
@@ -96,19 +94,6 @@ VARIANTS = {
     # applets' connections to it).
     "shutdown-sessions": (REDISPATCH, " on-marked-down shutdown-sessions"),
 }
-
-
-def metric(agent, name):
-    """The value of one metric line (`name` including its labels) of the agent's /metrics, or
-    None when it does not answer."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{agent.metrics_port}/metrics",
-                                    timeout=2) as r:
-            text = r.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-    m = re.search(r"^" + re.escape(name) + r" (\S+)$", text, re.M)
-    return float(m.group(1)) if m else None
 
 
 def notifies(agent):

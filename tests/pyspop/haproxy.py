@@ -15,6 +15,7 @@ the process (start, -sf reload, stop, captured log), its admin socket, and HTTP 
     status, headers, body = hp.http_get(port)
     hp.good_body(body)                         # this request's event succeeded with a 0..100 score
     h.wait_server("iprep-backend", "agent1", "UP")
+    hp.metric(agent, 'spop_agent_frames_received_total{type="notify"}')   # its /metrics
     h.spoe_events(since=mark)                  # SPOE log lines (regex matches: st, agent, ...)
     load = hp.Load(port, clients=20).start(); ...; load.stop(); load.failures()
     h.stop(); agent.stop()
@@ -54,6 +55,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 from . import agent as _agent
 from .ports import free_port, ipv6_loopback_usable
@@ -281,6 +283,20 @@ def http_get(port, host="127.0.0.1", path="/", timeout=5.0, headers=None):
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
     finally:
         conn.close()
+
+
+def metric(agent, name, host="127.0.0.1", timeout=2.0):
+    """The value of one sample line (`name` including its labels) of the Prometheus page at
+    http://host:<agent.metrics_port>/metrics (an Agent started with metrics=True), or None when
+    it does not answer or has no such line."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{agent.metrics_port}/metrics",
+                                    timeout=timeout) as r:
+            text = r.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    m = re.search(r"^" + re.escape(name) + r" (\S+)$", text, re.M)
+    return float(m.group(1)) if m else None
 
 
 def score_value(score):
