@@ -160,6 +160,8 @@ int main(int argc, char** argv) {
             delay_us = n;
         else if (flag == "--threads" && n >= 0 && n <= 256)
             threads = static_cast<int>(n);
+        else if (flag == "--deadline-ms" && n > 0 && n <= 600000)
+            o.deferred_timeout_ms = static_cast<std::uint32_t>(n); // then the no-op ACK
         else if (flag == "--engine" && v == "uring")
             o.engine = spop::server::backend::uring;
         else if (flag == "--engine" && v == "epoll")
