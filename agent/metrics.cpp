@@ -17,6 +17,7 @@
 #include <spop/server/prometheus.hpp>
 
 #include "log.hpp"
+#include "ratelimit/metrics.hpp"
 
 namespace agent {
 
@@ -31,6 +32,7 @@ std::string render_metrics(const metrics_sources& src) {
     prom::render(w, std::span<const worker_stats* const>(src.workers), info,
                  [&src](prom::writer& pw) {
                      if (src.reload != nullptr) iprep::render_metrics(pw, *src.reload);
+                     if (src.rate != nullptr) ratelimit::render_metrics(pw, *src.rate);
                  });
     return out;
 }

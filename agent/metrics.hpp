@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "iprep/reloader.hpp"
+#include "ratelimit/gateway.hpp"
 #include "stats.hpp"
 
 struct mg_context;
@@ -30,6 +31,7 @@ namespace agent {
 struct metrics_sources {
     std::vector<const worker_stats*> workers;
     const iprep::reload_stats* reload = nullptr;
+    const ratelimit::gateway* rate = nullptr; ///< check-rate families (null: none)
     std::int64_t start_unix_ms = 0;
     std::string engine;  ///< "io_uring" or "epoll"
     std::string version; ///< agent version

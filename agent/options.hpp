@@ -31,6 +31,11 @@ struct options : spop::server::options {
     std::uint64_t max_file_size = std::uint64_t{512} << 20; ///< per reputation file
     std::string category_var;
     std::string var_name = "ip_score";
+    // Shared rate limits (check-rate, docs/rate-limits.md).
+    std::string rate_redis;           ///< --rate-redis URL; empty: check-rate gets the fail value
+    std::uint32_t rate_limit = 100;   ///< --rate-limit: requests per window
+    std::uint32_t rate_window_s = 60; ///< --rate-window
+    bool rate_fail_closed = false;    ///< --rate-fail closed
 };
 
 /// The longest --var-name / --category-var accepted. HAProxy drops a SET-VAR whose full name
