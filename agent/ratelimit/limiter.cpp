@@ -28,6 +28,11 @@ std::uint64_t mono_ns() noexcept {
 }
 
 constexpr std::uint64_t ms = 1000000ull;
+
+/// now - t, or 0 when t is later (a worker may push after the thread read the clock).
+constexpr std::uint64_t age(std::uint64_t now, std::uint64_t t) noexcept {
+    return now > t ? now - t : 0;
+}
 constexpr std::uint64_t backoff_min_ns = 100 * ms;
 constexpr std::uint64_t backoff_max_ns = 2000 * ms;
 constexpr std::size_t max_reply_elements = 16;
@@ -117,14 +122,14 @@ struct limiter::impl {
         tc.fails[static_cast<int>(why)].add();
         const config& c = g.cfg();
         r.t.complete([&c](spop::ack_writer& a) { write_fail(a, c); });
-        tc.observe_ns(now - r.enqueued_ns);
+        tc.observe_ns(age(now, r.enqueued_ns));
     }
     void answer(request& r, const count_reply& cr, std::uint64_t now) noexcept {
         tc.answered.add();
         if (cr.over) tc.over.add();
         const answer_vars& v = g.cfg().vars;
         r.t.complete([&](spop::ack_writer& a) { write_count(a, v, cr.rate, cr.over); });
-        tc.observe_ns(now - r.enqueued_ns);
+        tc.observe_ns(age(now, r.enqueued_ns));
     }
 
     /// Every request in flight gets the fail value.
@@ -243,7 +248,8 @@ struct limiter::impl {
             total += p.r->drain(
                 [&](request& r) {
                     if (!ctx) return fail(r, fail_reason::down, now);
-                    if (now - r.enqueued_ns >= budget_ns) return fail(r, fail_reason::timeout, now);
+                    if (age(now, r.enqueued_ns) >= budget_ns)
+                        return fail(r, fail_reason::timeout, now);
                     entry& e = fl[fl_tail++ & fl_mask];
                     e.r.t = std::move(r.t);
                     e.r.enqueued_ns = r.enqueued_ns;
@@ -346,7 +352,7 @@ struct limiter::impl {
             flush(now);
             // The oldest request in flight is past its budget: Redis stalls.
             if (ctx && fl_head != fl_tail &&
-                now - fl[fl_head & fl_mask].r.enqueued_ns >= budget_ns) {
+                age(now, fl[fl_head & fl_mask].r.enqueued_ns) >= budget_ns) {
                 const std::size_t n = fl_size();
                 fail_in_flight(fail_reason::timeout, now);
                 char why[96];
