@@ -136,6 +136,7 @@ struct alignas(64) thread_counters {
     counter max_batch;        ///< gauge: the most commands one write carried
     counter noscript;         ///< EVAL resent after NOSCRIPT
     counter bad_replies;      ///< replies of the wrong shape or error replies
+    counter late_replies;     ///< replies to requests already answered (budget ran out)
     counter connects;         ///< connections established (script loaded)
     counter connect_failures; ///< attempts that failed
     counter disconnects;      ///< connections dropped (I/O error, timeout, protocol error)

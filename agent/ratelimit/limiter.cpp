@@ -94,6 +94,12 @@ struct limiter::impl {
     };
     std::unique_ptr<entry[]> fl;
     std::size_t fl_mask = 0, fl_head = 0, fl_tail = 0;
+    /// Entries before this one were checked against their deadline (answered with the fail
+    /// value when past it; their reply, when it comes, is dropped).
+    std::size_t fl_expire = 0;
+    /// Since when the oldest outstanding reply is awaited: the connection sent into an empty
+    /// queue then, or received a reply then. A budget without any reply: Redis stalls.
+    std::uint64_t waiting_since_ns = 0;
     bool out_pending = false; ///< hiredis holds bytes not written yet
 
     std::unique_ptr<char[]> keybuf{new char[redis_key_room(max_key_bytes)]};
@@ -132,10 +138,31 @@ struct limiter::impl {
         tc.observe_ns(age(now, r.enqueued_ns));
     }
 
-    /// Every request in flight gets the fail value.
+    /// Every request in flight still waiting gets the fail value; the queue is emptied.
     void fail_in_flight(fail_reason why, std::uint64_t now) noexcept {
-        while (fl_head != fl_tail) fail(fl[fl_head++ & fl_mask].r, why, now);
+        while (fl_head != fl_tail) {
+            request& r = fl[fl_head++ & fl_mask].r;
+            if (r.t) fail(r, why, now);
+        }
+        fl_expire = fl_head;
         tc.inflight.sub(tc.inflight.get());
+    }
+
+    /// Requests past their budget get the fail value now; the connection stays (a slow Redis
+    /// is not a dead one) and their replies are dropped when they come. Returns the next
+    /// deadline, 0 if none. (An entry resent after NOSCRIPT keeps its first push time behind
+    /// younger ones: its deadline is seen when the scan reaches it.)
+    std::uint64_t expire(std::uint64_t now) noexcept {
+        if (fl_expire - fl_head > fl_tail - fl_head) fl_expire = fl_head;
+        while (fl_expire != fl_tail) {
+            request& r = fl[fl_expire & fl_mask].r;
+            if (r.t) {
+                if (age(now, r.enqueued_ns) < budget_ns) return r.enqueued_ns + budget_ns;
+                fail(r, fail_reason::timeout, now);
+            }
+            ++fl_expire;
+        }
+        return 0;
     }
 
     // Connection --------------------------------------------------------------------------------
@@ -248,8 +275,10 @@ struct limiter::impl {
             total += p.r->drain(
                 [&](request& r) {
                     if (!ctx) return fail(r, fail_reason::down, now);
-                    if (age(now, r.enqueued_ns) >= budget_ns)
+                    // Full only of answered requests whose replies are late: as good as stalled.
+                    if (age(now, r.enqueued_ns) >= budget_ns || fl_size() > fl_mask)
                         return fail(r, fail_reason::timeout, now);
+                    if (fl_head == fl_tail) waiting_since_ns = now;
                     entry& e = fl[fl_tail++ & fl_mask];
                     e.r.t = std::move(r.t);
                     e.r.enqueued_ns = r.enqueued_ns;
@@ -302,6 +331,11 @@ struct limiter::impl {
             freeReplyObject(rep);
             entry& e = fl[fl_head++ & fl_mask];
             tc.inflight.sub();
+            waiting_since_ns = now;
+            if (!e.r.t) {
+                tc.late_replies.add(); // answered already (its budget ran out)
+                continue;
+            }
             switch (cr.kind) {
             case reply_kind::count:
                 answer(e.r, cr, now);
@@ -350,9 +384,8 @@ struct limiter::impl {
                 if (sent > tc.max_batch.get()) tc.max_batch.add(sent - tc.max_batch.get());
             }
             flush(now);
-            // The oldest request in flight is past its budget: Redis stalls.
-            if (ctx && fl_head != fl_tail &&
-                age(now, fl[fl_head & fl_mask].r.enqueued_ns) >= budget_ns) {
+            // No reply at all for a whole budget: Redis stalls (or the path to it is gone).
+            if (ctx && fl_head != fl_tail && age(now, waiting_since_ns) >= budget_ns) {
                 const std::size_t n = fl_size();
                 fail_in_flight(fail_reason::timeout, now);
                 char why[96];
@@ -360,11 +393,13 @@ struct limiter::impl {
                               static_cast<unsigned long long>(budget_ns / ms), n);
                 set_down(why, now);
             }
+            const std::uint64_t due = expire(now);
             // Sleep until something happens: a request, a reply, a deadline, a reconnect.
             std::uint64_t wait_ns = 100 * ms;
             if (ctx && fl_head != fl_tail) {
-                const std::uint64_t due = fl[fl_head & fl_mask].r.enqueued_ns + budget_ns;
-                wait_ns = due > now ? due - now : 0;
+                std::uint64_t next = waiting_since_ns + budget_ns;
+                if (due != 0 && due < next) next = due;
+                wait_ns = next > now ? next - now : 0;
             } else if (!ctx) {
                 wait_ns = next_attempt_ns > now ? next_attempt_ns - now : 0;
             }

@@ -11,8 +11,10 @@
 // the engine's deferred deadline, so the engine's own fallback never has to fire):
 //   - Redis down (refused, reset, protocol garbage): requests are answered at once with the
 //     fail value (reason="down"); reconnects back off from 100 ms to 2 s;
-//   - no reply in time (a stalled or overloaded Redis): every request in flight is answered
-//     with the fail value (reason="timeout"), the connection is dropped and retried;
+//   - a request whose reply has not come within the budget (an overloaded Redis) gets the fail
+//     value (reason="timeout"); its reply is dropped when it comes, the connection stays;
+//   - no reply at all for a whole budget while requests wait (a stalled Redis, a dead path):
+//     every request in flight gets the fail value, the connection is dropped and retried;
 //   - a connection attempt (connect, AUTH, SELECT, SCRIPT LOAD) is bounded by budget_ms / 2.
 // One log line per state change (event=rate_redis_up / event=rate_redis_down reason=...).
 //

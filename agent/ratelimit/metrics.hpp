@@ -74,6 +74,10 @@ inline void render_metrics(spop::server::prometheus::writer& w, const gateway& g
     w.one("rate_redis_bad_replies_total", "counter",
           "Error replies and replies of the wrong shape (answered with the fail value).",
           t.bad_replies.get());
+    w.one("rate_redis_late_replies_total", "counter",
+          "Replies that came after their request was answered with the fail value (past the "
+          "budget); dropped.",
+          t.late_replies.get());
     std::uint64_t lat[spop::server::latency_slots];
     for (int k = 0; k < spop::server::latency_slots; ++k) lat[k] = t.latency[k].get();
     w.header("rate_latency_seconds", "histogram",

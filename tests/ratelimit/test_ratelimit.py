@@ -146,10 +146,13 @@ class FakeRedis:
         ok            answers every read with +OK (valid RESP, wrong replies)
         huge_array    answers with "*2000000000" (an allocation bomb for a naive reader)
         wrong_shape   valid SHA, then replies of the wrong shape (an array of 3 strings)
+        slow          valid SHA, then one valid reply {1, 0} every 100 ms, in order (an
+                      overloaded but alive Redis)
     """
 
     def __init__(self, mode):
         self.mode = mode
+        self.served = 0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -193,10 +196,16 @@ class FakeRedis:
             try:
                 if self.mode == "silent":
                     continue
-                if self.mode in ("script_stall", "wrong_shape") and first:
+                if self.mode in ("script_stall", "wrong_shape", "slow") and first:
                     c.sendall(b"$40\r\n" + b"a" * 40 + b"\r\n")
                 elif self.mode == "script_stall":
                     pass
+                elif self.mode == "slow":
+                    for _ in range(data.count(b"EVALSHA")):
+                        if self.stop_ev.wait(0.1):
+                            return
+                        c.sendall(b"*2\r\n:1\r\n:0\r\n")
+                        self.served += 1
                 elif self.mode == "wrong_shape":
                     n = data.count(b"EVALSHA")
                     c.sendall(b"*3\r\n$1\r\nx\r\n$1\r\ny\r\n$1\r\nz\r\n" * n)
@@ -522,6 +531,37 @@ class HostileRedisTests(RedisCase):
         m = metrics_text(a)
         self.assertGreater(metric(m, "rate_fail_answers_total",
                                   'reason="timeout",policy="open"') or 0, 0)
+
+    def test_overloaded_redis_times_out_requests_not_the_connection(self):
+        f = self.fake("slow")
+        a = self.agent(f.url, metrics=True)
+        self.wait_up(a)
+        c = self.client(a)
+        t0 = time.monotonic()
+        sids = [c.send_notify([rate_msg(self.key("s%d" % i))]) for i in range(6)]
+        got = {}
+        while len(got) < len(sids):
+            sid, v = c.read_ack()
+            got[sid] = (v, time.monotonic() - t0)
+        for sid in sids:
+            self.assertLess(got[sid][1], DEADLINE, "answered within the deadline")
+        answers = [got[sid][0] for sid in sids]
+        # Replies come 100, 200, 300... ms after the requests: the first two are counted, the
+        # last ones run out of budget (300 ms) and get the fail value.
+        self.assertEqual([v.get("rate") for v in answers[:2]], [1, 1], answers)
+        for v in answers[4:]:
+            self.assertNotIn("rate", v)
+            self.assertEqual(v.get("over_limit"), 0)
+        # Replies kept coming, so the connection stayed: no state change, late replies dropped.
+        wait_for(lambda: f.served >= 6, 3)
+        time.sleep(0.2)
+        log = a.log_text()
+        self.assertNotIn("event=rate_redis_down", log)
+        m = metrics_text(a)
+        self.assertGreaterEqual(metric(m, "rate_redis_late_replies_total"), 2)
+        self.assertEqual(metric(m, "rate_redis_disconnects_total"), 0)
+        v, _ = c.rate(self.key("after"))
+        self.assertEqual(v.get("rate"), 1, "counting goes on after the slow spell")
 
     def test_redis_answering_garbage(self):
         for mode in ("garbage", "ok", "huge_array", "wrong_shape"):
