@@ -162,8 +162,7 @@ class service {
             ratelimit::write_fail(ack, rc);
         };
         if (!rate_->enabled()) {
-            if (!warned_unconfigured_) {
-                warned_unconfigured_ = true;
+            if (rate_->warn_unconfigured_once()) {
                 spop::server::log(spop::server::level::warn,
                                   "event=rate_unconfigured msg=\"check-rate received but no "
                                   "--rate-redis given: answering the --rate-fail value\"");
@@ -359,7 +358,6 @@ class service {
     ratelimit::gateway* rate_;
     ratelimit::port* port_;
     std::size_t addresses_ = 0; ///< check-client-ip messages answered in this NOTIFY
-    bool warned_unconfigured_ = false;
     std::unique_ptr<service_stats> scratch_stats_ = std::make_unique<service_stats>();
     ratelimit::rate_args rate_args_;
 };

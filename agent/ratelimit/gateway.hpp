@@ -244,6 +244,11 @@ class gateway {
     [[nodiscard]] port& at(int worker) noexcept { return ports_[static_cast<std::size_t>(worker)]; }
     [[nodiscard]] const std::vector<port>& ports() const noexcept { return ports_; }
     [[nodiscard]] std::vector<port>& ports_mut() noexcept { return ports_; }
+    /// True for the first caller only (one warning per process, whichever worker sees it).
+    [[nodiscard]] bool warn_unconfigured_once() noexcept {
+        return !warned_.load(std::memory_order_relaxed) &&
+               !warned_.exchange(true, std::memory_order_relaxed);
+    }
     /// The Redis thread's counters (written by it only).
     [[nodiscard]] thread_counters& redis_counters() noexcept { return tc_; }
     [[nodiscard]] const thread_counters& redis_counters() const noexcept { return tc_; }
@@ -295,6 +300,7 @@ class gateway {
     thread_counters tc_;
     int efd_ = -1;
     alignas(64) std::atomic<bool> sleeping_{false};
+    std::atomic<bool> warned_{false};
 };
 
 } // namespace agent::ratelimit
