@@ -3,16 +3,20 @@
 // own thread when Redis cannot be reached (the TSan build runs this one too).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <arpa/inet.h>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <csignal>
 #include <cstring>
 #include <map>
 #include <mutex>
 #include <netinet/in.h>
+#include <spawn.h>
 #include <string>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -340,4 +344,88 @@ TEST(Limiter, DownRedisAnswersFailValueFromItsThread) {
     EXPECT_EQ(tc.fails[static_cast<int>(fail_reason::down)].get(), 2u * per_worker);
     EXPECT_EQ(tc.up.get(), 0u);
     EXPECT_GE(tc.connect_failures.get(), 1u);
+}
+
+namespace {
+/// A private redis-server on a free loopback port, or pid 0 when it is not installed.
+struct redis_process {
+    pid_t pid = 0;
+    std::uint16_t port = 0;
+    redis_process() {
+        port = closed_port();
+        const std::string p = std::to_string(port);
+        const char* argv[] = {"redis-server", "--port", p.c_str(),      "--bind", "127.0.0.1",
+                              "--save",       "",       "--appendonly", "no",     nullptr};
+        if (posix_spawnp(&pid, "redis-server", nullptr, nullptr, const_cast<char**>(argv),
+                         environ) != 0) {
+            pid = 0;
+            return;
+        }
+        for (int i = 0; i < 250; ++i) { // up to 5 s for it to listen
+            const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+            sockaddr_in a{};
+            a.sin_family = AF_INET;
+            a.sin_port = htons(port);
+            a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            const bool up = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+            ::close(fd);
+            if (up) return;
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+    }
+    ~redis_process() {
+        if (pid == 0) return;
+        ::kill(pid, SIGKILL);
+        int st = 0;
+        ::waitpid(pid, &st, 0);
+    }
+};
+} // namespace
+
+// With a real Redis (when redis-server is installed): two producer threads, one key, pipelined
+// through the Redis thread; every request gets a distinct count 1..N and exactly N - limit are
+// over. Exercises the completion path across threads (the TSan build runs it).
+TEST(Limiter, CountsWithRealRedis) {
+    redis_process redis;
+    if (redis.pid == 0) GTEST_SKIP() << "redis-server is not installed";
+    constexpr int per_worker = 500;
+    constexpr std::uint32_t limit = 600;
+    config cfg;
+    cfg.enabled = true;
+    gateway g(2, 1024, cfg);
+    agent::redis::endpoint ep;
+    ep.host = "127.0.0.1";
+    ep.port = redis.port;
+    limiter lim(g, ep, 2000);
+    lim.start();
+    fake_deferral d(2 * per_worker);
+    const std::string key = "unit-" + std::to_string(::getpid());
+    std::vector<std::thread> workers;
+    for (int w = 0; w < 2; ++w) {
+        workers.emplace_back([&, w] {
+            for (int i = 0; i < per_worker; ++i) {
+                spop::ticket t = d.open(0, 1, static_cast<std::uint64_t>(i), 16380);
+                while (!g.submit(g.at(w), t, key, limit, 60000, now_ns()))
+                    std::this_thread::yield();
+            }
+        });
+    }
+    for (auto& t : workers) t.join();
+    const auto res = d.wait(2 * per_worker, std::chrono::seconds(20));
+    lim.stop();
+    ASSERT_EQ(res.size(), 2u * per_worker);
+    std::vector<std::uint64_t> rates;
+    int over = 0;
+    for (const auto& r : res) {
+        ASSERT_EQ(r.vars.count("rate"), 1u) << "every request counted";
+        rates.push_back(r.vars.at("rate"));
+        over += r.vars.at("over_limit") == 1 ? 1 : 0;
+        EXPECT_EQ(r.vars.at("over_limit") == 1, r.vars.at("rate") > limit);
+    }
+    std::sort(rates.begin(), rates.end());
+    for (std::size_t i = 0; i < rates.size(); ++i) ASSERT_EQ(rates[i], i + 1);
+    EXPECT_EQ(over, 2 * per_worker - static_cast<int>(limit));
+    const thread_counters& tc = g.redis_counters();
+    EXPECT_EQ(tc.answered.get(), 2u * per_worker);
+    EXPECT_GE(tc.commands.get(), tc.batches.get());
 }
