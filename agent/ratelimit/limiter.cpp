@@ -185,9 +185,11 @@ struct limiter::impl {
     }
 
     void try_connect(std::uint64_t now) {
-        const std::uint64_t half = budget_ns / 2;
-        timeval tv{static_cast<time_t>(half / 1000000000ull),
-                   static_cast<suseconds_t>((half % 1000000000ull) / 1000)};
+        // Each step (connect, AUTH, SELECT, SCRIPT LOAD) gets a quarter of the budget, so that
+        // the whole attempt, during which nothing is answered, stays within one budget.
+        const std::uint64_t step = budget_ns / 4;
+        timeval tv{static_cast<time_t>(step / 1000000000ull),
+                   static_cast<suseconds_t>((step % 1000000000ull) / 1000)};
         std::string err;
         // Connect only, then limit the reader before the first reply is read (AUTH included).
         redis::endpoint bare = ep;

@@ -15,7 +15,9 @@
 //     value (reason="timeout"); its reply is dropped when it comes, the connection stays;
 //   - no reply at all for a whole budget while requests wait (a stalled Redis, a dead path):
 //     every request in flight gets the fail value, the connection is dropped and retried;
-//   - a connection attempt (connect, AUTH, SELECT, SCRIPT LOAD) is bounded by budget_ms / 2.
+//   - a connection attempt blocks this thread: each of its steps (connect, AUTH, SELECT,
+//     SCRIPT LOAD) is bounded by budget_ms / 4, so the attempt by one budget. Requests pushed
+//     meanwhile are answered after it, those past their budget with the fail value.
 // One log line per state change (event=rate_redis_up / event=rate_redis_down reason=...).
 //
 // Hostile replies: hiredis parses; the reader is limited to arrays of 16 elements (a
