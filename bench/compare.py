@@ -270,15 +270,27 @@ AB_METRICS = [("frames_per_s", HIGHER, "frames/s"),
 
 
 def ab_groups(rows):
-    """{(scenario, engine): {'A': [rows], 'B': [rows]}} in order of first appearance."""
+    """{(scenario, engine): {side: [rows]}} in order of first appearance. A side is the first
+    part of a label SIDE/ENGINE/SCENARIO: A and B from `bench/run --against`, plus one per
+    `--with NAME=CMD` (NAME)."""
     groups = {}
     for r in rows:
         parts = str(r.get("label", "")).split("/", 2)
-        if len(parts) != 3 or parts[0] not in ("A", "B"):
+        if len(parts) != 3 or not parts[0]:
             continue
         side, engine, scenario = parts
-        groups.setdefault((scenario, engine), {"A": [], "B": []})[side].append(r)
+        groups.setdefault((scenario, engine), {}).setdefault(side, []).append(r)
     return groups
+
+
+def side_names(rows):
+    """Every side in order of first appearance."""
+    seen = []
+    for sides in ab_groups(rows).values():
+        for side in sides:
+            if side not in seen:
+                seen.append(side)
+    return seen
 
 
 def busy_machine(metas):
@@ -295,10 +307,10 @@ def busy_machine(metas):
     return load1 >= 0.5 * cpus, f"load average {load1:g} on {cpus} CPUs at the start"
 
 
-def ab_compare(rows, cpu_max, fps_min, p99_max):
-    """Rows (scenario, engine, metric, A spread, B spread, ratio of medians, ratio of best runs,
-    pair range, verdict) and the count of regressions and failures. fps_min None: frames/s
-    shown, not gated.
+def ab_compare(rows, cpu_max, fps_min, p99_max, ref="A"):
+    """Rows (scenario, engine, metric, side, ref spread, side spread, ratio of medians, ratio of
+    best runs, pair range, verdict) for every side other than `ref`, against `ref`, and the
+    count of regressions and failures. fps_min None: frames/s shown, not gated.
 
     A metric is worse (or better) only when both the ratio of the medians and the ratio of the
     best runs (lowest for costs, highest for rates) are beyond the step. Other work on the
@@ -307,98 +319,112 @@ def ab_compare(rows, cpu_max, fps_min, p99_max):
     limits = {"frames_per_s": fps_min, "agent_cpu_us_per_frame": cpu_max, "p99_us": p99_max}
     out, bad = [], 0
     for (scenario, engine), sides in ab_groups(rows).items():
-        for side in "AB":
-            failed = [r for r in sides[side] if not r.get("ok", False)]
+        for side, side_rows in sides.items():
+            failed = [r for r in side_rows if not r.get("ok", False)]
             if failed:
-                out.append((scenario, engine, "run", None, None, None, None, None,
+                out.append((scenario, engine, "run", side, None, None, None, None, None,
                             f"FAIL (side {side}, {len(failed)} run(s): "
                             f"{failed[0].get('first_error', '')})"))
                 bad += 1
-        for m, direction, _ in AB_METRICS:
-            a = spread(r.get(m) for r in sides["A"])
-            b = spread(r.get(m) for r in sides["B"])
-            if a is None or b is None:
-                out.append((scenario, engine, m, a, b, None, None, None, "missing"))
-                continue
-            ratio = b[0] / a[0] if a[0] else None
-            best_i = 2 if direction == HIGHER else 1
-            best = b[best_i] / a[best_i] if a[best_i] else None
-            # Each B run against the A run just before it (same minute of the machine's load).
-            pairs = spread(rb[m] / ra[m] for ra, rb in zip(sides["A"], sides["B"])
-                           if isinstance(ra.get(m), (int, float)) and ra[m]
-                           and isinstance(rb.get(m), (int, float)))
-            limit = limits.get(m)
-            # Not gated: worse/better reported against the CPU step (15% by default).
-            step = limit if limit is not None else (
-                cpu_max if direction == LOWER else 1 / cpu_max)
-
-            def side_of(r):
-                if r is None:
-                    return "ok"
-                if direction == HIGHER:
-                    return "worse" if r < step else "better" if r > 1 / step else "ok"
-                return "worse" if r > step else "better" if r < 1 / step else "ok"
-
-            v_med, v_best = side_of(ratio), side_of(best)
-            if ratio is None:
-                verdict = "info"
-            elif v_med == v_best:
-                verdict = v_med
-            elif v_med != "ok":
-                verdict = "median only"
-            else:
-                verdict = "ok"
-            if limit is None:
-                verdict = {"worse": "worse (not gated)", "ok": "info",
-                           "median only": "info"}.get(verdict, verdict)
-            elif verdict == "worse":
-                verdict = "REGRESSION"
-                bad += 1
-            out.append((scenario, engine, m, a, b, ratio, best, pairs, verdict))
+        for side in sides:
+            if side != ref:
+                bad += ab_side(out, scenario, engine, side, sides.get(ref, []), sides[side],
+                               limits, cpu_max)
     return out, bad
 
 
-def print_ab(out, metas, markdown):
+def ab_side(out, scenario, engine, side, ref_rows, side_rows, limits, cpu_max):
+    """Appends one side's rows against the reference to `out`; returns its regressions."""
+    bad = 0
+    for m, direction, _ in AB_METRICS:
+        a = spread(r.get(m) for r in ref_rows)
+        b = spread(r.get(m) for r in side_rows)
+        if a is None or b is None:
+            out.append((scenario, engine, m, side, a, b, None, None, None, "missing"))
+            continue
+        ratio = b[0] / a[0] if a[0] else None
+        best_i = 2 if direction == HIGHER else 1
+        best = b[best_i] / a[best_i] if a[best_i] else None
+        # Each B run against the A run just before it (same minute of the machine's load).
+        pairs = spread(rb[m] / ra[m] for ra, rb in zip(ref_rows, side_rows)
+                       if isinstance(ra.get(m), (int, float)) and ra[m]
+                       and isinstance(rb.get(m), (int, float)))
+        limit = limits.get(m)
+        # Not gated: worse/better reported against the CPU step (15% by default).
+        step = limit if limit is not None else (
+            cpu_max if direction == LOWER else 1 / cpu_max)
+
+        def side_of(r):
+            if r is None:
+                return "ok"
+            if direction == HIGHER:
+                return "worse" if r < step else "better" if r > 1 / step else "ok"
+            return "worse" if r > step else "better" if r < 1 / step else "ok"
+
+        v_med, v_best = side_of(ratio), side_of(best)
+        if ratio is None:
+            verdict = "info"
+        elif v_med == v_best:
+            verdict = v_med
+        elif v_med != "ok":
+            verdict = "median only"
+        else:
+            verdict = "ok"
+        if limit is None:
+            verdict = {"worse": "worse (not gated)", "ok": "info",
+                       "median only": "info"}.get(verdict, verdict)
+        elif verdict == "worse":
+            verdict = "REGRESSION"
+            bad += 1
+        out.append((scenario, engine, m, side, a, b, ratio, best, pairs, verdict))
+    return bad
+
+
+def print_ab(out, metas, markdown, ref="A"):
     meta = {}
     for m in metas:
         meta.update({k: v for k, v in m.items() if k != "tool"})
     if meta:
-        print(f"A = {meta.get('a', '?')}    B = {meta.get('b', '?')}")
-        print(f"reps {meta.get('reps', '?')} x {meta.get('duration_s', '?')} s, interleaved A B; "
-              f"{meta.get('cpus', '?')} CPUs; load average at start {meta.get('load_start', '?')}"
-              f", at end {meta.get('load_end', '?')}")
+        desc = f"A = {meta.get('a', '?')}    B = {meta.get('b', '?')}"
+        for name, what in (meta.get("with") or {}).items():
+            desc += f"    {name} = {what}"
+        print(desc)
+        print(f"reps {meta.get('reps', '?')} x {meta.get('duration_s', '?')} s, interleaved "
+              f"{meta.get('order', 'A B')}; {meta.get('cpus', '?')} CPUs; load average at start "
+              f"{meta.get('load_start', '?')}, at end {meta.get('load_end', '?')}")
+    print(f"Every side against {ref} (ratios side/{ref}).")
 
     def r3(r):
         return "-" if r is None else f"{r:.3f}"
 
-    head = ("scenario", "engine", "metric", "A median [min-max]", "B median [min-max]", "B/A",
-            "best B/A", "pairs B/A", "verdict")
-    table = [head] + [(s, e, m, fmt_spread(a), fmt_spread(b), r3(r), r3(bst),
+    head = ("scenario", "engine", "metric", "side", f"{ref} median [min-max]",
+            "side median [min-max]", f"side/{ref}", "best", "pairs", "verdict")
+    table = [head] + [(s, e, m, sd, fmt_spread(a), fmt_spread(b), r3(r), r3(bst),
                        "-" if p is None else f"{p[1]:.2f}-{p[2]:.2f}", v)
-                      for s, e, m, a, b, r, bst, p, v in out]
-    widths = [max(len(str(row[i])) for row in table) for i in range(8)]
+                      for s, e, m, sd, a, b, r, bst, p, v in out]
+    widths = [max(len(str(row[i])) for row in table) for i in range(9)]
     for row in table:
-        print("  ".join(str(row[i]).ljust(widths[i]) for i in range(8)) + "  " + row[8])
+        print("  ".join(str(row[i]).ljust(widths[i]) for i in range(9)) + "  " + row[9])
     if not markdown:
         return
-    # One row per scenario and engine, ready for BENCHMARKS.md.
+    # One row per scenario, engine and side, ready for BENCHMARKS.md.
     cells = {}
-    for s, e, m, a, b, r, bst, _, v in out:
+    for s, e, m, sd, a, b, r, bst, _, v in out:
         if m in {x for x, _, _ in AB_METRICS}:
-            cells.setdefault((s, e), {})[m] = (a, b, r, bst, v)
+            cells.setdefault((s, e, sd), {})[m] = (a, b, r, bst, v)
     names = [("frames_per_s", "frames/s"), ("agent_cpu_us_per_frame", "agent CPU µs/frame"),
              ("p99_us", "p99 µs")]
     print()
-    print("| scenario | engine | " + " | ".join(f"{n} A | {n} B | B/A (best)" for _, n in names)
-          + " |")
-    print("|---|---|" + "---|---|---|" * len(names))
-    for (s, e), c in cells.items():
+    print("| scenario | engine | side | " + " | ".join(
+        f"{n} {ref} | {n} side | side/{ref} (best)" for _, n in names) + " |")
+    print("|---|---|---|" + "---|---|---|" * len(names))
+    for (s, e, sd), c in cells.items():
         parts = []
         for m, _ in names:
             a, b, r, bst, v = c.get(m, (None, None, None, None, ""))
             flag = " **" + v + "**" if v == "REGRESSION" else ""
             parts += [fmt_spread(a), fmt_spread(b), f"{r3(r)} ({r3(bst)}){flag}"]
-        print(f"| {s.replace('_', ' ')} | {e} | " + " | ".join(parts) + " |")
+        print(f"| {s.replace('_', ' ')} | {e} | {sd} | " + " | ".join(parts) + " |")
 
 
 def print_summary(rows):
@@ -465,6 +491,9 @@ def main():
     ap.add_argument("--p99-max", type=float, default=None,
                     help="--ab: also gate p99 latency at this B/A ratio (default: not gated)")
     ap.add_argument("--markdown", action="store_true", help="--ab: also print a Markdown table")
+    ap.add_argument("--ref", default="A", metavar="SIDE",
+                    help="--ab: the side every other side is compared with (default A; a NAME "
+                    "from bench/run --with NAME=CMD compares the others with that agent)")
     ap.add_argument("--summary", action="store_true",
                     help="median [min-max] per label of loadgen JSON-lines files, no gate")
     ap.add_argument("--write-baseline", metavar="PATH", help="write the results as a new baseline")
@@ -484,14 +513,18 @@ def main():
             return print_summary(rows)
         busy, why = busy_machine(metas)
         gate_fps = args.fps_gate == "on" or (args.fps_gate == "auto" and not busy)
-        out, bad = ab_compare(rows, args.cpu_max, args.fps_min if gate_fps else None,
-                              args.p99_max)
-        if not out:
-            print("compare.py: no A/... and B/... labels (is this bench/run --against output?)",
-                  file=sys.stderr)
+        if args.ref not in side_names(rows):
+            print(f"compare.py: no side {args.ref} in the results (sides: "
+                  f"{' '.join(side_names(rows)) or 'none'})", file=sys.stderr)
             return 2
-        print_ab(out, metas, args.markdown)
-        gates = f"B/A agent CPU/frame > {args.cpu_max:g}"
+        out, bad = ab_compare(rows, args.cpu_max, args.fps_min if gate_fps else None,
+                              args.p99_max, args.ref)
+        if not out:
+            print("compare.py: no SIDE/ENGINE/SCENARIO labels (is this bench/run --against "
+                  "output?)", file=sys.stderr)
+            return 2
+        print_ab(out, metas, args.markdown, args.ref)
+        gates = f"side/{args.ref} agent CPU/frame > {args.cpu_max:g}"
         if gate_fps:
             gates += f" or frames/s < {args.fps_min:g}"
         else:

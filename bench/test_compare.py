@@ -211,5 +211,46 @@ class BaselineNoGate(unittest.TestCase):
         self.assertIn("bad ACK", out)
 
 
+class ExtraSides(unittest.TestCase):
+    """bench/run --with NAME=CMD: more sides in one run, each against A, or all against --ref."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(self.tmp.cleanup)
+
+    def write(self, cpu_of):
+        lines = [{"tool": "bench-run-ab", "a": "base", "b": "head", "reps": 3, "duration_s": 5.0,
+                  "cpus": 2, "load_start": "0.1 0.1 0.1", "with": {"slow": "x --y"},
+                  "order": "A B slow"}]
+        for rep in range(3):
+            for side, cpu in cpu_of.items():
+                lines.append(run(f"{side}/uring/c4_d16", cpu=cpu * (1 + 0.01 * rep)))
+        path = os.path.join(self.tmp.name, "ab.jsonl")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("".join(json.dumps(x) + "\n" for x in lines))
+        return path
+
+    def cpu_rows(self, out):
+        return {line.split()[3]: line.split()[-1] for line in out.splitlines()
+                if len(line.split()) > 4 and line.split()[2] == "agent_cpu_us_per_frame"}
+
+    def test_every_side_is_compared_with_a_and_gated(self):
+        rc, out = compare("--ab", self.write({"A": 5.0, "B": 5.0, "slow": 8.0}))
+        self.assertEqual(rc, 1, out)
+        self.assertEqual(self.cpu_rows(out), {"B": "ok", "slow": "REGRESSION"}, out)
+        self.assertIn("slow = x --y", out)
+
+    def test_ref_compares_with_another_side(self):
+        rc, out = compare("--ab", self.write({"A": 5.0, "B": 8.0, "slow": 8.0}), "--ref", "slow")
+        self.assertEqual(rc, 0, out)  # A is 0.62x of slow: better; B equals slow
+        rows = self.cpu_rows(out)
+        self.assertEqual(rows, {"A": "better", "B": "ok"}, out)
+
+    def test_unknown_ref_is_a_usage_error(self):
+        rc, out = compare("--ab", self.write({"A": 5.0, "B": 5.0}), "--ref", "nope")
+        self.assertEqual(rc, 2, out)
+        self.assertIn("no side nope", out)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -2,7 +2,10 @@
 // deferred (spop::ticket) and completed by a small thread pool --delay-us after it arrived, so
 // anyone can see and measure deferred answers against the synchronous random_agent:
 //   deferred_agent -p 12345 -n 2 --delay-us 1000 [--threads 1]
-// Tickets not completed within the engine's deadline (400 ms) get the no-op ACK.
+// --threads 0 --delay-us 0 answers each ticket on its worker at the end of the turn (the
+// deferral machinery alone, no thread hop).
+// Tickets not completed within the engine's deadline (--deadline-ms, 400 by default) get the
+// no-op ACK.
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -20,6 +23,16 @@
 using clock_type = std::chrono::steady_clock;
 
 /// Threads that complete tickets `delay` after they were posted, in order (one delay for all).
+/// Workers post a turn's tickets at once (on_turn_end) and each thread completes every due
+/// ticket per wakeup: a wakeup per batch, not per NOTIFY, on both sides.
+/// The random reputation answer: sess.ip_score 0..100.
+inline void answer(spop::ticket& t, std::minstd_rand& rng) {
+    const auto score = static_cast<std::uint32_t>(rng() % 101);
+    t.complete([&](spop::ack_writer& a) {
+        a.set_var(spop::var_scope::sess, "ip_score", spop::value::from_uint32(score));
+    });
+}
+
 class delay_pool {
   public:
     delay_pool(int threads, std::chrono::microseconds delay) : delay_(delay) {
@@ -33,11 +46,18 @@ class delay_pool {
         cv_.notify_all();
         for (auto& t : threads_) t.join();
     }
-    void post(spop::ticket t) {
+    /// --threads 0 (with --delay-us 0): the workers answer their own tickets at the end of
+    /// each turn. Measures the deferral machinery alone, without a hop to another thread.
+    [[nodiscard]] bool inline_answers() const noexcept { return threads_.empty(); }
+
+    /// Takes every ticket of `batch` (left empty, its capacity kept for the next turn).
+    void post(std::vector<spop::ticket>& batch) {
+        const clock_type::time_point due = clock_type::now() + delay_;
         {
             std::lock_guard<std::mutex> g(m_);
-            q_.push_back({std::move(t), clock_type::now() + delay_});
+            for (spop::ticket& t : batch) q_.push_back({std::move(t), due});
         }
+        batch.clear();
         cv_.notify_one();
     }
 
@@ -48,23 +68,25 @@ class delay_pool {
     };
     void run(int id) {
         std::minstd_rand rng(std::random_device{}() + static_cast<unsigned>(id));
+        std::vector<spop::ticket> due_now;
         std::unique_lock<std::mutex> lk(m_);
         while (!stop_) {
             if (q_.empty()) {
                 cv_.wait(lk);
                 continue;
             }
-            if (clock_type::now() < q_.front().due) {
+            const clock_type::time_point now = clock_type::now();
+            if (now < q_.front().due) {
                 cv_.wait_until(lk, q_.front().due);
                 continue;
             }
-            item it = std::move(q_.front());
-            q_.pop_front();
+            while (!q_.empty() && q_.front().due <= now) {
+                due_now.push_back(std::move(q_.front().t));
+                q_.pop_front();
+            }
             lk.unlock();
-            const auto score = static_cast<std::uint32_t>(rng() % 101);
-            it.t.complete([&](spop::ack_writer& a) {
-                a.set_var(spop::var_scope::sess, "ip_score", spop::value::from_uint32(score));
-            });
+            for (spop::ticket& t : due_now) answer(t, rng);
+            due_now.clear();
             lk.lock();
         }
     }
@@ -79,13 +101,22 @@ class delay_pool {
 class deferred_random {
   public:
     static constexpr bool defers = true; // ticket exhaustion back-pressures
-    explicit deferred_random(delay_pool& p) noexcept : pool_(&p) {}
+    // Never more tickets per turn than the per-worker cap (options::max_deferred, 4096 here):
+    // push_back below never allocates.
+    explicit deferred_random(delay_pool& p) : pool_(&p) { pending_.reserve(4096); }
     spop::errc on_notify(const spop::notify_request& req, spop::ack_writer& ack) noexcept {
         has_ip_ = false;
         if (const spop::errc e = routes.dispatch(req, ack, *this); e != spop::errc::ok) return e;
         if (!has_ip_) return spop::errc::ok; // nothing to score: the no-op ACK now
-        if (spop::ticket t = req.defer()) pool_->post(std::move(t));
+        if (spop::ticket t = req.defer()) pending_.push_back(std::move(t));
         return spop::errc::ok;
+    }
+    /// The engine's hook after a turn's NOTIFYs: one hand-over to the pool per turn.
+    void on_turn_end() {
+        if (pending_.empty()) return;
+        if (!pool_->inline_answers()) return pool_->post(pending_);
+        for (spop::ticket& t : pending_) answer(t, rng_); // --threads 0: no thread hop
+        pending_.clear();
     }
 
   private:
@@ -95,6 +126,8 @@ class deferred_random {
     static constexpr spop::router routes{
         spop::on("check-client-ip", &deferred_random::check_client_ip)};
     delay_pool* pool_;
+    std::vector<spop::ticket> pending_; // this turn's tickets (capacity reused)
+    std::minstd_rand rng_{std::random_device{}()};
     bool has_ip_ = false;
 };
 
@@ -107,24 +140,40 @@ int main(int argc, char** argv) {
         const std::string_view flag = argv[i];
         if (flag == "-h" || flag == "--help") {
             std::printf("usage: %s [-p PORT] [-n WORKERS] [-m MAX_FRAME] [-a ADDR]... [--engine E] "
-                        "[--delay-us N] [--threads T]\n",
+                        "[--delay-us N] [--threads T] [--deadline-ms MS]\n",
                         argv[0]);
             return 0;
         }
-        if (i + 1 >= argc) return std::fprintf(stderr, "deferred_agent: %s needs a value\n", argv[i]), 2;
+        if (i + 1 >= argc)
+            return std::fprintf(stderr, "deferred_agent: %s needs a value\n", argv[i]), 2;
         const std::string_view v = argv[i + 1];
         const long n = std::atol(argv[i + 1]);
-        if (flag == "-p" && n > 0 && n < 65536) o.port = static_cast<int>(n);
-        else if (flag == "-n" && n > 0 && n <= 1024) o.workers = static_cast<int>(n);
-        else if (flag == "-m" && n >= 256) o.max_frame_size = static_cast<std::uint32_t>(n);
-        else if (flag == "-a") o.addresses.emplace_back(v);
-        else if (flag == "--delay-us" && n >= 0 && n <= 10000000) delay_us = n;
-        else if (flag == "--threads" && n > 0 && n <= 256) threads = static_cast<int>(n);
-        else if (flag == "--engine" && v == "uring") o.engine = spop::server::backend::uring;
-        else if (flag == "--engine" && v == "epoll") o.engine = spop::server::backend::epoll;
-        else if (flag == "--engine" && v == "auto") o.engine = spop::server::backend::automatic;
-        else return std::fprintf(stderr, "deferred_agent: bad option %s %s\n", argv[i], argv[i + 1]), 2;
+        if (flag == "-p" && n > 0 && n < 65536)
+            o.port = static_cast<int>(n);
+        else if (flag == "-n" && n > 0 && n <= 1024)
+            o.workers = static_cast<int>(n);
+        else if (flag == "-m" && n >= 256)
+            o.max_frame_size = static_cast<std::uint32_t>(n);
+        else if (flag == "-a")
+            o.addresses.emplace_back(v);
+        else if (flag == "--delay-us" && n >= 0 && n <= 10000000)
+            delay_us = n;
+        else if (flag == "--threads" && n >= 0 && n <= 256)
+            threads = static_cast<int>(n);
+        else if (flag == "--engine" && v == "uring")
+            o.engine = spop::server::backend::uring;
+        else if (flag == "--engine" && v == "epoll")
+            o.engine = spop::server::backend::epoll;
+        else if (flag == "--engine" && v == "auto")
+            o.engine = spop::server::backend::automatic;
+        else
+            return std::fprintf(stderr, "deferred_agent: bad option %s %s\n", argv[i], argv[i + 1]),
+                   2;
     }
+    if (threads == 0 && delay_us != 0)
+        return std::fprintf(stderr, "deferred_agent: --threads 0 answers on the workers at once: "
+                                    "it needs --delay-us 0\n"),
+               2;
     delay_pool pool(threads, std::chrono::microseconds(delay_us));
     spop::server::server<deferred_random> srv(o);
     return srv.run([&pool](const auto&) { return deferred_random(pool); });

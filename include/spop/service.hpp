@@ -90,6 +90,14 @@ struct notify_request {
 ///     void on_hello(const connection_event&)     its HAPROXY-HELLO was accepted (engine-id,
 ///                                                negotiated settings; also for health checks)
 ///     void on_close(const connection_event&)     it is gone (after its last byte)
+///     void on_turn_end()                         spop::server only: once per worker turn,
+///                                                after every NOTIFY of the turn, before the
+///                                                worker sleeps. For a deferring service that
+///                                                batches: hand what on_notify collected to
+///                                                other threads (a pool, a Redis pipeline) in
+///                                                one go, one wakeup per turn instead of one
+///                                                per NOTIFY. Same thread as on_notify; called
+///                                                on idle turns too, so keep it cheap then.
 ///     using connection_state = T;                a T per connection (default-constructed at
 ///                                                accept), in every event and notify_request
 ///

@@ -2,13 +2,16 @@
 """Real-HAProxy integration tests for the spop agent (standard library only).
 
     python3 tests/haproxy/test_haproxy.py --agent build/agent/agent --haproxy /usr/sbin/haproxy
-    python3 tests/haproxy/test_haproxy.py --agent build/agent/agent --series 3.4
+    python3 tests/haproxy/test_haproxy.py --agent build/agent/agent --series 3.4 [-k reload]
 
---series X.Y runs the HAProxy X.Y that scripts/haproxy-versions fetched into its cache (Debian's
-3.0, 3.2 and 3.4 builds); when it is not there the script skips (exit 77) with a loud reason, or
-fails when CI=true. The configuration generation follows `haproxy -v`: 2.6-3.0 get a `mode tcp`
-agent backend and the SPOE `timeout hello`/`idle`; 3.1+ get `mode spop` without them; 3.4+ also
-get a `healthcheck` section of `type spop-check` on a second server (be_healthcheck/agent-hc).
+The HAProxy side (binary per series, configuration generation, process, admin socket, HTTP
+helpers) is tests/pyspop/haproxy.py; the agent process is pyspop.agent.Agent; the runner is
+pyspop.runner. --series X.Y runs the HAProxy X.Y that scripts/haproxy-versions fetched into its
+cache (Debian's 3.0, 3.2 and 3.4 builds); when it is not there the script skips (exit 77) with a
+loud reason, or fails when CI=true. The configuration generation follows `haproxy -v`: 2.6-3.0
+get a `mode tcp` agent backend and the SPOE `timeout hello`/`idle`; 3.1+ get `mode spop` without
+them; 3.4+ also get a `healthcheck` section of `type spop-check` on a second server
+(be_healthcheck/agent-hc).
 
 Starts one HAProxy (configuration written to a temporary directory) with three SPOE engines that
 all talk to the agent through one backend with `option spop-check`:
@@ -20,9 +23,9 @@ all talk to the agent through one backend with `option spop-check`:
 
 Each engine sets `option set-on-error error` and `option set-process-time ptime`; the HTTP
 frontends answer "score=<sess.iprep.ip_score> error=<txn.iprep.error> ptime=<txn.iprep.ptime>"
-and unset the score after each response, so every response says whether its own SPOE event
-succeeded. HAProxy logs one "SPOE: [agent] <EVENT:...> sid=.. st=.." line per event to its stdout,
-which is captured in a file and checked for errors.
+(pyspop.haproxy.BODY_FORMAT) and unset the score after each response, so every response says
+whether its own SPOE event succeeded. HAProxy logs one "SPOE: [agent] <EVENT:...> sid=.. st=.."
+line per event to its stdout, which is captured in a file and checked for errors.
 
 Tests (in order): spop-check marks the agent UP; scores for named, unnamed and IPv6 (::1) client
 arguments; `--default-score 5` is rejected by fe_tcp and `--default-score 80` passes; 3000
@@ -33,15 +36,15 @@ logging no protocol error; `--user nobody` (as root only) drops every thread's u
 still serves; SIGTERM stops the agent (exit 0), HAProxy then reports errors and marks it DOWN,
 and a restarted agent is used again (on 3.4+ the healthcheck-section server goes DOWN and UP
 too); examples/haproxy's configuration for this generation passes `haproxy -c` and answers a real
-request (on 3.1+ the 2.6-3.0 file must pass `haproxy -c` too).
+request (on 3.1+ the 2.6-3.0 file must pass `haproxy -c` too); last, the agent exits 0 on
+SIGTERM and no start of it printed a sanitizer report.
 
 Everything listens on loopback only, on free ports picked by binding port 0. Every wait is bounded
-in time and count. HAProxy and the agent run in their own process groups and are stopped in
-finally blocks, also when this script is interrupted or gets SIGTERM (meson's timeout).
+in time and count. HAProxy and the agent run in their own process groups and are stopped at the
+end, also when this script is interrupted or gets SIGTERM (meson's timeout).
 
 Exit status: 0 all passed, 1 a test failed, 77 skipped (no haproxy, or --series X.Y not fetched
-and CI is not "true"). The last line printed is
-"N passed, N failed".
+and CI is not "true"). The last line printed is "N passed, N failed".
 """
 
 import argparse
@@ -57,39 +60,21 @@ import sys
 import tempfile
 import threading
 import time
+import unittest
 
-# The shared HAProxy-side test package (tests/pyspop): free loopback ports, the IPv6 loopback
-# check, and SIGTERM handling (Terminated, raised in the main thread so finally blocks run).
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from pyspop.agent import Terminated, install_sigterm  # noqa: E402,F401
-from pyspop.ports import free_port  # noqa: E402,F401
-from pyspop.ports import ipv6_loopback_usable as ipv6_loopback_available  # noqa: E402
+from pyspop import haproxy as hp  # noqa: E402
+from pyspop import runner  # noqa: E402
+from pyspop.agent import Agent, install_sigterm  # noqa: E402
+from pyspop.haproxy import (BODY_FORMAT, good_body, http_get, parse_body,  # noqa: E402
+                            score_value, tcp_exchange, wait_until)
+from pyspop.ports import free_port  # noqa: E402
 
-SKIP = 77
-
-# One SPOE log line per processed event (SPOE.txt §4):
-#   2.6-3.0: SPOE: [AGENT] <EVENT:NAME> sid=SID st=STATUS reqT/qT/wT/resT/pT idles/applets
-#            nb_sending/nb_waiting nb_error/nb_processed
-#   3.1+:    SPOE: [AGENT] <EVENT:NAME> sid=SID st=STATUS pT nb_error/nb_processed
-# On 3.1+ (seen on Debian's 3.2.26 and 3.4.7) the first counter moves on every successful
-# event after the first one (0/1, 1/2, 2/3... with st=0), also with a minimal independent agent
-# written for the purpose, so it is not an error count there: the tests read it on 2.6-3.0 only
-# and rely on st= (and on each response's own error variable) everywhere.
-SPOE_LOG = re.compile(r"SPOE: \[(?P<agent>[^\]]+)\] <(?P<kind>EVENT|GROUP):(?P<name>[^>]+)>"
-                      r" sid=(?P<sid>\d+) st=(?P<st>-?\d+)"
-                      r"(?: \S+(?: \d+/\d+ \d+/\d+)? (?P<nb_error>\d+)/(?P<nb_processed>\d+))?")
-# What the HTTP frontends answer: the agent's score (sess scope) and, per transaction, the
-# SPOE error code and processing time. The frontends unset the session's score after each
-# response, so on a keep-alive connection every score shown was set by this request's ACK.
-BODY = re.compile(r"^score=(?P<score>\S*) error=(?P<error>\S*) ptime=(?P<ptime>\S*)$")
-
-BODY_FORMAT = ("score=%[var(sess.iprep.ip_score)] error=%[var(txn.iprep.error)]"
-               " ptime=%[var(txn.iprep.ptime)]")
-
+SKIP = hp.SKIP
 HTTP_AGENT = "iprep-agent-http"
-
-# What ASan/UBSan/LSan print when the agent is built with sanitizers.
-SANITIZER_REPORT = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:")
+AGENT1 = ("iprep-backend", "agent1")
+REPO = hp.REPO
+EXAMPLES = os.path.join(REPO, "examples", "haproxy")
 
 
 class TestFailure(AssertionError):
@@ -102,249 +87,20 @@ def check(cond, msg):
 
 
 # ---------------------------------------------------------------------------------------------
-# networking helpers (free_port and ipv6_loopback_available come from pyspop.ports)
+# HAProxy configuration: three frontends, one agent backend (and a healthcheck section on 3.4+)
 
-def can_connect(host, port, timeout=0.5):
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect((host, port))
-        return True
-    except OSError:
-        return False
-
-
-def wait_until(pred, timeout, interval=0.1, max_tries=1000):
-    """Poll pred() until it returns a truthy value, at most `timeout` seconds and `max_tries`
-    calls. Returns the last value."""
-    deadline = time.monotonic() + timeout
-    value = None
-    for _ in range(max_tries):
-        value = pred()
-        if value or time.monotonic() >= deadline:
-            break
-        time.sleep(interval)
-    return value
-
-
-def http_get(port, host="127.0.0.1", path="/", timeout=5.0):
-    """One request on a fresh connection (Connection: close). Returns (status, body text)."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers={"Connection": "close"})
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode("utf-8", "replace").strip()
-    finally:
-        conn.close()
-
-
-def parse_body(body):
-    m = BODY.match(body)
-    check(m is not None, f"unexpected response body {body!r}")
-    return m.group("score"), m.group("error"), m.group("ptime")
-
-
-def good_body(body):
-    """True when the body reports this request's event done without error and a valid score."""
-    m = BODY.match(body)
-    return (m is not None and m.group("error") == "" and m.group("ptime") != ""
-            and score_value(m.group("score")) is not None)
-
-
-def score_value(score):
-    """The score as an int if it is one in 0..100, else None."""
-    try:
-        v = int(score)
-    except ValueError:
-        return None
-    return v if 0 <= v <= 100 else None
-
-
-def tcp_exchange(port, payload, timeout=5.0):
-    """Send payload to port and read until EOF. Returns the bytes read (b"" when the connection
-    was closed or reset without an answer)."""
-    data = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.settimeout(timeout)
-        try:
-            s.sendall(payload)
-            for _ in range(1000):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        except ConnectionResetError:
-            pass
-    return data
-
-
-# ---------------------------------------------------------------------------------------------
-# processes
-
-class Process:
-    """A child in its own session/process group, output to a file."""
-
-    def __init__(self, name, cmd, log_path):
-        self.name = name
-        self.cmd = cmd
-        self.log_path = log_path
-        self.proc = None
-
-    def start(self):
-        log = open(self.log_path, "ab")
-        try:
-            self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-        finally:
-            log.close()
-
-    def running(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def signal_group(self, sig):
-        try:
-            os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
-
-    def stop(self, timeout=10.0):
-        """SIGTERM the group, SIGKILL it after `timeout`. Returns (returncode, seconds taken,
-        killed)."""
-        if self.proc is None:
-            return None, 0.0, False
-        t0 = time.monotonic()
-        killed = False
-        if self.proc.poll() is None:
-            self.signal_group(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                killed = True
-                self.signal_group(signal.SIGKILL)
-                self.proc.wait(5)
-        # Children the process may have left in its group.
-        self.signal_group(signal.SIGKILL)
-        rc = self.proc.returncode
-        self.proc = None
-        return rc, time.monotonic() - t0, killed
-
-    def log_tail(self, lines=30):
-        try:
-            with open(self.log_path, "rb") as f:
-                text = f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-class Agent:
-    def __init__(self, path, port, workdir, extra_args=()):
-        self.path = path
-        self.port = port
-        self.extra_args = list(extra_args)
-        self.workdir = workdir
-        self.process = None
-        self.generation = 0
-
-    def start(self, default_score=None):
-        """Start the agent on 127.0.0.1:port and wait (bounded) until it accepts connections."""
-        check(self.process is None or not self.process.running(), "agent already running")
-        cmd = [self.path, "-p", str(self.port), "-n", "2", "--address", "127.0.0.1"]
-        cmd += self.extra_args
-        if default_score is not None:
-            cmd += ["--default-score", str(default_score)]
-        self.generation += 1
-        log_path = os.path.join(self.workdir, f"agent-{self.generation}.log")
-        # The port was just released by the previous instance: allow a few attempts if binding
-        # fails transiently.
-        for attempt in range(3):
-            self.process = Process("agent", cmd, log_path)
-            self.process.start()
-            up = wait_until(lambda: not self.process.running()
-                            or can_connect("127.0.0.1", self.port), timeout=10)
-            if up and self.process.running():
-                return
-            self.process.stop()
-            time.sleep(0.5 * (attempt + 1))
-        raise TestFailure(f"agent did not start listening on 127.0.0.1:{self.port}: "
-                          f"{' '.join(cmd)}\n--- agent output ---\n{self.log_tail()}")
-
-    def stop(self):
-        """Returns Process.stop()'s (returncode, seconds, killed)."""
-        if self.process is None:
-            return None, 0.0, False
-        return self.process.stop()
-
-    def stop_checked(self):
-        """Stop; fail unless the agent exited with 0 on SIGTERM (a sanitizer report at exit,
-        a leak for example, makes it abort)."""
-        tail = self.log_tail()
-        rc, took, killed = self.stop()
-        check(not killed, f"agent ignored SIGTERM for {took:.1f}s (SIGKILLed)\n{tail}")
-        check(rc in (0, None), f"agent exited with {rc} on SIGTERM, want 0\n{tail}")
-
-    def sanitizer_reports(self):
-        """Sanitizer findings in any agent output so far."""
-        found = []
-        for name in sorted(os.listdir(self.workdir)):
-            if name.startswith("agent-") and name.endswith(".log"):
-                with open(os.path.join(self.workdir, name), "rb") as f:
-                    text = f.read().decode("utf-8", "replace")
-                found += [f"{name}: {line.strip()}" for line in text.splitlines()
-                          if SANITIZER_REPORT.search(line)]
-        return found
-
-    def log_tail(self):
-        return self.process.log_tail() if self.process else ""
-
-
-# ---------------------------------------------------------------------------------------------
-# HAProxy configuration
-
-# The configuration generation follows the HAProxy under test (examples/haproxy/README.md):
-# 2.6-3.0 run SPOE in applets over a `mode tcp` backend with `timeout hello` and `idle`; 3.1+ run
-# it on the SPOP multiplexer, `mode spop`, and ignore those two timeouts, so they are left out.
-LEGACY_SPOE_TIMEOUTS = "    timeout hello 2s\n    timeout idle 2m\n"
-
-SPOE_AGENT = """\
-[{engine}]
-spoe-agent {agent}
-    messages check-client-ip
-    option var-prefix iprep
-    option set-on-error error
-    option set-process-time ptime
-{legacy_timeouts}    timeout processing 2s
-    use-backend iprep-backend
-    log global
-
-spoe-message check-client-ip
-    args {args}
-    event {event}
-"""
-
-HAPROXY_CFG = """\
-global
-    log stdout format raw local0
-    stats socket {tmp}/admin.sock level admin
-    stats timeout 10s
-
-defaults
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-
+FRONTENDS = """\
 # spoa-example's README setup: reject clients whose score is below 20.
 frontend fe_tcp
     mode tcp
-    bind 127.0.0.1:{tcp_port}
+    bind 127.0.0.1:{tcp}
     filter spoe engine ip-reputation config {tmp}/spoe-tcp.conf
     tcp-request content reject if {{ var(sess.iprep.ip_score) -m int lt 20 }}
     default_backend be_internal
 
 frontend fe_http
     mode http
-    bind 127.0.0.1:{http_port}
+    bind 127.0.0.1:{http}
 {http6_bind}    filter spoe engine ip-reputation-http config {tmp}/spoe-http.conf
     http-request return status 200 content-type text/plain lf-string "{body_format}"
     http-after-response unset-var(sess.iprep.ip_score)
@@ -353,7 +109,7 @@ frontend fe_http
 
 frontend fe_unnamed
     mode http
-    bind 127.0.0.1:{unnamed_port}
+    bind 127.0.0.1:{unnamed}
     filter spoe engine ip-reputation-unnamed config {tmp}/spoe-unnamed.conf
     http-request return status 200 content-type text/plain lf-string "{body_format}"
     http-after-response unset-var(sess.iprep.ip_score)
@@ -361,237 +117,85 @@ frontend fe_unnamed
 # What fe_tcp forwards accepted connections to.
 frontend fe_internal
     mode http
-    bind 127.0.0.1:{internal_port}
+    bind 127.0.0.1:{internal}
     http-request return status 200 content-type text/plain string "backend-ok"
 
 backend be_internal
     mode tcp
-    server internal 127.0.0.1:{internal_port}
+    server internal 127.0.0.1:{internal}
 
-backend iprep-backend
-    mode {agent_mode}
-    option spop-check
-    timeout connect 5s
-    timeout server 3m
-    server agent1 127.0.0.1:{agent_port} check inter 1s
-{healthcheck_section}"""
-
-# 3.4+: a `healthcheck` section of `type spop-check`, used by a server of its own (the agent
-# again) instead of the backend's `option spop-check`.
-HEALTHCHECK_SECTION = """
-healthcheck spop-hc
-    type spop-check
-
-backend be_healthcheck
-    mode spop
-    server agent-hc 127.0.0.1:{agent_port} check inter 1s healthcheck spop-hc
 """
 
 
-def parse_series(version_line):
-    """(major, minor) from the first line of `haproxy -v`, e.g. "HAProxy version 3.2.26-1 ..."
-    (2.6 says "HA-Proxy version" in some builds)."""
-    m = re.search(r"HA-?Proxy version (\d+)\.(\d+)", version_line)
-    return (int(m.group(1)), int(m.group(2))) if m else None
+def three_frontends_config(h, agent_port):
+    """Writes the three SPOE files into h.dir; returns (ports, configuration text). ports:
+    tcp, http, unnamed, internal (and http6 when IPv6 loopback works)."""
+    gen = h.gen
+    for name, engine, agent, args, event in [
+            ("spoe-tcp.conf", "ip-reputation", "iprep-agent", "ip=src", "on-client-session"),
+            ("spoe-http.conf", "ip-reputation-http", HTTP_AGENT, "ip=src",
+             "on-frontend-http-request"),
+            ("spoe-unnamed.conf", "ip-reputation-unnamed", "iprep-agent-unnamed", "src",
+             "on-frontend-http-request")]:
+        h.write(name, hp.spoe_conf(gen, engine, agent, "iprep-backend", args=args, event=event,
+                                   processing="2s", hello="2s", idle="2m"))
+    ports = {k: free_port() for k in ("tcp", "http", "unnamed", "internal")}
+    http6_bind = ""
+    if hp.ipv6_loopback_usable():
+        ports["http6"] = free_port(socket.AF_INET6, "::1")
+        http6_bind = f"    bind [::1]:{ports['http6']}\n"
+    addr = f"127.0.0.1:{agent_port}"
+    cfg = (h.global_section() + "\n" + hp.DEFAULTS + "\n"
+           + FRONTENDS.format(tmp=h.dir, http6_bind=http6_bind, body_format=BODY_FORMAT,
+                              **ports)
+           + hp.agent_backend(gen, "iprep-backend", [("agent1", addr)], check="check inter 1s"))
+    if gen.healthcheck_sections:
+        cfg += hp.healthcheck_section("spop-hc", "be_healthcheck", "agent-hc", addr)
+    return ports, cfg
 
 
-class Generation:
-    """What differs between the HAProxy versions under test."""
-
-    def __init__(self, series):
-        self.series = series
-        self.mux = series >= (3, 1)  # SPOE on the SPOP multiplexer, `mode spop` backends
-        self.healthcheck_sections = series >= (3, 4)
-
-    def __str__(self):
-        return f"{self.series[0]}.{self.series[1]}"
+def wait_ports(h):
+    return [p for k, p in h.ports.items() if k != "http6"]
 
 
-class HAProxy:
-    def __init__(self, path, workdir, agent_port, generation):
-        self.path = path
-        self.generation = generation
-        self.tmp = workdir
-        self.ports = {
-            "tcp": free_port(),
-            "http": free_port(),
-            "unnamed": free_port(),
-            "internal": free_port(),
-        }
-        self.http6_port = free_port(socket.AF_INET6, "::1") if ipv6_loopback_available() else None
-        self.agent_port = agent_port
-        self.cfg = os.path.join(workdir, "haproxy.cfg")
-        self.log_path = os.path.join(workdir, "haproxy.log")
-        self.process = None
-
-    def write_config(self):
-        spoe = {
-            "spoe-tcp.conf": dict(engine="ip-reputation", agent="iprep-agent",
-                                  args="ip=src", event="on-client-session"),
-            "spoe-http.conf": dict(engine="ip-reputation-http", agent=HTTP_AGENT,
-                                   args="ip=src", event="on-frontend-http-request"),
-            "spoe-unnamed.conf": dict(engine="ip-reputation-unnamed", agent="iprep-agent-unnamed",
-                                      args="src", event="on-frontend-http-request"),
-        }
-        gen = self.generation
-        for name, values in spoe.items():
-            with open(os.path.join(self.tmp, name), "w") as f:
-                f.write(SPOE_AGENT.format(**values, legacy_timeouts="" if gen.mux
-                                          else LEGACY_SPOE_TIMEOUTS))
-        http6_bind = f"    bind [::1]:{self.http6_port}\n" if self.http6_port else ""
-        healthcheck = HEALTHCHECK_SECTION.format(agent_port=self.agent_port) \
-            if gen.healthcheck_sections else ""
-        with open(self.cfg, "w") as f:
-            f.write(HAPROXY_CFG.format(
-                tmp=self.tmp, tcp_port=self.ports["tcp"], http_port=self.ports["http"],
-                unnamed_port=self.ports["unnamed"], internal_port=self.ports["internal"],
-                agent_port=self.agent_port, http6_bind=http6_bind, body_format=BODY_FORMAT,
-                agent_mode="spop" if gen.mux else "tcp", healthcheck_section=healthcheck))
-
-    def start(self):
-        self.write_config()
-        res = subprocess.run([self.path, "-c", "-f", self.cfg], stdin=subprocess.DEVNULL,
-                             capture_output=True, text=True, timeout=30)
-        check(res.returncode == 0, f"haproxy -c rejected the configuration:\n"
-                                   f"{res.stdout}{res.stderr}")
-        self.process = Process("haproxy", [self.path, "-db", "-f", self.cfg], self.log_path)
-        self.process.start()
-        up = wait_until(lambda: not self.process.running() or all(
-            can_connect("127.0.0.1", p) for p in self.ports.values()), timeout=15)
-        check(up and self.process.running(),
-              f"haproxy did not start:\n{self.process.log_tail()}")
-
-    def stop(self):
-        if self.process is not None:
-            self.process.stop()
-
-    def command(self, cmd, timeout=5.0):
-        """Run one command on the admin socket and return its answer."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(os.path.join(self.tmp, "admin.sock"))
-            s.sendall(cmd.encode() + b"\n")
-            data = b""
-            for _ in range(10000):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        return data.decode("utf-8", "replace")
-
-    def server_stat(self, backend="iprep-backend", server="agent1"):
-        """The `show stat` row of one server as a dict (status, check_status, ...)."""
-        lines = self.command("show stat").splitlines()
-        check(lines and lines[0].startswith("# "), f"unexpected show stat answer: {lines[:3]}")
-        header = lines[0][2:].split(",")
-        for line in lines[1:]:
-            row = dict(zip(header, line.split(",")))
-            if row.get("pxname") == backend and row.get("svname") == server:
-                return row
-        raise TestFailure(f"no {backend}/{server} in show stat")
-
-    def log_size(self):
-        try:
-            return os.path.getsize(self.log_path)
-        except OSError:
-            return 0
-
-    def spoe_events(self, since=0, agent=None):
-        """SPOE log lines written after byte offset `since`, as regex matches."""
-        with open(self.log_path, "rb") as f:
-            f.seek(since)
-            text = f.read().decode("utf-8", "replace")
-        return [m for m in SPOE_LOG.finditer(text) if agent is None or m.group("agent") == agent]
-
-    def log_tail(self):
-        return self.process.log_tail() if self.process else ""
-
-
-class ReloadingHAProxy(HAProxy):
-    """An HAProxy of its own (own ports, admin socket and logs under `workdir`) reloaded the
-    classic way: every generation is a new foreground process (`-db`) on the same configuration
-    started with `-sf <pid of the previous one>`. The new process binds next to the old one
-    (SO_REUSEPORT), then tells it to stop (SIGUSR1): the old process stops listening, finishes
-    its connections and exits. No pidfile: HAProxy 2.6 writes one only in daemon or
-    master-worker mode, and the pid of the child is known here anyway."""
-
-    def __init__(self, path, workdir, agent_port, generation):
-        super().__init__(path, workdir, agent_port, generation)
-        self.generations = []  # Process, oldest first; the last one is self.process
-
-    def _spawn(self, old_pid=None):
-        n = len(self.generations) + 1
-        cmd = [self.path, "-db", "-f", self.cfg]
-        if old_pid is not None:
-            cmd += ["-sf", str(old_pid)]
-        self.process = Process(f"haproxy-{n}", cmd, os.path.join(self.tmp, f"haproxy-{n}.log"))
-        self.generations.append(self.process)
-        self.process.start()
-
-    def start(self):
-        self.write_config()
-        res = subprocess.run([self.path, "-c", "-f", self.cfg], stdin=subprocess.DEVNULL,
-                             capture_output=True, text=True, timeout=30)
-        check(res.returncode == 0, f"haproxy -c rejected the configuration:\n"
-                                   f"{res.stdout}{res.stderr}")
-        self._spawn()
-        up = wait_until(lambda: not self.process.running() or all(
-            can_connect("127.0.0.1", p) for p in self.ports.values()), timeout=15)
-        check(up and self.process.running(),
-              f"haproxy did not start:\n{self.process.log_tail()}")
-
-    def reload(self, timeout=15.0):
-        """Start the next generation with -sf and wait (at most `timeout` s) until the previous
-        one has exited. Returns (old pid, new pid, seconds until the old one exited, its exit
-        status)."""
-        old = self.process
-        old_pid = old.proc.pid
-        t0 = time.monotonic()
-        self._spawn(old_pid)
-        try:
-            rc = old.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise TestFailure(f"old haproxy {old_pid} still running {timeout:.0f}s after "
-                              f"-sf\n{old.log_tail()}") from None
-        took = time.monotonic() - t0
-        check(self.process.running(), f"new haproxy exited with {self.process.proc.returncode}"
-                                      f"\n{self.process.log_tail()}")
-        return old_pid, self.process.proc.pid, took, rc
-
-    def stop(self):
-        for p in self.generations:
-            p.stop()
-
-    def log_paths(self):
-        return [p.log_path for p in self.generations]
-
-    def spoe_events_all(self, agent=None):
-        """(generation number, match) for every SPOE log line of every generation."""
-        found = []
-        for n, path in enumerate(self.log_paths(), 1):
-            try:
-                with open(path, "rb") as f:
-                    text = f.read().decode("utf-8", "replace")
-            except OSError:
-                continue
-            found += [(n, m) for m in SPOE_LOG.finditer(text)
-                      if agent is None or m.group("agent") == agent]
-        return found
+def good_response(port, host="127.0.0.1"):
+    """The body of one request whose SPOE event succeeded, else None."""
+    try:
+        status, _, body = http_get(port, host)
+    except OSError:
+        return None
+    return body if status == 200 and good_body(body) else None
 
 
 # ---------------------------------------------------------------------------------------------
 # tests (run in this order; each leaves an agent running with a random score)
 
 class Env:
-    def __init__(self, haproxy, agent):
-        self.haproxy = haproxy
-        self.agent = agent
+    def __init__(self, binary, agent_binary, agent_args, tmp):
+        self.binary = binary
+        self.agent_binary = agent_binary
+        self.agent_args = list(agent_args)
+        self.tmp = tmp
+        self.agent = self.new_agent(self.agent_args, port=free_port())
+        self.haproxy = hp.HAProxy(binary, tmp)
+
+    def new_agent(self, args, port, name="agent"):
+        """An agent (-n 2 -a 127.0.0.1) on a fixed port, not started."""
+        return Agent(self.agent_binary, args, address="127.0.0.1", workers=2, port=port,
+                     name=name, ready_timeout=10.0)
+
+    def start(self):
+        self.agent.start()
+        self.haproxy.ports, cfg = three_frontends_config(self.haproxy, self.agent.port)
+        self.haproxy.start(cfg, wait_ports=wait_ports(self.haproxy))
 
     def restart_agent(self, default_score=None):
         """As an operator restarts it: HAProxy's check sees the stop (DOWN) and the new agent
         (UP again); the next test starts once HAProxy uses it again."""
         self.agent.stop_checked()
-        self.agent.start(default_score)
+        self.agent.args = self.agent_args + ([] if default_score is None
+                                             else ["--default-score", str(default_score)])
+        self.agent.start()
         self.wait_agent_up()
 
     def wait_agent_up(self, timeout=20, backend="iprep-backend", server="agent1"):
@@ -606,17 +210,12 @@ class Env:
                               f"last_chk={row.get('last_chk')}")
 
     def good_response(self, port, host="127.0.0.1"):
-        """The body of one request whose SPOE event succeeded, else None."""
-        try:
-            status, body = http_get(port, host)
-        except OSError:
-            return None
-        return body if status == 200 and good_body(body) else None
+        return good_response(port, host)
 
     def score(self, port, host="127.0.0.1"):
         """One request on a fresh connection; fails unless its event succeeded. Returns the
         score."""
-        status, body = http_get(port, host)
+        status, _, body = http_get(port, host)
         check(status == 200, f"status {status} ({body!r})")
         check(good_body(body), f"SPOE event failed or score not in 0..100: {body!r}")
         return int(parse_body(body)[0])
@@ -630,8 +229,8 @@ def test_spop_check_marks_agent_up(env):
 def test_healthcheck_section_marks_agent_up(env):
     """3.4+: a `healthcheck` section of `type spop-check` on a server line checks the agent like
     `option spop-check` does: server UP with L7OK."""
-    if not env.haproxy.generation.healthcheck_sections:
-        print(f"    (HAProxy {env.haproxy.generation} has no healthcheck sections: not checked)")
+    if not env.haproxy.gen.healthcheck_sections:
+        print(f"    (HAProxy {env.haproxy.gen} has no healthcheck sections: not checked)")
         return
     env.wait_agent_up(backend="be_healthcheck", server="agent-hc")
 
@@ -651,11 +250,11 @@ def test_http_unnamed_arg_gets_score(env):
 
 def test_http_ipv6_client_gets_score(env):
     """A client on ::1: the NOTIFY carries an IPV6 argument."""
-    if env.haproxy.http6_port is None:
+    if env.haproxy.ports.get("http6") is None:
         print("    (no IPv6 loopback: nothing to check)")
         return
     for _ in range(5):
-        env.score(env.haproxy.http6_port, host="::1")
+        env.score(env.haproxy.ports.get("http6"), host="::1")
 
 
 def tcp_frontend_passes(env):
@@ -753,7 +352,7 @@ def test_load_without_spoe_errors(env, total=3000, concurrency=50, deadline=180.
     errors = [m.group(0) for m in events if m.group("st") != "0"]
     check(not errors, f"{len(errors)} SPOE errors logged, e.g. {errors[:3]}")
     check(len(events) >= 0.98 * sent, f"only {len(events)} SPOE events logged for {sent} requests")
-    if not env.haproxy.generation.mux:
+    if not env.haproxy.gen.mux:
         nb_error = {m.group("nb_error") for m in events if m.group("nb_error") is not None}
         check(len(nb_error) <= 1, f"the agent's SPOE error counter moved: {sorted(nb_error)[:10]}")
 
@@ -769,7 +368,7 @@ def test_agent_stop_reports_errors_and_restart_recovers(env):
 
     def failing_body():
         try:
-            status, body = http_get(port, timeout=10)
+            status, _, body = http_get(port, timeout=10)
         except OSError:
             return None
         return body if status == 200 and parse_body(body)[1] != "" else None
@@ -784,10 +383,10 @@ def test_agent_stop_reports_errors_and_restart_recovers(env):
     check(logged, "no SPOE error logged with the agent stopped")
     print(f"    agent down: error={error}, log: {logged[0].group(0)}")
 
-    down = wait_until(lambda: env.haproxy.server_stat()["status"].startswith("DOWN"),
+    down = wait_until(lambda: env.haproxy.server_stat(*AGENT1)["status"].startswith("DOWN"),
                       timeout=20, interval=0.25)
-    check(down, f"agent1 not marked DOWN: {env.haproxy.server_stat()['status']}")
-    if env.haproxy.generation.healthcheck_sections:
+    check(down, f"agent1 not marked DOWN: {env.haproxy.server_stat(*AGENT1)['status']}")
+    if env.haproxy.gen.healthcheck_sections:
         hc = ("be_healthcheck", "agent-hc")
         down = wait_until(lambda: env.haproxy.server_stat(*hc)["status"].startswith("DOWN"),
                           timeout=20, interval=0.25)
@@ -799,7 +398,7 @@ def test_agent_stop_reports_errors_and_restart_recovers(env):
     good = wait_until(lambda: env.good_response(port), timeout=30, interval=0.2, max_tries=150)
     check(good is not None, "requests do not succeed again after the agent restarted")
     env.wait_agent_up()
-    if env.haproxy.generation.healthcheck_sections:
+    if env.haproxy.gen.healthcheck_sections:
         env.wait_agent_up(backend="be_healthcheck", server="agent-hc")
     print(f"    recovered {time.monotonic() - t0:.1f}s after restart")
 
@@ -821,10 +420,11 @@ def test_reload_under_load_without_spoe_errors(env, clients=20, reloads=3, settl
     protocol error. A request that fails at the connection level on the frontend (the old
     process closing a keep-alive connection, or resetting connections left in its accept
     queue when it stops listening) is retried once on a new connection and only counted."""
-    workdir = os.path.join(env.agent.workdir, "reload")
+    workdir = os.path.join(env.tmp, "reload")
     os.makedirs(workdir, exist_ok=True)
-    agent = Agent(env.agent.path, free_port(), workdir, env.agent.extra_args + ["-d"])
-    haproxy = ReloadingHAProxy(env.haproxy.path, workdir, agent.port, env.haproxy.generation)
+    agent = env.new_agent(env.agent_args + ["-d"], port=free_port(), name="reload agent")
+    haproxy = hp.HAProxy(env.binary, workdir)
+    haproxy.ports, cfg = three_frontends_config(haproxy, agent.port)
     port = haproxy.ports["http"]
     lock = threading.Lock()
     ok = [0]
@@ -879,12 +479,11 @@ def test_reload_under_load_without_spoe_errors(env, clients=20, reloads=3, settl
 
     try:
         agent.start()
-        haproxy.start()
-        check(wait_until(lambda: Env(haproxy, agent).good_response(port), timeout=15,
+        haproxy.start(cfg, wait_ports=wait_ports(haproxy))
+        check(wait_until(lambda: good_response(port), timeout=15,
                          interval=0.2, max_tries=75),
               f"the reload HAProxy does not answer with a score\n{haproxy.log_tail()}")
-        agent_log = agent.process.log_path
-        pids = [str(haproxy.process.proc.pid)]
+        pids = [str(haproxy.pid)]
         threads = [threading.Thread(target=client, args=(i % 2 == 0,), daemon=True)
                    for i in range(clients)]
         t0 = time.monotonic()
@@ -897,7 +496,7 @@ def test_reload_under_load_without_spoe_errors(env, clients=20, reloads=3, settl
             t_reload = time.monotonic()
             with lock:
                 before = ok[0]
-            offsets.append(os.path.getsize(agent_log))
+            offsets.append(agent.log_mark())
             old_pid, new_pid, took, rc = haproxy.reload()
             pids.append(str(new_pid))
             print(f"    reload {i + 1}: haproxy {old_pid} -> {new_pid}, old one exited "
@@ -910,7 +509,7 @@ def test_reload_under_load_without_spoe_errors(env, clients=20, reloads=3, settl
             t.join(max(0.0, stop_at + 15 - time.monotonic()))
         elapsed = time.monotonic() - t0
         check(not any(t.is_alive() for t in threads), "load clients did not finish in time")
-        offsets.append(os.path.getsize(agent_log))
+        offsets.append(agent.log_mark())
 
         with lock:
             served = ", ".join(f"{p}: {by_pid.get(p, 0)}" for p in pids)
@@ -939,25 +538,20 @@ def test_reload_under_load_without_spoe_errors(env, clients=20, reloads=3, settl
         errors = [f"gen {n}: {m.group(0)}" for n, m in events if m.group("st") != "0"]
         check(not errors, f"{len(errors)} SPOE errors logged, e.g. {errors[:3]}")
         counted = [f"gen {n}: {m.group(0)}" for n, m in events
-                   if m.group("nb_error") not in (None, "0")] if not haproxy.generation.mux else []
+                   if m.group("nb_error") not in (None, "0")] if not haproxy.gen.mux else []
         check(not counted, f"SPOE error counter not 0, e.g. {counted[:3]}")
-        alerts = []
-        for path in haproxy.log_paths():
-            with open(path, "rb") as f:
-                alerts += [f"{os.path.basename(path)}: {line}" for line in
-                           f.read().decode("utf-8", "replace").splitlines() if "[ALERT]" in line]
+        alerts = haproxy.alerts()
         check(not alerts, f"haproxy alerts: {alerts[:5]}")
         http_events = sum(1 for _, m in events if m.group("agent") == HTTP_AGENT)
         check(http_events >= 0.95 * total_ok,
               f"only {http_events} SPOE events logged for {total_ok} good responses")
 
         # The agent's view, before HAProxy is stopped (a hard stop closes connections abruptly).
-        with open(agent_log, "rb") as f:
-            log = f.read().decode("utf-8", "replace")
+        log = agent.log_text()
         bad = [line for line in log.splitlines() if "event=protocol_error" in line]
         check(not bad, f"agent logged {len(bad)} protocol errors, e.g. {bad[:3]}")
         healthchecks = set(AGENT_HEALTHCHECK_CLOSE.findall(log))
-        raw = log.encode("utf-8")
+        raw = agent.log_bytes()
         per_reload = []
         for i in range(reloads):
             window = raw[offsets[i]:offsets[i + 1]].decode("utf-8", "replace")
@@ -994,10 +588,8 @@ def test_agent_user_drops_privileges(env):
         print("    (no user nobody: --user not checked)")
         return
     port = env.haproxy.ports["http"]
-    workdir = os.path.join(env.agent.workdir, "user")
-    os.makedirs(workdir, exist_ok=True)
-    agent = Agent(env.agent.path, env.agent.port, workdir,
-                  env.agent.extra_args + ["--user", "nobody"])
+    agent = env.new_agent(env.agent_args + ["--user", "nobody"], port=env.agent.port,
+                          name="--user agent")
     env.agent.stop_checked()
     try:
         agent.start()
@@ -1005,7 +597,7 @@ def test_agent_user_drops_privileges(env):
                           max_tries=150)
         check(good is not None, f"no request succeeds with the --user agent\n"
                                 f"{agent.log_tail()}")
-        pid = agent.process.proc.pid
+        pid = agent.pid
         tasks = sorted(os.listdir(f"/proc/{pid}/task"), key=int)
         for tid in tasks:
             with open(f"/proc/{pid}/task/{tid}/status") as f:
@@ -1036,7 +628,7 @@ def test_examples_validate_and_answer(env):
     copy on free ports, pointed at the test's agent, gives an X-IP-Score in 0..100 with a 200,
     or a 403 below 20. The 2.6-3.0 file must also pass on 3.1+, which converts its `mode tcp`
     agent backend (README: "a mode tcp backend is converted automatically")."""
-    gen = env.haproxy.generation
+    gen = env.haproxy.gen
     name = "haproxy-3.x.cfg" if gen.mux else "haproxy-2.6.cfg"
     for cfg in ["haproxy-2.6.cfg", "haproxy-3.x.cfg"] if gen.mux else [name]:
         res = subprocess.run([env.haproxy.path, "-c", "-f", f"examples/haproxy/{cfg}"], cwd=REPO,
@@ -1048,7 +640,7 @@ def test_examples_validate_and_answer(env):
         for w in warnings[:5]:
             print(f"      {w.strip()}")
 
-    workdir = os.path.join(env.agent.workdir, "example")
+    workdir = os.path.join(env.tmp, "example")
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(EXAMPLES, name)) as f:
         text = f.read()
@@ -1062,17 +654,9 @@ def test_examples_validate_and_answer(env):
                      (spoe.group(1), os.path.join(REPO, spoe.group(1)))]:
         check(old in text, f"{name} no longer contains {old!r}: update this test")
         text = text.replace(old, new)
-    cfg = os.path.join(workdir, name)
-    with open(cfg, "w") as f:
-        f.write(text)
-    proc = Process("haproxy-example", [env.haproxy.path, "-db", "-f", cfg],
-                   os.path.join(workdir, "haproxy.log"))
-    proc.start()
+    proc = hp.HAProxy(env.binary, workdir)
     try:
-        up = wait_until(lambda: not proc.running() or (can_connect("127.0.0.1", http_port)
-                                                       and can_connect("127.0.0.1", tcp_port)),
-                        timeout=15)
-        check(up and proc.running(), f"haproxy did not start on {name}:\n{proc.log_tail()}")
+        proc.start(text, wait_ports=[http_port, tcp_port])
 
         def scored():
             try:
@@ -1103,6 +687,16 @@ def test_examples_validate_and_answer(env):
         proc.stop()
 
 
+
+def test_teardown_agent_exits_cleanly(env):
+    """Last: with HAProxy stopped, the agent exits 0 on SIGTERM, and no start of it printed a
+    sanitizer report."""
+    env.haproxy.stop()
+    env.agent.stop_checked()
+    reports = env.agent.sanitizer_reports()
+    check(not reports, "sanitizer reports:\n" + "\n".join(reports[:20]))
+
+
 TESTS = [
     test_spop_check_marks_agent_up,
     test_healthcheck_section_marks_agent_up,
@@ -1119,122 +713,72 @@ TESTS = [
 ]
 
 
-# ---------------------------------------------------------------------------------------------
+class Scenarios(unittest.TestCase):
+    """Every scenario of TESTS as a test of one shared Env (set by main, in that order)."""
+
+    env = None
+
+    def setUp(self):
+        if self._testMethodName != "test_teardown_agent_exits_cleanly" \
+                and not self.env.agent.alive():
+            self.env.agent.start()
+
+    def scenario(self, fn):
+        try:
+            fn(self.env)
+        except BaseException:
+            print(f"\n--- haproxy output (tail) ---\n{self.env.haproxy.log_tail()}\n"
+                  f"--- agent output (tail) ---\n{self.env.agent.log_tail()}", flush=True)
+            raise
+
+
+for _fn in TESTS + [test_teardown_agent_exits_cleanly]:
+    def _method(self, fn=_fn):
+        self.scenario(fn)
+    _method.__doc__ = (_fn.__doc__ or "").strip().split("\n")[0] or None
+    setattr(Scenarios, _fn.__name__, _method)
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--agent", required=True, help="path to the agent binary")
-    ap.add_argument("--haproxy", default="haproxy", help="path to haproxy")
-    ap.add_argument("--series", metavar="X.Y",
-                    help="run the HAProxy X.Y that scripts/haproxy-versions keeps in its cache "
-                         "(instead of --haproxy); when it is not there: skip, or fail when "
-                         "CI=true")
-    ap.add_argument("--haproxy-versions", metavar="SCRIPT",
-                    default=os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-                        os.path.abspath(__file__)))), "scripts", "haproxy-versions"),
-                    help="path to scripts/haproxy-versions (with --series)")
-    ap.add_argument("--agent-arg", action="append", default=[], metavar="ARG",
-                    help="extra agent argument, e.g. --agent-arg=--engine=epoll (repeatable)")
-    ap.add_argument("-k", dest="pattern", default="", help="run only tests whose name contains this")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    hp.add_arguments(ap)
     args = ap.parse_args()
-
-    in_ci = os.environ.get("CI", "").lower() == "true"
-    if args.series:
-        res = subprocess.run([sys.executable, args.haproxy_versions, "--path", args.series],
-                             stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                             timeout=60)
-        haproxy_path = res.stdout.strip() if res.returncode == 0 else None
-        if haproxy_path is None:
-            why = (res.stdout + res.stderr).strip()
-            banner = "#" * 78
-            print(f"{banner}\n{'FAIL' if in_ci else 'SKIP'}: HAProxy {args.series} is not "
-                  f"available, its scenarios did NOT run.\n{why}\nFetch it with: "
-                  f"scripts/haproxy-versions {args.series}   (scripts/test does)\n{banner}")
-            print("0 passed, 1 failed" if in_ci else "0 passed, 0 failed")
-            return 1 if in_ci else SKIP
-    else:
-        haproxy_path = shutil.which(args.haproxy) or (
-            args.haproxy if os.access(args.haproxy, os.X_OK) else None)
-    if haproxy_path is None:
-        print(f"SKIP: haproxy not found ({args.haproxy})")
-        print("0 passed, 0 failed")
-        return SKIP
+    try:
+        binary = hp.binary_from_args(args)
+    except hp.Unavailable as e:
+        return hp.unavailable_exit(e)
+    except AssertionError as e:
+        print(f"FAIL: {e}\n0 passed, 1 failed")
+        return 1
     agent_path = os.path.abspath(args.agent)
     if not os.access(agent_path, os.X_OK):
-        print(f"agent binary not found or not executable: {agent_path}")
-        print("0 passed, 1 failed")
+        print(f"agent binary not found or not executable: {agent_path}\n0 passed, 1 failed")
         return 1
 
     install_sigterm()
-    version = subprocess.run([haproxy_path, "-v"], capture_output=True, text=True, timeout=30)
-    version_line = version.stdout.splitlines()[0] if version.stdout else ""
-    print(f"{version_line or '(no version)'}  [{haproxy_path}]")
-    series = parse_series(version_line)
-    if series is None or (args.series and args.series != f"{series[0]}.{series[1]}"):
-        print(f"FAIL: {haproxy_path} -v says {version_line!r} "
-              f"(exit {version.returncode}){', want ' + args.series if args.series else ''}\n"
-              f"{version.stderr.strip()[:500]}")
-        print("0 passed, 1 failed")
-        return 1
-    generation = Generation(series)
-
+    print(binary, flush=True)
     tmp = tempfile.mkdtemp(prefix="spop-haproxy-test-")
-    passed = failed = 0
-    agent = haproxy = None
+    env = Scenarios.env = Env(binary, agent_path, args.agent_arg, tmp)
     try:
-        agent = Agent(agent_path, free_port(), tmp, args.agent_arg)
-        haproxy = HAProxy(haproxy_path, tmp, agent.port, generation)
-        env = Env(haproxy, agent)
         try:
-            agent.start()
-            haproxy.start()
-        except TestFailure as e:
-            print(f"FAIL setup: {e}")
-            failed += 1
+            env.start()
+        except AssertionError as e:
+            print(f"FAIL setup: {e}\n--- agent output (tail) ---\n{env.agent.log_tail()}")
+            print("0 passed, 1 failed")
             return 1
-        for test in TESTS:
-            if args.pattern not in test.__name__:
-                continue
-            t0 = time.monotonic()
-            print(f"RUN  {test.__name__}", flush=True)
-            try:
-                if agent.process is None or not agent.process.running():
-                    agent.start()
-                test(env)
-            except (TestFailure, OSError, subprocess.SubprocessError) as e:
-                failed += 1
-                print(f"FAIL {test.__name__} ({time.monotonic() - t0:.1f}s): "
-                      f"{type(e).__name__ + ': ' if not isinstance(e, TestFailure) else ''}{e}")
-                print(f"--- haproxy output (tail) ---\n{haproxy.log_tail()}")
-                print(f"--- agent output (tail) ---\n{agent.log_tail()}")
-            else:
-                passed += 1
-                print(f"PASS {test.__name__} ({time.monotonic() - t0:.1f}s)")
-            sys.stdout.flush()
-    except (Terminated, KeyboardInterrupt) as e:
-        print(f"interrupted: {e}")
-        failed += 1
+        suite = runner.select(unittest.TestSuite(Scenarios(fn.__name__) for fn in TESTS),
+                              args.patterns)
+        suite.addTest(Scenarios("test_teardown_agent_exits_cleanly"))
+        return runner.run(suite, label=f"HAProxy {binary.gen}")
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut cleanup short
-        if haproxy is not None:
-            haproxy.stop()
-        if agent is not None:
-            # Not a test of its own, but a failure: the agent must exit cleanly at the end too,
-            # and no run may have printed a sanitizer report.
-            try:
-                agent.stop_checked()
-                reports = agent.sanitizer_reports()
-                check(not reports, "sanitizer reports:\n" + "\n".join(reports[:20]))
-            except TestFailure as e:
-                failed += 1
-                print(f"FAIL agent teardown: {e}")
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut cleanup
+        env.haproxy.stop()
+        env.agent.stop()
         if args.keep:
             print(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-        print(f"{passed} passed, {failed} failed", flush=True)
-    return 0 if failed == 0 else 1
 
 
 if __name__ == "__main__":

@@ -5,9 +5,10 @@
     python3 tests/haproxy/test_scaleout.py --agent build/agent/agent --series 3.4
     python3 tests/haproxy/test_scaleout.py --agent build/agent/agent --series 3.4 --measure 5
 
-Standard library only; the process, port and configuration helpers come from test_haproxy.py
-(same folder), and so do --series/--haproxy-versions (HAProxy 3.x from scripts/haproxy-versions'
-cache; skipped with a loud reason when it is not there, a failure when CI=true).
+Standard library only; the HAProxy side (binary per series, configuration generation, process,
+admin socket, the Load generator) is tests/pyspop/haproxy.py, the agents are pyspop.agent.Agent,
+the runner pyspop.runner. --series X.Y takes HAProxy 3.x from scripts/haproxy-versions' cache
+(skipped with a loud reason when it is not there, a failure when CI=true).
 
 Setup: two agents (`-n 1`, each on its own port, with --metrics) are servers agent1 and agent2 of
 one SPOE backend: `option spop-check`, `check inter 500ms fall 2 rise 2`, `retries 3` with
@@ -18,7 +19,7 @@ engine runs on every HTTP request of one frontend with `set-on-error`, `set-proc
 shared and sometimes running ASan builds, stalls a process for more than 200 ms now and then,
 which fails events with no restart anywhere near), and logs only the events that fail
 (`option dontlog-normal`). Each response says whether its own event succeeded
-(test_haproxy.BODY_FORMAT). The load is 30 keep-alive HTTP clients (threads), bounded in time;
+(pyspop.haproxy.BODY_FORMAT). The load is 30 keep-alive HTTP clients (threads), bounded in time;
 every response is classified: scored, SPOE error (the error code from the body), HTTP error,
 connection error.
 
@@ -52,80 +53,38 @@ Exit status: 0 all passed, 1 a test failed, 77 skipped. Last line: "N passed, N 
 
 import argparse
 import collections
-import http.client
 import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
+import unittest
 import urllib.request
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import test_haproxy as th  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from pyspop import haproxy as hp  # noqa: E402
+from pyspop import runner  # noqa: E402
+from pyspop.agent import Agent, install_sigterm  # noqa: E402
+from pyspop.haproxy import HTTP, SPOE, Load  # noqa: E402
+from pyspop.ports import free_port  # noqa: E402
 
-check = th.check
-TestFailure = th.TestFailure
+
+class TestFailure(AssertionError):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise TestFailure(msg)
+
 
 BACKEND = "iprep-backend"
 SERVERS = ("agent1", "agent2")
-AGENT_NAME = "iprep-agent"
 
 # 2.6-3.0: SPOE applets idle that long close (3.1+ ignore it).
 IDLE_SECONDS = 2
-LEGACY_TIMEOUTS = f"    timeout hello 2s\n    timeout idle {IDLE_SECONDS}s\n"
-
-SPOE_CONF = """\
-[iprep]
-spoe-agent {agent}
-    messages check-client-ip
-    option var-prefix iprep
-    option set-on-error error
-    option set-process-time ptime
-    option dontlog-normal
-{legacy_timeouts}    timeout processing {processing}
-    use-backend {backend}
-    log global
-
-spoe-message check-client-ip
-    args ip=src
-    event on-frontend-http-request
-"""
-
-HAPROXY_CFG = """\
-global
-    log stdout format raw local0
-    # 2.6-3.0 close a server's applets on "set maxconn" only with several threads (the default
-    # is one per CPU, and a runner may have one).
-    nbthread 2
-    stats socket {tmp}/admin.sock level admin
-    stats timeout 10s
-
-defaults
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-
-frontend fe_http
-    mode http
-    bind 127.0.0.1:{http_port}
-    filter spoe engine iprep config {tmp}/spoe.conf
-    http-request return status 200 content-type text/plain lf-string "{body_format}"
-    http-after-response unset-var(sess.iprep.ip_score)
-
-backend {backend}
-    mode {mode}
-    balance {balance}
-    option spop-check
-{backend_extra}    timeout connect 5s
-    timeout server 3m
-    default-server check inter 500ms fall 2 rise 2{server_extra}
-    server agent1 127.0.0.1:{port1}
-    server agent2 127.0.0.1:{port2}
-"""
 
 # HAProxy-side variants for --measure (the tests use "default"): backend lines, server options.
 REDISPATCH = "    retries 3\n    option redispatch 1\n"
@@ -139,177 +98,55 @@ VARIANTS = {
 }
 
 
-class ScaleHAProxy(th.HAProxy):
-    """One HTTP frontend whose SPOE engine uses a backend with both agents."""
-
-    def __init__(self, path, workdir, ports, generation, variant="default",
-                 processing="200ms"):
-        super().__init__(path, workdir, ports[0], generation)
-        self.processing = processing
-        self.agent_ports = ports
-        self.ports = {"http": th.free_port()}
-        self.variant = variant
-
-    def write_config(self):
-        gen = self.generation
-        with open(os.path.join(self.tmp, "spoe.conf"), "w") as f:
-            f.write(SPOE_CONF.format(agent=AGENT_NAME, backend=BACKEND, processing=self.processing,
-                                     legacy_timeouts="" if gen.mux else LEGACY_TIMEOUTS))
-        with open(self.cfg, "w") as f:
-            f.write(HAPROXY_CFG.format(
-                tmp=self.tmp, http_port=self.ports["http"], body_format=th.BODY_FORMAT,
-                backend=BACKEND, mode="spop" if gen.mux else "tcp",
-                balance="leastconn" if gen.mux else "roundrobin",
-                backend_extra=VARIANTS[self.variant][0], server_extra=VARIANTS[self.variant][1],
-                port1=self.agent_ports[0], port2=self.agent_ports[1]))
-
-    def status(self, server):
-        return self.server_stat(BACKEND, server)["status"]
+def metric(agent, name):
+    """The value of one metric line (`name` including its labels) of the agent's /metrics, or
+    None when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{agent.metrics_port}/metrics",
+                                    timeout=2) as r:
+            text = r.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    m = re.search(r"^" + re.escape(name) + r" (\S+)$", text, re.M)
+    return float(m.group(1)) if m else None
 
 
-class ScaleAgent(th.Agent):
-    """One agent (-n 1) with its /metrics endpoint."""
-
-    def __init__(self, path, name, workdir, extra_args):
-        os.makedirs(workdir, exist_ok=True)
-        self.name = name
-        self.metrics_port = th.free_port()
-        super().__init__(path, th.free_port(), workdir,
-                         ["-n", "1", "--metrics", f"127.0.0.1:{self.metrics_port}"]
-                         + list(extra_args))
-
-    def metric(self, name):
-        """The value of one metric line (`name` including its labels), or None when the agent
-        does not answer."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
-                                        timeout=2) as r:
-                text = r.read().decode("utf-8", "replace")
-        except OSError:
-            return None
-        m = re.search(r"^" + re.escape(name) + r" (\S+)$", text, re.M)
-        return float(m.group(1)) if m else None
-
-    def notifies(self):
-        return self.metric('spop_agent_frames_received_total{type="notify"}')
-
-    def kill(self):
-        self.process.signal_group(signal.SIGKILL)
-        self.process.proc.wait(5)
-
-    def terminate(self, timeout=20.0):
-        """SIGTERM and wait for the exit. Returns (exit status, seconds)."""
-        rc, took, killed = self.process.stop(timeout=timeout)
-        check(not killed, f"{self.name} still running {timeout:.0f}s after SIGTERM (killed)\n"
-                          f"{self.log_tail()}")
-        return rc, took
+def notifies(agent):
+    return metric(agent, 'spop_agent_frames_received_total{type="notify"}')
 
 
-# ---------------------------------------------------------------------------------------------
-# load
-
-OK, SPOE, HTTP, CONN = "scored", "spoe-error", "http-error", "conn-error"
-
-
-class Load:
-    """`clients` threads, each with one keep-alive HTTP connection (a new one after an error),
-    sending requests back to back until stop() or `deadline` seconds. Every request is kept as
-    (start, end, outcome, detail)."""
-
-    def __init__(self, port, clients=30, deadline=60.0):
-        self.port = port
-        self.clients = clients
-        self.deadline = deadline
-        self.results = []  # list.append is atomic: no lock needed
-        self.stop_event = threading.Event()
-        self.threads = []
-        self.t0 = None
-        self.elapsed = 0.0
-
-    def _client(self, stop_at):
-        conn = None
-        try:
-            for _ in range(10_000_000):
-                if self.stop_event.is_set() or time.monotonic() > stop_at:
-                    return
-                t = time.monotonic()
-                try:
-                    if conn is None:
-                        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                    conn.request("GET", "/")
-                    resp = conn.getresponse()
-                    body = resp.read().decode("utf-8", "replace").strip()
-                    if resp.will_close:
-                        conn.close()
-                        conn = None
-                except (OSError, http.client.HTTPException) as e:
-                    if conn is not None:
-                        conn.close()
-                    conn = None
-                    self.results.append((t, time.monotonic(), CONN, type(e).__name__))
-                    time.sleep(0.01)
-                    continue
-                end = time.monotonic()
-                if resp.status != 200:
-                    self.results.append((t, end, HTTP, str(resp.status)))
-                elif th.good_body(body):
-                    self.results.append((t, end, OK, ""))
-                else:
-                    m = th.BODY.match(body)
-                    self.results.append((t, end, SPOE, m.group("error") if m else body[:60]))
-        finally:
-            if conn is not None:
-                conn.close()
-
-    def start(self):
-        self.t0 = time.monotonic()
-        stop_at = self.t0 + self.deadline
-        self.threads = [threading.Thread(target=self._client, args=(stop_at,), daemon=True)
-                        for _ in range(self.clients)]
-        for t in self.threads:
-            t.start()
-
-    def stop(self):
-        """Stop the clients (once; a second call changes nothing). Returns the load's duration."""
-        if not self.stop_event.is_set():
-            self.stop_event.set()
-            for t in self.threads:
-                t.join(15)
-            self.elapsed = time.monotonic() - self.t0
-        check(not any(t.is_alive() for t in self.threads), "load clients did not stop")
-        return self.elapsed
-
-    def count(self, since=0.0, until=float("inf"), outcome=None):
-        return sum(1 for r in list(self.results) if since <= r[0] < until
-                   and (outcome is None or r[2] == outcome))
-
-    def failures(self, since=0.0, until=float("inf")):
-        return [r for r in list(self.results) if since <= r[0] < until and r[2] != OK]
-
-    def when(self, failures, limit=8):
-        """Start times of failures, in seconds since the load started."""
-        return " ".join(f"{r[0] - self.t0:.2f}" for r in failures[:limit])
-
-    @staticmethod
-    def summary(failures):
-        kinds = collections.Counter(f"{r[2]}:{r[3]}" for r in failures)
-        return ", ".join(f"{k} x{n}" for k, n in kinds.most_common()) or "none"
+def terminate(agent, timeout=20.0):
+    """SIGTERM and wait for the exit. Returns (exit status, seconds)."""
+    t0 = time.monotonic()
+    rc = agent.stop(timeout)
+    took = time.monotonic() - t0
+    check(rc != -signal.SIGKILL, f"{agent.name} still running {timeout:.0f}s after SIGTERM "
+                                 f"(killed)\n{agent.log_tail()}")
+    return rc, took
 
 
 # ---------------------------------------------------------------------------------------------
 # environment
 
 class Env:
-    def __init__(self, agent_path, haproxy_path, generation, tmp, agent_args, variant="default",
+    """Two agents (-n 1, --metrics) behind one HAProxy (pyspop.haproxy.HAProxy.start_scoring):
+    SPOE engine `iprep` on every request of fe_http, `option dontlog-normal`, backend
+    iprep-backend with both agents, `check inter 500ms fall 2 rise 2` on each server, `nbthread 2`
+    (2.6-3.0 close a server's applets on "set maxconn" only with several threads, and the default
+    is one per CPU, and a runner may have one)."""
+
+    def __init__(self, agent_path, binary, tmp, agent_args, variant="default",
                  processing="200ms"):
-        self.agents = [ScaleAgent(agent_path, name, os.path.join(tmp, name), agent_args)
+        self.agents = [Agent(agent_path, ["-n", "1"] + list(agent_args), workers=1,
+                             metrics=True, port=free_port(), name=name, ready_timeout=10.0)
                        for name in SERVERS]
-        self.haproxy = ScaleHAProxy(haproxy_path, tmp, [a.port for a in self.agents],
-                                    generation, variant, processing)
+        self.haproxy = hp.HAProxy(binary, tmp)
+        self.variant = variant
+        self.processing = processing
 
     @property
     def mux(self):
-        return self.haproxy.generation.mux
+        return self.haproxy.gen.mux
 
     @property
     def port(self):
@@ -318,7 +155,13 @@ class Env:
     def start(self):
         for a in self.agents:
             a.start()
-        self.haproxy.start()
+        backend_extra, server_extra = VARIANTS[self.variant]
+        self.haproxy.start_scoring(
+            [a.port for a in self.agents], processing=self.processing,
+            balance="leastconn" if self.mux else "roundrobin",
+            check="check inter 500ms fall 2 rise 2" + server_extra,
+            spoe_options=hp.SPOE_OPTIONS + ("dontlog-normal",), backend_extra=backend_extra,
+            global_extra="    nbthread 2\n", idle=f"{IDLE_SECONDS}s")
         for name in SERVERS:
             self.wait_status(name, "UP")
 
@@ -328,23 +171,19 @@ class Env:
             a.stop()
 
     def wait_status(self, server, want, timeout=15.0):
-        got = th.wait_until(lambda: self.haproxy.status(server).startswith(want),
-                            timeout=timeout, interval=0.05, max_tries=1000)
-        check(got, f"{server} not {want} after {timeout:.0f}s: {self.haproxy.status(server)}")
+        self.haproxy.wait_server(BACKEND, server, want, timeout=timeout)
 
     def wait_serving(self, agent, timeout=15.0, required=True):
         """Wait until `agent` has answered NOTIFYs since it started (HAProxy uses it). Returns
         whether it has."""
-        got = th.wait_until(lambda: (agent.notifies() or 0) > 0, timeout=timeout,
+        got = hp.wait_until(lambda: (notifies(agent) or 0) > 0, timeout=timeout,
                             interval=0.1, max_tries=1000)
         check(got or not required,
               f"{agent.name} received no NOTIFY within {timeout:.0f}s of being UP")
         return bool(got)
 
     def haproxy_log_since(self, offset):
-        with open(self.haproxy.log_path, "rb") as f:
-            f.seek(offset)
-            return f.read().decode("utf-8", "replace")
+        return self.haproxy.log_text(offset)
 
     def spoe_failures_logged(self, offset):
         """HAProxy's SPOE log lines (only failures are logged: dontlog-normal) by status."""
@@ -356,12 +195,12 @@ class Env:
 # scenarios
 
 def test_both_agents_receive_traffic(env, seconds=3.0):
-    before = [a.notifies() for a in env.agents]
+    before = [notifies(a) for a in env.agents]
     load = Load(env.port)
     load.start()
     time.sleep(seconds)
     elapsed = load.stop()
-    after = [a.notifies() for a in env.agents]
+    after = [notifies(a) for a in env.agents]
     check(None not in before + after, f"an agent's /metrics did not answer: {before} {after}")
     got = [int(b - a) for a, b in zip(before, after)]
     total = load.count()
@@ -459,17 +298,17 @@ def rolling_restart(env, settle=1.5, serve=1.0, serve_wait=5.0, maxconn_drain=Fa
                 # 2.6-3.0: once the agent is DOWN, a server maxconn its applets reach makes
                 # HAProxy close them itself, each once its last frame is acknowledged
                 # (flt_spoe.c's close_asap; needs nbthread > 1).
-                agent.process.signal_group(signal.SIGTERM)
+                agent.signal(signal.SIGTERM)
                 env.wait_status(agent.name, "DOWN", timeout=10)
                 answer = env.haproxy.command(f"set maxconn server {BACKEND}/{agent.name} 1")
                 check(answer.strip() == "", f"set maxconn: {answer.strip()}")
-            rc, took = agent.terminate()
+            rc, took = terminate(agent)
             took = time.monotonic() - t_term
             check(rc == 0, f"{agent.name} exited with {rc} on SIGTERM\n{agent.log_tail()}")
             if maxconn_drain:
                 answer = env.haproxy.command(f"set maxconn server {BACKEND}/{agent.name} 0")
                 check(answer.strip() == "", f"set maxconn 0: {answer.strip()}")
-            status_at_exit = env.haproxy.status(agent.name)
+            status_at_exit = env.haproxy.server_status(BACKEND, agent.name)
             t_start = time.monotonic()
             agent.start()
             env.wait_status(agent.name, "UP", timeout=10)
@@ -533,7 +372,7 @@ def test_rolling_restart_maxconn(env):
     and exits when HAProxy has closed its connections. After the restart `set maxconn ... 0`
     (no limit) again. Zero failed requests."""
     if env.mux:
-        print(f"    (HAProxy {env.haproxy.generation}: the plain SIGTERM already loses nothing)")
+        print(f"    (HAProxy {env.haproxy.gen}: the plain SIGTERM already loses nothing)")
         return
     load, notes, _, log_start = rolling_restart(env, maxconn_drain=True)
     total = load.count()
@@ -551,19 +390,60 @@ TESTS = [test_both_agents_receive_traffic, test_kill_one_agent, test_rolling_res
          test_rolling_restart_maxconn]
 
 
-def measure(args, haproxy_path, generation, runs):
+def test_teardown_agents_exit_cleanly(env):
+    """Last: with HAProxy stopped, each agent exits 0 on SIGTERM, and no start of either printed
+    a sanitizer report."""
+    env.haproxy.stop()
+    for a in env.agents:
+        a.stop_checked()
+        reports = a.sanitizer_reports()
+        check(not reports, f"{a.name}: sanitizer reports:\n" + "\n".join(reports[:20]))
+
+
+class Scenarios(unittest.TestCase):
+    """Every scenario of TESTS as a test of one shared Env (set by main, in that order)."""
+
+    env = None
+
+    def setUp(self):
+        if self._testMethodName == "test_teardown_agents_exit_cleanly":
+            return
+        for a in self.env.agents:
+            if not a.alive():
+                a.start()
+        for name in SERVERS:
+            self.env.wait_status(name, "UP")
+
+    def scenario(self, fn):
+        try:
+            fn(self.env)
+        except BaseException:
+            print(f"\n--- haproxy output (tail) ---\n{self.env.haproxy.log_tail()}", flush=True)
+            for a in self.env.agents:
+                print(f"--- {a.name} output (tail) ---\n{a.log_tail()}", flush=True)
+            raise
+
+
+for _fn in TESTS + [test_teardown_agents_exit_cleanly]:
+    def _method(self, fn=_fn):
+        self.scenario(fn)
+    _method.__doc__ = (_fn.__doc__ or "").strip().split("\n")[0] or None
+    setattr(Scenarios, _fn.__name__, _method)
+
+
+def measure(args, binary, runs):
     """The rolling restart `runs` times per drain setting, each on a fresh HAProxy and agents."""
     settings = [("--drain-idle 0", ["--drain-idle", "0"]), ("default drain", [])]
     if args.drain:
         settings = [(f"--drain-idle {d}", ["--drain-idle", d]) for d in args.drain]
-    print(f"rolling restart, HAProxy {generation}, variant {args.variant}, "
+    print(f"rolling restart, HAProxy {binary.gen}, variant {args.variant}, "
           f"agent args {args.agent_arg}")
     for label, extra in settings:
         figures = []
         for run in range(runs):
             tmp = tempfile.mkdtemp(prefix="spop-scaleout-")
-            env = Env(args.agent, haproxy_path, generation, tmp, extra + args.agent_arg,
-                      args.variant, args.processing)
+            env = Env(args.agent, binary, tmp, extra + args.agent_arg, args.variant,
+                      args.processing)
             try:
                 env.start()
                 load, notes, _, log_start = rolling_restart(env,
@@ -579,7 +459,7 @@ def measure(args, haproxy_path, generation, runs):
                 if args.verbose and fails:
                     text = env.haproxy_log_since(log_start)
                     print("      " + "\n      ".join(text.splitlines()[:15]))
-            except TestFailure as e:
+            except AssertionError as e:
                 print(f"  {label} run {run + 1}: FAILED {e}")
             finally:
                 env.stop()
@@ -596,13 +476,7 @@ def measure(args, haproxy_path, generation, runs):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--agent", required=True, help="path to the agent binary")
-    ap.add_argument("--haproxy", default="haproxy", help="path to haproxy")
-    ap.add_argument("--series", metavar="X.Y", help="HAProxy X.Y from scripts/haproxy-versions")
-    ap.add_argument("--haproxy-versions", metavar="SCRIPT",
-                    default=os.path.join(th.REPO, "scripts", "haproxy-versions"))
-    ap.add_argument("--agent-arg", action="append", default=[], metavar="ARG",
-                    help="extra agent argument, e.g. --agent-arg=--engine=epoll (repeatable)")
-    ap.add_argument("-k", dest="pattern", default="", help="run only tests whose name has this")
+    hp.add_arguments(ap)
     ap.add_argument("--measure", type=int, metavar="N",
                     help="run the rolling restart N times per drain setting and print figures")
     ap.add_argument("--drain", action="append", metavar="SEC",
@@ -617,112 +491,50 @@ def main():
                     help="the SPOE 'timeout processing' (default 1s: see the docstring)")
     ap.add_argument("-v", dest="verbose", action="store_true",
                     help="with --measure: print HAProxy's log lines of failed runs")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
-
-    in_ci = os.environ.get("CI", "").lower() == "true"
-    if args.series:
-        res = subprocess.run([sys.executable, args.haproxy_versions, "--path", args.series],
-                             stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                             timeout=60)
-        haproxy_path = res.stdout.strip() if res.returncode == 0 else None
-        if haproxy_path is None:
-            banner = "#" * 78
-            print(f"{banner}\n{'FAIL' if in_ci else 'SKIP'}: HAProxy {args.series} is not "
-                  f"available, its scale-out scenarios did NOT run.\n"
-                  f"{(res.stdout + res.stderr).strip()}\nFetch it with: "
-                  f"scripts/haproxy-versions {args.series}\n{banner}")
-            print("0 passed, 1 failed" if in_ci else "0 passed, 0 failed")
-            return 1 if in_ci else th.SKIP
-    else:
-        haproxy_path = shutil.which(args.haproxy) or (
-            args.haproxy if os.access(args.haproxy, os.X_OK) else None)
-    if haproxy_path is None:
-        print(f"SKIP: haproxy not found ({args.haproxy})")
-        print("0 passed, 0 failed")
-        return th.SKIP
+    try:
+        binary = hp.binary_from_args(args)
+    except hp.Unavailable as e:
+        return hp.unavailable_exit(e, "its scale-out scenarios")
+    except AssertionError as e:
+        print(f"FAIL: {e}\n0 passed, 1 failed")
+        return 1
     args.agent = os.path.abspath(args.agent)
     if not os.access(args.agent, os.X_OK):
-        print(f"agent binary not found or not executable: {args.agent}")
-        print("0 passed, 1 failed")
+        print(f"agent binary not found or not executable: {args.agent}\n0 passed, 1 failed")
         return 1
 
-    th.install_sigterm()
-    version = subprocess.run([haproxy_path, "-v"], capture_output=True, text=True, timeout=30)
-    version_line = version.stdout.splitlines()[0] if version.stdout else ""
-    print(f"{version_line or '(no version)'}  [{haproxy_path}]")
-    series = th.parse_series(version_line)
-    if series is None or (args.series and args.series != f"{series[0]}.{series[1]}"):
-        print(f"FAIL: {haproxy_path} -v says {version_line!r}")
-        print("0 passed, 1 failed")
-        return 1
-    generation = th.Generation(series)
-
+    install_sigterm()
+    print(binary, flush=True)
     if args.measure:
         try:
-            measure(args, haproxy_path, generation, args.measure)
-        except (th.Terminated, KeyboardInterrupt) as e:
+            measure(args, binary, args.measure)
+        except KeyboardInterrupt as e:  # also pyspop.agent.Terminated
             print(f"interrupted: {e}")
             return 1
         return 0
 
     tmp = tempfile.mkdtemp(prefix="spop-scaleout-")
-    passed = failed = 0
-    env = None
+    env = Scenarios.env = Env(args.agent, binary, tmp, args.agent_arg, args.variant,
+                              args.processing)
     try:
-        env = Env(args.agent, haproxy_path, generation, tmp, args.agent_arg, args.variant,
-                  args.processing)
         try:
             env.start()
-        except TestFailure as e:
+        except AssertionError as e:
             print(f"FAIL setup: {e}\n--- haproxy output (tail) ---\n{env.haproxy.log_tail()}")
-            failed += 1
+            print("0 passed, 1 failed")
             return 1
-        for test in TESTS:
-            if args.pattern not in test.__name__:
-                continue
-            t0 = time.monotonic()
-            print(f"RUN  {test.__name__}", flush=True)
-            try:
-                for a in env.agents:
-                    if a.process is None or not a.process.running():
-                        a.start()
-                for name in SERVERS:
-                    env.wait_status(name, "UP")
-                test(env)
-            except (TestFailure, OSError, subprocess.SubprocessError) as e:
-                failed += 1
-                print(f"FAIL {test.__name__} ({time.monotonic() - t0:.1f}s): "
-                      f"{type(e).__name__ + ': ' if not isinstance(e, TestFailure) else ''}{e}")
-                print(f"--- haproxy output (tail) ---\n{env.haproxy.log_tail()}")
-                for a in env.agents:
-                    print(f"--- {a.name} output (tail) ---\n{a.log_tail()}")
-            else:
-                passed += 1
-                print(f"PASS {test.__name__} ({time.monotonic() - t0:.1f}s)")
-            sys.stdout.flush()
-    except (th.Terminated, KeyboardInterrupt) as e:
-        print(f"interrupted: {e}")
-        failed += 1
+        suite = runner.select(unittest.TestSuite(Scenarios(fn.__name__) for fn in TESTS),
+                              args.patterns)
+        suite.addTest(Scenarios("test_teardown_agents_exit_cleanly"))
+        return runner.run(suite, label=f"HAProxy {binary.gen} scale-out")
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if env is not None:
-            env.haproxy.stop()
-            for a in env.agents:
-                try:
-                    if a.process is not None and a.process.running():
-                        a.stop_checked()
-                    reports = a.sanitizer_reports()
-                    check(not reports, "sanitizer reports:\n" + "\n".join(reports[:20]))
-                except TestFailure as e:
-                    failed += 1
-                    print(f"FAIL {a.name} teardown: {e}")
+        env.stop()
         if args.keep:
             print(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-        print(f"{passed} passed, {failed} failed", flush=True)
-    return 0 if failed == 0 else 1
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@
     agent    the agent process harness: free loopback port, captured log, bounded stop,
              kill-all on SIGTERM
     ports    free loopback ports, IPv6 loopback availability
+    haproxy  real HAProxy: a binary per series (2.6 system, 3.0/3.2/3.4 cached), the config
+             generation per version, start/-sf reload/stop with its log, admin socket, HTTP
+             helpers and a load generator (used by every real-HAProxy suite)
     runner   runs a unittest suite and prints "N passed, N failed[, N skipped]"
 
 Written from the protocol notes, not from the C++ headers, so that the suites using it keep

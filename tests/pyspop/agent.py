@@ -23,8 +23,17 @@ from .client import DEFAULT_TIMEOUT, Conn
 from .ports import free_port
 
 LEVEL_RE = re.compile(r"\blevel=(error|warn)\b")
+# What ASan/UBSan/LSan/TSan print when the agent is built with sanitizers.
+SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:"
+                          r"|WARNING: ThreadSanitizer")
 
 _live = set()
+_cleanups = []   # more kill_all() work (pyspop.haproxy registers its HAProxy processes)
+
+
+def register_cleanup(fn):
+    """fn() runs in kill_all() too (and so at exit, on SIGTERM and at the end of runner.run)."""
+    _cleanups.append(fn)
 
 
 class Terminated(KeyboardInterrupt):
@@ -43,6 +52,11 @@ def kill_all():
         except Exception:
             pass
         _live.discard(a)
+    for fn in _cleanups:
+        try:
+            fn()
+        except Exception:
+            pass
 
 
 atexit.register(kill_all)
@@ -91,13 +105,21 @@ class Agent:
     nofile         RLIMIT_NOFILE for the child
     ready          predicate(agent) -> bool polled until true (default: event=start logged)
     ready_timeout  seconds to wait for it; stop_timeout: SIGTERM grace before SIGKILL
+    port           a fixed port (kept across restarts, as an HAProxy configuration needs);
+                   default: a free one picked at every start
+    name           how failures name it ("agent")
 
-    stdout and stderr go to one temporary file: log_text(), log_mark()/log_since(),
-    problems_since() (lines at level=error or warn).
+    Any binary with the agent's -p/-n/-a (and --engine when `engine` is set) works, e.g.
+    build/examples/deferred_agent: `args` go last.
+
+    stdout and stderr go to one temporary file per start: log_text(), log_mark()/log_since(),
+    problems_since() (lines at level=error or warn), log_tail(); log_history() is the text of
+    every start so far (sanitizer_reports() searches it).
     """
 
     def __init__(self, binary, args=(), address="127.0.0.1", workers=2, engine=None, tcp=True,
-                 nofile=None, metrics=False, ready=None, ready_timeout=5.0, stop_timeout=10.0):
+                 nofile=None, metrics=False, ready=None, ready_timeout=5.0, stop_timeout=10.0,
+                 port=None, name="agent"):
         self.binary = binary
         self.args = list(args)
         self.nofile = nofile
@@ -111,9 +133,12 @@ class Agent:
         self.stop_timeout = stop_timeout
         self.proc = None        # the running process; None once stopped
         self.popen = None       # the last process started, kept after stop()
-        self.port = None
+        self.fixed_port = port
+        self.port = port
+        self.name = name
         self.metrics_port = None
         self.logf = None
+        self.past_logs = []     # the log text of every earlier start
         self.rc = None
         self.cmd = None
 
@@ -144,11 +169,17 @@ class Agent:
         turned out to be in use. Raises AssertionError with the log otherwise."""
         ready_timeout = self.ready_timeout if ready_timeout is None else ready_timeout
         last = ""
-        for _attempt in range(3):
-            self.port = free_port(self.family, self.address)
+        for attempt in range(3):
+            if self.fixed_port is None:
+                self.port = free_port(self.family, self.address)
+            elif attempt:
+                time.sleep(0.5 * attempt)  # the fixed port was just released by the last one
             if self.with_metrics:
                 self.metrics_port = free_port()
             self.cmd = cmd = self.command()
+            if self.logf is not None:
+                self.past_logs.append(self.log_text())
+                self.logf.close()
             self.logf = tempfile.TemporaryFile(prefix="agent-log-")
             limit = self.nofile
 
@@ -202,6 +233,17 @@ class Agent:
     def problems_since(self, mark):
         return [l for l in self.log_since(mark).splitlines() if LEVEL_RE.search(l)]
 
+    def log_tail(self, lines=30):
+        return "\n".join(self.log_text().splitlines()[-lines:]) if self.logf else ""
+
+    def log_history(self):
+        """The log of every start, oldest first."""
+        return "".join(self.past_logs) + (self.log_text() if self.logf else "")
+
+    def sanitizer_reports(self):
+        """ASan/UBSan/LSan/TSan findings in any start's log."""
+        return [l.strip() for l in self.log_history().splitlines() if SANITIZER_RE.search(l)]
+
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
@@ -238,6 +280,32 @@ class Agent:
         _live.discard(self)
         self.proc = None
         return self.rc
+
+    def stop_checked(self, timeout=None):
+        """stop(), and AssertionError unless the agent exited with 0 on SIGTERM within the grace
+        time (a sanitizer report at exit, a leak for example, makes it abort)."""
+        if self.proc is None:
+            return self.rc
+        t0 = time.monotonic()
+        rc = self.stop(timeout)
+        took = time.monotonic() - t0
+        if rc != 0:
+            killed = rc == -signal.SIGKILL
+            raise AssertionError(
+                f"{self.name} " + (f"ignored SIGTERM for {took:.1f}s (SIGKILLed)" if killed else
+                                   f"exited with {rc} on SIGTERM, want 0")
+                + "\n" + self.log_tail())
+        return rc
+
+    def kill(self):
+        """SIGKILL to the process group, bounded wait (the agent is then stopped)."""
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(5)
+        return self.stop()
 
     def close(self):
         """Closes the log (after stop())."""

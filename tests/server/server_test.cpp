@@ -1143,8 +1143,8 @@ TEST_P(DeferredTest, OutOfOrderCompletionFromManyThreads) {
         ASSERT_EQ(cs.back()->read_frames(1).size(), 1u);
         bytes batch;
         for (int i = 0; i < per; ++i)
-            spop_test::append(batch, echo_notify(static_cast<std::uint64_t>(c * 1000 + 2 * i + 1),
-                                                 1, 0, "x"));
+            spop_test::append(
+                batch, echo_notify(static_cast<std::uint64_t>(c * 1000 + 2 * i + 1), 1, 0, "x"));
         ASSERT_TRUE(cs.back()->send_all(batch));
     }
     ASSERT_TRUE(eventually([&] { return s.factory().park->size() == conns * per; }, 10s));
@@ -1168,10 +1168,110 @@ TEST_P(DeferredTest, OutOfOrderCompletionFromManyThreads) {
         }
         std::sort(sids.begin(), sids.end());
         for (int i = 0; i < per; ++i)
-            EXPECT_EQ(sids[static_cast<std::size_t>(i)], static_cast<std::uint64_t>(c * 1000 + 2 * i + 1));
+            EXPECT_EQ(sids[static_cast<std::size_t>(i)],
+                      static_cast<std::uint64_t>(c * 1000 + 2 * i + 1));
     }
-    EXPECT_TRUE(eventually([&] { return s.sum(&test_stats::deferred_completed) == conns * per; }, 5s));
+    EXPECT_TRUE(
+        eventually([&] { return s.sum(&test_stats::deferred_completed) == conns * per; }, 5s));
     EXPECT_EQ(s.sum(&test_stats::deferred_inflight), 0u);
+}
+
+/// Answers on the worker's own thread: odd stream ids inside on_notify, even ones at the end
+/// of the turn (on_turn_end), the way a service that batches work per turn does.
+class turn_end_service {
+  public:
+    static constexpr bool defers = true;
+    explicit turn_end_service(std::atomic<int>& turns) noexcept : turns_(&turns) {
+        held_.reserve(4096);
+    }
+    spop::errc on_notify(const spop::notify_request& req, spop::ack_writer& ack) noexcept {
+        spop::ticket t = req.defer();
+        if (!t) {
+            ack.set_var(spop::var_scope::txn, "sync", value::from_uint32(1));
+            return spop::errc::ok;
+        }
+        parking::parked p{std::move(t), req.stream_id};
+        if (req.stream_id % 2 == 1)
+            complete_with_sid(p);
+        else
+            held_.push_back(std::move(p));
+        return spop::errc::ok;
+    }
+    void on_turn_end() {
+        if (held_.empty()) return;
+        turns_->fetch_add(1, std::memory_order_relaxed);
+        for (parking::parked& p : held_) complete_with_sid(p);
+        held_.clear();
+    }
+
+  private:
+    std::atomic<int>* turns_;
+    std::vector<parking::parked> held_;
+};
+
+struct turn_end_factory {
+    std::shared_ptr<std::atomic<int>> turns = std::make_shared<std::atomic<int>>(0);
+    turn_end_service operator()(const srv::worker_info<test_stats>&) const {
+        return turn_end_service(*turns);
+    }
+};
+
+// Tickets completed on the worker's thread skip the eventfd: the worker must still take them at
+// the end of its turn, or these ACKs never come.
+TEST_P(DeferredTest, CompletionOnTheWorkerThreadInOnNotifyAndOnTurnEnd) {
+    basic_test_server<turn_end_service, turn_end_factory> s;
+    ASSERT_TRUE(s.start(deferred_opts(opts())));
+    constexpr int conns = 8, per = 200;
+    std::vector<std::unique_ptr<client>> cs;
+    for (int c = 0; c < conns; ++c) {
+        cs.push_back(std::make_unique<client>(s.port()));
+        ASSERT_TRUE(cs.back()->send_all(hello_frame()));
+        ASSERT_EQ(cs.back()->read_frames(1).size(), 1u);
+    }
+    for (int c = 0; c < conns; ++c) {
+        bytes batch;
+        for (int i = 0; i < per; ++i)
+            spop_test::append(batch,
+                              echo_notify(static_cast<std::uint64_t>(c * 1000 + i + 1), 1, 0, "x"));
+        ASSERT_TRUE(cs[static_cast<std::size_t>(c)]->send_all(batch));
+    }
+    for (int c = 0; c < conns; ++c) {
+        const auto frames = cs[static_cast<std::size_t>(c)]->read_frames(per, 10s);
+        ASSERT_EQ(frames.size(), static_cast<std::size_t>(per)) << "connection " << c;
+        std::vector<std::uint64_t> sids;
+        for (const auto& f : frames) {
+            EXPECT_TRUE(is_sid_ack(f));
+            sids.push_back(f.stream_id);
+        }
+        std::sort(sids.begin(), sids.end()); // completion order: odd ids first in each turn
+        for (int i = 0; i < per; ++i)
+            EXPECT_EQ(sids[static_cast<std::size_t>(i)],
+                      static_cast<std::uint64_t>(c * 1000 + i + 1));
+    }
+    EXPECT_GE(s.factory().turns->load(), 1);
+    EXPECT_LE(s.factory().turns->load(), conns * per / 2); // batched per turn, not per NOTIFY
+    EXPECT_TRUE(
+        eventually([&] { return s.sum(&test_stats::deferred_completed) == conns * per; }, 5s));
+    EXPECT_EQ(s.sum(&test_stats::deferred_inflight), 0u);
+}
+
+// One NOTIFY at a time, answered at the end of the turn on the worker's thread: nothing wakes
+// the worker afterwards, so it must take the answer before it sleeps. Without that, each round
+// waits for the worker's next timer tick (up to a second): 20 rounds take 10 s, not 20 ms.
+TEST_P(DeferredTest, CompletionAtTurnEndIsSentBeforeTheWorkerSleeps) {
+    basic_test_server<turn_end_service, turn_end_factory> s;
+    ASSERT_TRUE(s.start(deferred_opts(opts(1))));
+    client c(s.port());
+    ASSERT_TRUE(c.send_all(hello_frame()));
+    ASSERT_EQ(c.read_frames(1).size(), 1u);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (std::uint64_t i = 1; i <= 20; ++i) {
+        ASSERT_TRUE(c.send_all(echo_notify(2 * i, 1, 0, "x"))); // even: held until on_turn_end
+        const auto frames = c.read_frames(1, 5s);
+        ASSERT_EQ(frames.size(), 1u) << "round " << i;
+        EXPECT_TRUE(is_sid_ack(frames[0]));
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 4s) << "answers waited for a timer";
 }
 
 TEST_P(DeferredTest, DeadlineAnswersWithTheFallbackAndDropsTheLateCompletion) {

@@ -36,6 +36,7 @@ struct econn_io {
     /// What the connection did not take of the last read (back-pressure): at most one read.
     std::vector<std::uint8_t> held;
     std::size_t held_off = 0;
+    bool dirty = false; ///< kicked: flushed once at the end of this loop turn
     [[nodiscard]] bool holds() const noexcept { return held_off < held.size(); }
 };
 
@@ -112,6 +113,8 @@ class epoll_worker : public worker_core<epoll_worker<Service>, Service, econn_io
                 if (!stopping_) resume_listeners();
                 this->tick();
             }
+            this->turn_end();
+            flush_kicked();
             if (this->finished()) break;
         }
         for (std::uint32_t i = 0; i < conns_.size(); ++i)
@@ -127,7 +130,15 @@ class epoll_worker : public worker_core<epoll_worker<Service>, Service, econn_io
         epoll_event ev{e.io.events, {.u64 = pack(tag_conn, e.idx, e.gen)}};
         epoll_ctl(ep_, EPOLL_CTL_ADD, e.fd, &ev);
     }
-    void kick(std::uint32_t idx) { (void)flush(idx); }
+    /// Output produced outside a read (deferred answers, the core's timers and stop) is sent
+    /// once per connection at the end of the turn: a batch of completed tickets for one
+    /// connection is one send, not one per ACK.
+    void kick(std::uint32_t idx) {
+        slot& e = *conns_[idx];
+        if (e.io.dirty) return;
+        e.io.dirty = true;
+        kicked_.push_back(idx);
+    }
     void kill(std::uint32_t idx, const char* how) {
         slot& e = *conns_[idx];
         this->note_end(e, how);
@@ -154,7 +165,7 @@ class epoll_worker : public worker_core<epoll_worker<Service>, Service, econn_io
         const auto gen = static_cast<std::uint32_t>(ev.data.u64 >> 40);
         if (tag == tag_listener) return accept_all(idx);
         if (tag == tag_handoff) return take_handoffs();
-        if (tag == tag_tickets) return this->tickets_turn();
+        if (tag == tag_tickets) return this->tickets_turn(true); // level-triggered: reset it
         if (tag == tag_wake) {
             std::uint64_t v;
             const ssize_t r = ::read(env_.wake_fd, &v, sizeof v);
@@ -280,9 +291,21 @@ class epoll_worker : public worker_core<epoll_worker<Service>, Service, econn_io
         }
     }
 
+    void flush_kicked() {
+        // flush() may close a connection and a later kick() may reuse its slot: the flag lives
+        // in the slot's own record, so a reused slot is flushed at most once and harmlessly.
+        for (std::size_t i = 0; i < kicked_.size(); ++i) {
+            const std::uint32_t idx = kicked_[i];
+            if (!conns_[idx] || !conns_[idx]->io.dirty) continue;
+            (void)flush(idx);
+        }
+        kicked_.clear();
+    }
+
     /// Writes pending output; updates interest; starts draining when done. False if closed.
     bool flush(std::uint32_t idx) {
         slot& e = *conns_[idx];
+        e.io.dirty = false;
         feed_held(e);
         for (int k = 0; k < 8; ++k) {
             const auto out = e.c.output();
@@ -312,6 +335,7 @@ class epoll_worker : public worker_core<epoll_worker<Service>, Service, econn_io
 
     std::unique_ptr<std::uint8_t[]> rbuf_;
     std::vector<std::uint32_t> paused_listeners_;
+    std::vector<std::uint32_t> kicked_; ///< connections kick()ed this turn, flushed at its end
     int ep_ = -1;
     std::uint64_t deadline_ms_ = 0; ///< the next deferred deadline, 0 = none
 };

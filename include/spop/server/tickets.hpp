@@ -81,7 +81,7 @@ class ticket_pool final : public spop::deferral {
         s.fid = fid;
         s.mfs = mfs;
         ++s.gen;
-        worker_clock(clock_ns()); // open() runs inside on_notify: the worker's clock may be old
+        // The worker set the clock just before the read that runs this on_notify (io_clock()).
         s.opened_ns = now_ns_;
         s.deadline_ms = now_ms_ + timeout_ms_;
         s.abandoned = false;
@@ -128,13 +128,29 @@ class ticket_pool final : public spop::deferral {
         now_ms_ = now_ns / 1000000;
     }
 
+    /// The worker's thread calls this once, before its loop: tickets finished on that thread
+    /// (in on_notify or on_turn_end) then skip the eventfd; the worker takes them at the end of
+    /// its turn (worker_local_finished()).
+    void worker_attach() noexcept { owner_here_ = this; }
+
+    /// True once after tickets were finished on the worker's own thread since the last call.
+    [[nodiscard]] bool worker_local_finished() noexcept {
+        const bool r = local_finished_;
+        local_finished_ = false;
+        return r;
+    }
+
     /// Takes every finished ticket, oldest first: `on(slot&, id)` for each. A late one (its
     /// deadline passed, the fallback went out) is counted and freed without a call.
+    /// `consume_efd`: also reset the eventfd (a level-triggered poller reported it readable);
+    /// false when the backend's own read of it completed, or when nothing reported it.
     template <class F>
-    void worker_take(F&& on) {
-        std::uint64_t v;
-        const ssize_t r = ::read(efd_, &v, sizeof v);
-        (void)r;
+    void worker_take(F&& on, bool consume_efd) {
+        if (consume_efd) {
+            std::uint64_t v;
+            const ssize_t r = ::read(efd_, &v, sizeof v);
+            (void)r;
+        }
         wake_pending_.store(false, std::memory_order_release);
         std::uint32_t id = head_.exchange(no_slot, std::memory_order_acquire);
         // The list is newest first: reverse it so answers keep completion order.
@@ -208,6 +224,10 @@ class ticket_pool final : public spop::deferral {
   private:
     /// One eventfd write per batch: the worker clears wake_pending_ before taking the list.
     void wake() noexcept {
+        if (owner_here_ == this) { // the worker itself, inside its turn: no syscall
+            local_finished_ = true;
+            return;
+        }
         if (!wake_pending_.exchange(true, std::memory_order_acq_rel)) {
             const std::uint64_t one = 1;
             const ssize_t w = ::write(efd_, &one, sizeof one);
@@ -244,6 +264,8 @@ class ticket_pool final : public spop::deferral {
     std::uint32_t fifo_n_ = 0;
     std::atomic<std::uint32_t> head_{no_slot};
     std::atomic<bool> wake_pending_{false};
+    bool local_finished_ = false; ///< the worker's thread only
+    static inline thread_local const ticket_pool* owner_here_ = nullptr;
     std::atomic<std::uint64_t> misuse_{0};
     mutable bool refused_ = false;
     std::uint64_t now_ns_ = 0;

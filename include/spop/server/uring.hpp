@@ -528,6 +528,7 @@ class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io
 
     /// After every CQE of a turn: give buffers back, then one send per connection, re-arm recvs.
     void end_of_turn() {
+        this->turn_end();
         // Tickets opened this turn need a deadline timer if none is armed.
         if (deadline_ms_ == 0 && this->tickets_.open_count() != 0) this->tickets_turn();
         if (recycled_ != 0) {

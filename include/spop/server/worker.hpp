@@ -11,9 +11,10 @@
 //                                              end of stream, or an error / timeout)
 //   void stop_listening()                      leave the accept groups (begin of a stop)
 //   void on_new(slot&)                         a slot was just adopted: start receiving
-// and uses: adopt(), feed(), sent(), closing_step(), begin_stop(), tick(), finished(), and for
-// deferred answers tickets_.event_fd() (readable: call run_tickets()) and the deadline that
-// run_tickets() returns (call it again then).
+// and uses: adopt(), feed(), sent(), closing_step(), begin_stop(), tick(), finished(),
+// turn_end() once per loop turn (after its reads, before its sends), and for deferred answers
+// tickets_.event_fd() (readable: tickets_turn(true) when the backend did not read it itself)
+// and the deadline that tickets_turn() arms (call it again then).
 #pragma once
 
 #include <memory>
@@ -74,7 +75,9 @@ class worker_core {
     template <class Factory>
     worker_core(worker_env& env, Factory& make)
         : env_(env), pool_(spop::buffer_size_for(env.conn_cfg.limits.max_frame_size), 1024),
-          tickets_(*env.tickets), svc_(make(env.id)) {}
+          tickets_(*env.tickets), svc_(make(env.id)) {
+        tickets_.worker_attach(); // constructed on the worker's thread (server::start)
+    }
 
     static constexpr std::uint64_t tag_of(std::uint32_t idx, std::uint32_t gen) noexcept {
         return std::uint64_t{idx} | (std::uint64_t{gen & 0xFFFFFF} << 32);
@@ -153,10 +156,19 @@ class worker_core {
         env_.stats->conns_current.sub();
     }
 
+    /// The clock before a call that may run on_notify: also the ticket pool's, so that a
+    /// ticket opened in it takes its deadline from a time read once per read, not per NOTIFY.
+    /// Every path into on_notify (feed, consume_output, retry_input) goes through here.
+    std::uint64_t io_clock() noexcept {
+        const std::uint64_t t = mono_ns();
+        tickets_.worker_clock(t);
+        return t;
+    }
+
     /// Feeds received bytes; returns how many the connection took. `more`: the backend holds
     /// further bytes after these.
     std::size_t feed(slot& e, const std::uint8_t* p, std::size_t n, bool more = false) {
-        const std::uint64_t t0 = mono_ns();
+        const std::uint64_t t0 = io_clock();
         const spop::feed_result fr = e.c.feed({p, n}, more);
         e.book.after_io(env_, e.c, fr, t0);
         return fr.consumed;
@@ -166,7 +178,7 @@ class worker_core {
     void sent(slot& e, std::size_t n) {
         env_.stats->bytes_out.add(n);
         e.last_progress = now_;
-        const std::uint64_t t0 = mono_ns();
+        const std::uint64_t t0 = io_clock();
         const spop::feed_result fr = e.c.consume_output(n);
         e.book.after_io(env_, e.c, fr, t0);
         if (!waiting_.empty()) retry_waiting();
@@ -177,31 +189,33 @@ class worker_core {
     /// Takes finished tickets, expires overdue ones (all of them in the last second of a stop),
     /// and hands the answers to their connections. Returns the next deadline (monotonic ms), 0
     /// when no ticket is open.
-    std::uint64_t run_tickets() {
+    std::uint64_t run_tickets(bool consume_efd = false) {
         tickets_.worker_clock(mono_ns());
-        tickets_.worker_take([this](ticket_pool::slot& t, std::uint32_t id) {
-            slot* e = find_tag(t.conn_tag);
-            if (e == nullptr || !self().alive(*e)) {
-                env_.stats->deferred_after_close.add();
-                return tickets_.worker_done(id);
-            }
-            if (t.abandoned) t.w = spop::ack_writer({scratch_, sizeof scratch_}, t.sid, t.fid, t.mfs);
-            const std::span<const std::uint8_t> buf =
-                t.abandoned ? std::span<const std::uint8_t>(scratch_)
-                            : std::span<const std::uint8_t>(t.buf.get(), t.w.size());
-            if (!e->c.deliver(t.w, buf)) return waiting_.push_back({t.conn_tag, id});
-            tickets_.worker_done(id);
-            self().kick(e->idx);
-        });
+        tickets_.worker_take(
+            [this](ticket_pool::slot& t, std::uint32_t id) {
+                slot* e = find_tag(t.conn_tag);
+                if (e == nullptr || !self().alive(*e)) {
+                    env_.stats->deferred_after_close.add();
+                    return tickets_.worker_done(id);
+                }
+                if (t.abandoned)
+                    t.w = spop::ack_writer({scratch_, sizeof scratch_}, t.sid, t.fid, t.mfs);
+                const std::span<const std::uint8_t> buf =
+                    t.abandoned ? std::span<const std::uint8_t>(scratch_)
+                                : std::span<const std::uint8_t>(t.buf.get(), t.w.size());
+                if (!e->c.deliver(t.w, buf)) return waiting_.push_back({t.conn_tag, id});
+                tickets_.worker_done(id);
+                self().kick(e->idx);
+            },
+            consume_efd);
         const bool all = stopping_ && now_ + 1 >= stop_deadline_;
-        const std::uint64_t next = tickets_.worker_expire(all, [this](ticket_pool::slot& t) {
-            fallback(t.conn_tag, t.sid, t.fid, t.mfs);
-        });
+        const std::uint64_t next = tickets_.worker_expire(
+            all, [this](ticket_pool::slot& t) { fallback(t.conn_tag, t.sid, t.fid, t.mfs); });
         if (tickets_.worker_should_retry()) {
             for (std::uint32_t i = 0; i < conns_.size(); ++i) {
                 slot* e = conns_[i].get();
                 if (e == nullptr || !self().alive(*e) || e->c.takes_input()) continue;
-                const std::uint64_t t0 = mono_ns();
+                const std::uint64_t t0 = io_clock();
                 e->book.after_io(env_, e->c, e->c.retry_input(), t0);
                 self().kick(i);
             }
@@ -209,9 +223,16 @@ class worker_core {
         return next;
     }
 
+    /// The service's optional on_turn_end(): the backends call it once per loop turn, after
+    /// the turn's reads and before they send and sleep.
+    void turn_end() {
+        if constexpr (requires(Service & v) { v.on_turn_end(); }) svc_.on_turn_end();
+        if (tickets_.worker_local_finished()) tickets_turn(); // answered on this thread
+    }
+
     /// run_tickets(), then the backend's deadline timer for the next expiry (arm_deadline(ms)).
-    void tickets_turn() {
-        const std::uint64_t next = run_tickets();
+    void tickets_turn(bool consume_efd = false) {
+        const std::uint64_t next = run_tickets(consume_efd);
         if (next != 0) self().arm_deadline(next);
     }
 
@@ -246,7 +267,8 @@ class worker_core {
             const std::span<const std::uint8_t> buf =
                 t.abandoned ? std::span<const std::uint8_t>(scratch_)
                             : std::span<const std::uint8_t>(t.buf.get(), t.w.size());
-            if (t.abandoned) t.w = spop::ack_writer({scratch_, sizeof scratch_}, t.sid, t.fid, t.mfs);
+            if (t.abandoned)
+                t.w = spop::ack_writer({scratch_, sizeof scratch_}, t.sid, t.fid, t.mfs);
             if (!e->c.deliver(t.w, buf)) {
                 waiting_.push_back(w);
                 continue;
