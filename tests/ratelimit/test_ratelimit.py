@@ -9,7 +9,8 @@ loopback. Without redis-server the suite is skipped loudly (exit 77), and fails 
 
   SharedCountTests   two agents on one Redis: counts are shared (the limit trips at the exact
                      count whichever agent sees the requests), pipelined concurrent requests
-                     are all counted, check-client-ip and check-rate in one NOTIFY;
+                     are all counted, check-client-ip and check-rate in one NOTIFY, SCRIPT
+                     FLUSH (NOSCRIPT: resent with EVAL), addresses counted by their text;
   WindowTests        the window expires; limit/window from the message; keys expire in Redis;
   FailureTests       Redis killed mid-load: the fail value within the deadline, no SPOE error,
                      the agent healthy, counting resumes after a restart; fail closed;
@@ -368,6 +369,20 @@ class SharedCountTests(RedisCase):
         # check-client-ip alone is still answered at once, without Redis.
         v, _ = c.ask([codec.ip_msg("192.0.2.9")])
         self.assertEqual(v, {"ip_score": 42, "_scope_ip_score": codec.SCOPE_SESS})
+
+    def test_script_flushed_falls_back_to_eval(self):
+        a = self.agent(metrics=True)
+        self.wait_up(a)
+        c = self.client(a)
+        k = self.key("flush")
+        self.assertEqual(c.rate(k)[0].get("rate"), 1)
+        self.redis.command("SCRIPT", "FLUSH")
+        v, _ = c.rate(k)
+        self.assertEqual(v.get("rate"), 2, "NOSCRIPT: sent again with EVAL, counted once")
+        self.assertEqual(c.rate(k)[0].get("rate"), 3, "EVAL cached the script: EVALSHA again")
+        m = metrics_text(a)
+        self.assertEqual(metric(m, "rate_redis_noscript_total"), 1)
+        self.assertEqual(metric(m, "rate_redis_bad_replies_total"), 0)
 
     def test_address_keys_use_their_text_form(self):
         a = self.agent()
