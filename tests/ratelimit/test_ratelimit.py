@@ -49,6 +49,10 @@ ENGINE = "auto"
 # client sees also includes its own scheduling (threads, a loaded CI machine under ASan), so it
 # is only held to HAProxy's usual `timeout processing` upper range.
 DEADLINE = 1.0
+# Counts are exact within a window; across a window boundary the previous window's share is an
+# estimate (docs/rate-limits.md). Tests that compare exact counts use a week-long window, so
+# that a boundary falls inside a test with a negligible probability (Redis's clock decides).
+WEEK = 604800
 SCOPE_TXN = 2
 
 
@@ -282,7 +286,9 @@ class RedisCase(unittest.TestCase):
                 self.assertNotIn("runtime error:", log)
 
     def agent(self, url=None, extra=(), metrics=False):
-        a = start_agent(url if url is not None else self.redis.url, extra, metrics)
+        # --rate-window WEEK first: a test's own --rate-window comes later and wins.
+        a = start_agent(url if url is not None else self.redis.url,
+                        ["--rate-window", str(WEEK)] + list(extra), metrics)
         self.agents.append(a)
         return a
 
@@ -315,7 +321,7 @@ class SharedCountTests(RedisCase):
         limit = 10
         rates, overs = [], []
         for i in range(limit + 5):
-            v, took = (c1 if i % 2 == 0 else c2).rate(k, limit=limit, window=60)
+            v, took = (c1 if i % 2 == 0 else c2).rate(k, limit=limit, window=WEEK)
             self.assertIn("rate", v, "request %d got no count: %r" % (i, v))
             self.assertEqual(v["_scope_rate"], SCOPE_TXN)
             self.assertLess(took, DEADLINE)
@@ -324,7 +330,7 @@ class SharedCountTests(RedisCase):
         self.assertEqual(rates, list(range(1, limit + 6)), "one count across both agents")
         self.assertEqual(overs, [0] * limit + [1] * 5, "the limit trips after %d" % limit)
         # The other key is its own count.
-        v, _ = c2.rate(self.key("other"), limit=limit, window=60)
+        v, _ = c2.rate(self.key("other"), limit=limit, window=WEEK)
         self.assertEqual((v["rate"], v["over_limit"]), (1, 0))
 
     def test_pipelined_requests_from_many_connections_all_counted(self):
@@ -339,7 +345,7 @@ class SharedCountTests(RedisCase):
             sent = got = 0
             while got < per_conn:
                 while sent < per_conn and sent - got < depth:
-                    c.send_notify([rate_msg(k, limit=1000000, window=60)])
+                    c.send_notify([rate_msg(k, limit=1000000, window=WEEK)])
                     sent += 1
                 _, v = c.read_ack()
                 self.assertIn("rate", v)
@@ -347,13 +353,9 @@ class SharedCountTests(RedisCase):
                 got += 1
         total = per_conn * len(conns)
         self.assertEqual(sorted(seen), list(range(1, total + 1)), "every request counted once")
-        self.assertEqual(int(self.redis.command("GET", self._current_counter(k, 60))), total)
-
-    def _current_counter(self, key, window_s):
-        t = self.redis.command("TIME")
-        now_ms = int(t[0]) * 1000 + int(t[1]) // 1000
-        w = window_s * 1000
-        return "spop:rate:{%s}:%d:%d" % (key, w, now_ms // w)
+        keys = self.redis.command("KEYS", "spop:rate:{%s}:%d:*" % (k, WEEK * 1000))
+        self.assertEqual(len(keys), 1, keys)
+        self.assertEqual(int(self.redis.command("GET", keys[0])), total)
 
     def test_ip_score_and_rate_in_one_notify(self):
         a = self.agent(extra=["--default-score", "42"])
@@ -361,7 +363,7 @@ class SharedCountTests(RedisCase):
         c = self.client(a)
         k = self.key("both")
         for i in (1, 2):
-            v, _ = c.ask([codec.ip_msg("192.0.2.9"), rate_msg(k, limit=1, window=60),
+            v, _ = c.ask([codec.ip_msg("192.0.2.9"), rate_msg(k, limit=1, window=WEEK),
                           codec.ip_msg("192.0.2.10")])
             self.assertEqual(v.get("ip_score"), 42, v)
             self.assertEqual(v.get("rate"), i, v)
@@ -391,7 +393,7 @@ class SharedCountTests(RedisCase):
         v1, _ = c.ask([("check-rate", [("key", codec.t_ip("198.51.100.77"))])])
         v2, _ = c.ask([("check-rate", [("", codec.t_str("198.51.100.77"))])])
         self.assertEqual((v1["rate"], v2["rate"]), (1, 2), "src and a header share a count")
-        keys = self.redis.command("KEYS", "spop:rate:{198.51.100.77}:60000:*")
+        keys = self.redis.command("KEYS", "spop:rate:{198.51.100.77}:%d:*" % (WEEK * 1000))
         self.assertEqual(len(keys), 1, keys)
 
 
@@ -571,9 +573,10 @@ class HostileRedisTests(RedisCase):
             self.assertLess(got[sid][1], DEADLINE, "answered within the deadline")
             self.assertIn("over_limit", got[sid][0], "answered by the agent, not the fallback")
         answers = [got[sid][0] for sid in sids]
-        # Replies come 100, 200, 300... ms after the requests: the first two are counted, the
-        # last ones run out of budget (300 ms) and get the fail value.
-        self.assertEqual([v.get("rate") for v in answers[:2]], [1, 1], answers)
+        # Replies come 100, 200, 300... ms after the requests: the first is counted, the last
+        # ones run out of budget (300 ms) and get the fail value (those in between depend on
+        # the machine's load).
+        self.assertEqual(answers[0].get("rate"), 1, answers)
         for v in answers[4:]:
             self.assertNotIn("rate", v)
             self.assertEqual(v.get("over_limit"), 0)
