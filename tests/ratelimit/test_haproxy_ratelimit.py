@@ -4,7 +4,7 @@
     python3 tests/ratelimit/test_haproxy_ratelimit.py --agent build/agent/agent \
         [--haproxy /usr/sbin/haproxy | --series 3.4]
 
-HAProxy's frontend sends `check-rate` (key=src, limit 5, window 60 s) on every request to a
+HAProxy's frontend sends `check-rate` (key=src, limit 5, window a week: exact counts) on every request to a
 backend of two agents (roundrobin: on 3.1+ each message is balanced on its own, so both agents
 count), both on one redis-server started here. Checks:
 
@@ -58,7 +58,7 @@ class HAProxyRateLimitTests(unittest.TestCase):
         self.h = hp.HAProxy(BINARY)
         self.port = self.h.start_scoring(
             [a.port for a in self.agents], processing="1s", balance="roundrobin",
-            message="check-rate", args="key=src limit=int(%d) window=int(60)" % LIMIT,
+            message="check-rate", args="key=src limit=int(%d) window=int(604800)" % LIMIT,
             frontend_extra="    http-request deny deny_status 429 if "
                            "{ var(txn.iprep.over_limit) -m int eq 1 }\n",
             body_format=BODY)
