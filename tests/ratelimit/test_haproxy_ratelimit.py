@@ -4,9 +4,9 @@
     python3 tests/ratelimit/test_haproxy_ratelimit.py --agent build/agent/agent \
         [--haproxy /usr/sbin/haproxy | --series 3.4]
 
-HAProxy's frontend sends `check-rate` (key=src, limit 5, window a week: exact counts) on every request to a
-backend of two agents (roundrobin: on 3.1+ each message is balanced on its own, so both agents
-count), both on one redis-server started here. Checks:
+HAProxy's frontend sends `check-rate` (key=src, limit 5, a week-long window: exact counts) on
+every request to a backend of two agents (roundrobin: on 3.1+ each message is balanced on its
+own, so both agents count), both on one redis-server started here. Checks:
 
   limit        requests 1-5 answer 200 with rate=1..5, then 429: the count is shared;
   redis-down   Redis killed: requests still answer 200 (fail open) with no SPOE error, in
