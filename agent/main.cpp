@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <grp.h>
+#include <memory>
 #include <pwd.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
@@ -19,7 +20,7 @@
 #include <spop/server/server.hpp>
 
 #include "decisions/stats.hpp"
-#ifdef SPOP_HAVE_HIREDIS
+#if SPOP_AGENT_REDIS
 #include "decisions/follower.hpp"
 #endif
 #include "iprep/mmdb.hpp"
@@ -28,7 +29,12 @@
 #include "log.hpp"
 #include "metrics.hpp"
 #include "options.hpp"
+#include "ratelimit/gateway.hpp"
 #include "stats.hpp"
+#if SPOP_AGENT_REDIS
+#include "ratelimit/limiter.hpp"
+#include "redis/url.hpp"
+#endif
 
 using namespace agent;
 using spop::server::mono_ns;
@@ -120,7 +126,7 @@ int main(int argc, char** argv) {
         return 2;
     }
     // Live decisions: the URL is checked before anything starts.
-#ifdef SPOP_HAVE_HIREDIS
+#if SPOP_AGENT_REDIS
     redis::endpoint decisions_ep;
     if (!opt.decisions.empty()) {
         std::string why;
@@ -136,6 +142,33 @@ int main(int argc, char** argv) {
         return 2;
     }
 #endif
+    // Shared rate limits: the URL is checked now, Redis is reached only once serving.
+    ratelimit::config rate_cfg;
+    rate_cfg.limit = opt.rate_limit;
+    rate_cfg.window_s = opt.rate_window_s;
+    rate_cfg.fail =
+        opt.rate_fail_closed ? ratelimit::fail_policy::closed : ratelimit::fail_policy::open;
+#if SPOP_AGENT_REDIS
+    redis::endpoint rate_ep;
+    if (!opt.rate_redis.empty()) {
+        std::string why;
+        if (!redis::parse_url(opt.rate_redis, rate_ep, why)) {
+            std::fprintf(stderr, "agent: --rate-redis: %s: '%s'\n", why.c_str(),
+                         opt.rate_redis.c_str());
+            return 2;
+        }
+        rate_cfg.enabled = true;
+    }
+#else
+    if (!opt.rate_redis.empty()) {
+        std::fprintf(stderr, "agent: --rate-redis: this agent was built without libhiredis "
+                             "(rebuild with -Dredis=enabled)\n");
+        return 2;
+    }
+#endif
+    // Before the server: the workers' services point into it until they are gone.
+    ratelimit::gateway rate_gw(opt.workers, opt.max_deferred, rate_cfg);
+
     iprep::sources_config sources;
     for (const auto& l : opt.lists) sources.lists.push_back({l.path, l.score});
     sources.allow = opt.allow_lists;
@@ -187,7 +220,7 @@ int main(int argc, char** argv) {
     // means a restarted agent does not answer without its decisions; Redis down must not keep
     // the agent from starting, so past the wait it starts without them.
     decisions::follower_stats decision_stats;
-#ifdef SPOP_HAVE_HIREDIS
+#if SPOP_AGENT_REDIS
     std::unique_ptr<decisions::follower> follower;
     if (!opt.decisions.empty()) {
         decisions::follower_config dcfg;
@@ -220,6 +253,7 @@ int main(int argc, char** argv) {
         for (const auto& s : srv.stats()) msrc.workers.push_back(s.get());
         msrc.reload = &reload_stats;
         if (!opt.decisions.empty()) msrc.decisions = &decision_stats;
+        msrc.rate = &rate_gw;
         timespec ts{};
         clock_gettime(CLOCK_REALTIME, &ts);
         msrc.start_unix_ms = static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
@@ -237,11 +271,26 @@ int main(int argc, char** argv) {
         opt.default_score < 0 ? "random" : std::to_string(opt.default_score).c_str(),
         opt.metrics.empty() ? "off" : metrics.address().c_str());
 
+#if SPOP_AGENT_REDIS
+    // The Redis thread answers within 3/4 of the engine's deferred deadline, so that the
+    // engine's no-op fallback does not have to.
+    std::unique_ptr<ratelimit::limiter> rate_limiter;
+    if (rate_cfg.enabled) {
+        const std::uint32_t budget = opt.deferred_timeout_ms * 3 / 4;
+        rate_limiter = std::make_unique<ratelimit::limiter>(rate_gw, rate_ep, budget ? budget : 1);
+        rate_limiter->start();
+        log(level::info, "event=rate_limits redis=%s limit=%u window_s=%u fail=%s budget_ms=%u",
+            rate_ep.describe().c_str(), rate_cfg.limit, rate_cfg.window_s,
+            opt.rate_fail_closed ? "closed" : "open", budget ? budget : 1);
+    }
+#endif
+
     // One iprep::service per worker, built on its thread; scores are seeded per worker. The
     // service counts into its part of the worker's block (iprep::service_stats).
     const auto make_service = [&](const spop::server::worker_info<worker_stats>& w) {
         return iprep::service(svc_cfg, rep, w.stats,
-                              seed + static_cast<std::uint64_t>(w.id) * 0x9E3779B97F4A7C15ull);
+                              seed + static_cast<std::uint64_t>(w.id) * 0x9E3779B97F4A7C15ull,
+                              &rate_gw, w.id);
     };
     if (!srv.start(make_service, err)) return die(err);
     readiness().set_listening(); // /readyz: listeners bound, workers started
@@ -264,8 +313,11 @@ int main(int argc, char** argv) {
         }
     }
     exit_code = srv.wait();
+#if SPOP_AGENT_REDIS
+    if (rate_limiter) rate_limiter->stop(); // before the engine's ticket pools go
+#endif
     reloader.stop();
-#ifdef SPOP_HAVE_HIREDIS
+#if SPOP_AGENT_REDIS
     if (follower) follower->stop();
 #endif
     metrics.stop();

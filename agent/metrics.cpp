@@ -17,6 +17,7 @@
 #include <spop/server/prometheus.hpp>
 
 #include "log.hpp"
+#include "ratelimit/metrics.hpp"
 
 namespace agent {
 
@@ -32,6 +33,7 @@ std::string render_metrics(const metrics_sources& src) {
                  [&src](prom::writer& pw) {
                      if (src.reload != nullptr) iprep::render_metrics(pw, *src.reload);
                      if (src.decisions != nullptr) decisions::render_metrics(pw, *src.decisions);
+                     if (src.rate != nullptr) ratelimit::render_metrics(pw, *src.rate);
                  });
     return out;
 }

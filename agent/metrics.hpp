@@ -21,6 +21,7 @@
 
 #include "decisions/stats.hpp"
 #include "iprep/reloader.hpp"
+#include "ratelimit/gateway.hpp"
 #include "stats.hpp"
 
 struct mg_context;
@@ -32,6 +33,7 @@ struct metrics_sources {
     std::vector<const worker_stats*> workers;
     const iprep::reload_stats* reload = nullptr;
     const decisions::follower_stats* decisions = nullptr; ///< --decisions; null = off
+    const ratelimit::gateway* rate = nullptr; ///< check-rate families (null: none)
     std::int64_t start_unix_ms = 0;
     std::string engine;  ///< "io_uring" or "epoll"
     std::string version; ///< agent version

@@ -84,6 +84,16 @@ void print_usage(const char* argv0) {
         "      --decisions-max N       most decisions held (default 1000000; more are refused)\n"
         "      --decisions-wait MS     wait that long for the first load before listening\n"
         "                              (default 2000; Redis down: start without decisions)\n"
+        "Shared rate limits (message check-rate, counted in Redis; docs/rate-limits.md):\n"
+        "      --rate-redis URL        count check-rate keys in this Redis:\n"
+        "                              redis://[:PASSWORD@]HOST[:PORT][/DB] or unix:///PATH[?db=N];\n"
+        "                              without it, check-rate gets the --rate-fail value\n"
+        "      --rate-limit N          requests allowed per window when the message gives no\n"
+        "                              `limit` (1..1000000000, default 100)\n"
+        "      --rate-window SECONDS   sliding window when the message gives no `window`\n"
+        "                              (1..604800, default 60)\n"
+        "      --rate-fail open|closed answer when Redis is down or slow: open sets over_limit=0,\n"
+        "                              closed sets over_limit=1 (default open)\n"
         "\n"
         "Operations:\n"
         "      --metrics ADDR:PORT     serve /metrics (Prometheus), /healthz and /readyz over "
@@ -140,6 +150,11 @@ enum long_only : int {
     opt_decisions = 400,
     opt_decisions_max,
     opt_decisions_wait,
+    // Shared rate limits.
+    opt_rate_redis,
+    opt_rate_limit,
+    opt_rate_window,
+    opt_rate_fail,
 };
 
 /// HAProxy variable names: only a-z, A-Z, 0-9, '.' and '_' (anything else cannot be declared
@@ -232,6 +247,10 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
         {"decisions", required_argument, nullptr, opt_decisions},
         {"decisions-max", required_argument, nullptr, opt_decisions_max},
         {"decisions-wait", required_argument, nullptr, opt_decisions_wait},
+        {"rate-redis", required_argument, nullptr, opt_rate_redis},
+        {"rate-limit", required_argument, nullptr, opt_rate_limit},
+        {"rate-window", required_argument, nullptr, opt_rate_window},
+        {"rate-fail", required_argument, nullptr, opt_rate_fail},
         {nullptr, 0, nullptr, 0},
     };
     opterr = 0;
@@ -397,6 +416,28 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
             if (!parse_int(optarg, 0, 600000, v))
                 return fail("invalid --decisions-wait (0..600000 ms)", optarg);
             o.decisions_wait_ms = static_cast<unsigned>(v);
+            break;
+        case opt_rate_redis:
+            if (*optarg == '\0') return fail("empty --rate-redis", nullptr);
+            o.rate_redis = optarg;
+            break;
+        case opt_rate_limit:
+            if (!parse_int(optarg, 1, 1000000000, v))
+                return fail("invalid --rate-limit (1..1000000000)", optarg);
+            o.rate_limit = static_cast<std::uint32_t>(v);
+            break;
+        case opt_rate_window:
+            if (!parse_int(optarg, 1, 604800, v))
+                return fail("invalid --rate-window (1..604800 seconds)", optarg);
+            o.rate_window_s = static_cast<std::uint32_t>(v);
+            break;
+        case opt_rate_fail:
+            if (std::string_view(optarg) == "open")
+                o.rate_fail_closed = false;
+            else if (std::string_view(optarg) == "closed")
+                o.rate_fail_closed = true;
+            else
+                return fail("invalid --rate-fail (open or closed)", optarg);
             break;
         case ':':
             return fail("missing argument for option", argv[optind - 1]);

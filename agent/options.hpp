@@ -36,6 +36,11 @@ struct options : spop::server::options {
     std::string decisions;               ///< Redis URL, empty = off
     std::size_t decisions_max = 1000000; ///< --decisions-max
     unsigned decisions_wait_ms = 2000;   ///< --decisions-wait: first sync before listening
+    // Shared rate limits (check-rate, docs/rate-limits.md).
+    std::string rate_redis;           ///< --rate-redis URL; empty: check-rate gets the fail value
+    std::uint32_t rate_limit = 100;   ///< --rate-limit: requests per window
+    std::uint32_t rate_window_s = 60; ///< --rate-window
+    bool rate_fail_closed = false;    ///< --rate-fail closed
 };
 
 /// The longest --var-name / --category-var accepted. HAProxy drops a SET-VAR whose full name

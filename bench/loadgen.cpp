@@ -83,7 +83,7 @@ extern "C" void on_sigint(int) {
 
 enum class id_style { v26, v3x };
 enum class addr_mix { ipv4, ipv6, mixed };
-enum class arg_profile { simple, fat };
+enum class arg_profile { simple, fat, rate };
 enum class arrival_kind { fixed, poisson };
 
 struct options {
@@ -137,6 +137,8 @@ void usage(std::FILE* f, const char* argv0) {
         "  --mix ipv4|ipv6|mixed    client addresses (random; default ipv4)\n"
         "  --profile simple|fat     simple: one `ip` argument; fat: 5-10 arguments (default "
         "simple)\n"
+        "  --profile rate           `check-rate` with the client address as `key` (the agent's\n"
+        "                           --rate-redis); an ACK is valid with txn over_limit 0 or 1\n"
         "  --rate R                 open loop at R NOTIFYs/s in total; latency counts from the\n"
         "                           intended send time (coordinated omission corrected).\n"
         "                           Without it: closed loop\n"
@@ -256,6 +258,8 @@ int parse_options(int argc, char** argv, options& o) {
                 o.profile = arg_profile::simple;
             else if (val == "fat")
                 o.profile = arg_profile::fat;
+            else if (val == "rate")
+                o.profile = arg_profile::rate;
             else
                 return bad(a, val);
         } else if (a == "--rate") {
@@ -390,6 +394,40 @@ notify_template make_template(bool v6, int extra) {
         std::abort();
     }
     return t;
+}
+
+// --profile rate (shared rate limits, docs/rate-limits.md): `check-rate` with the client
+// address as `key`; an ACK is valid when it parses and sets txn over_limit to 0 or 1 (with a
+// rate when Redis counted it, without one for the --rate-fail value).
+notify_template make_rate_template(bool v6) {
+    static constexpr std::array<std::uint8_t, 16> zero{};
+    std::vector<std::uint8_t> buf(256);
+    spop::notify_writer w(buf, 0, 0, 252);
+    w.message("check-rate", 1);
+    if (v6)
+        w.arg("key", spop::value::from_ipv6(std::span<const std::uint8_t, 16>(zero)));
+    else
+        w.arg("key", spop::value::from_ipv4(std::span<const std::uint8_t, 4>(zero.data(), 4)));
+    const spop::result r = w.finish();
+    notify_template t;
+    t.payload.assign(buf.begin() + 11, buf.begin() + static_cast<std::ptrdiff_t>(r.consumed));
+    t.ip_offset = 1 + 10 + 1 + 1 + 3 + 1; // 0a "check-rate" <nb> 03 "key" <type>
+    t.ip_len = v6 ? 16 : 4;
+    return t;
+}
+bool rate_ack_valid(std::span<const std::uint8_t> payload) {
+    struct handler {
+        int over = -1;
+        spop::action on_set_var(spop::var_scope s, std::string_view n, const spop::value& v) {
+            if (s == spop::var_scope::txn && n == "over_limit" && v.is_integer() && v.as_uint() < 2)
+                over = static_cast<int>(v.as_uint());
+            return spop::action::proceed;
+        }
+        spop::action on_unset_var(spop::var_scope, std::string_view) {
+            return spop::action::proceed;
+        }
+    } h;
+    return spop::parse_actions(payload, h) && h.over >= 0;
 }
 
 /// Writes one NOTIFY frame from a template at `out` (room for the payload + 29 bytes) with the
@@ -963,7 +1001,15 @@ class worker {
             st_.note("ACK without FIN (or with ABORT)");
             return;
         }
-        if (const spop::result r = spop::parse_actions(f.payload, h); !r) {
+        if (o_.profile == arg_profile::rate) {
+            if (!rate_ack_valid(f.payload)) {
+                ++st_.invalid;
+                st_.note("check-rate ACK without txn over_limit 0/1");
+                return;
+            }
+            h.has_score = true; // relaxed: no ip_score in a check-rate answer
+            h.score = 0;
+        } else if (const spop::result r = spop::parse_actions(f.payload, h); !r) {
             ++st_.invalid;
             st_.note(std::string("ACK actions: ") + std::string(spop::message(r.ec)) +
                      " at offset " + std::to_string(r.consumed));
@@ -1329,7 +1375,7 @@ const char* name_of(addr_mix m) {
     return m == addr_mix::ipv4 ? "ipv4" : m == addr_mix::ipv6 ? "ipv6" : "mixed";
 }
 const char* name_of(arg_profile p) {
-    return p == arg_profile::simple ? "simple" : "fat";
+    return p == arg_profile::simple ? "simple" : p == arg_profile::fat ? "fat" : "rate";
 }
 
 } // namespace
@@ -1377,7 +1423,9 @@ int main(int argc, char** argv) {
     // Templates: simple = one `ip` argument; fat = `ip` + 4..9 more samples (5..10 arguments).
     for (int v6 = 0; v6 < 2; ++v6) {
         auto& pool = v6 ? sh.v6 : sh.v4;
-        if (o.profile == arg_profile::simple) {
+        if (o.profile == arg_profile::rate) {
+            pool.push_back(make_rate_template(v6 != 0));
+        } else if (o.profile == arg_profile::simple) {
             pool.push_back(make_template(v6 != 0, 0));
         } else {
             for (int extra = 4; extra <= 9; ++extra) pool.push_back(make_template(v6 != 0, extra));

@@ -18,17 +18,28 @@
 //
 // Deterministic answers (benchmarks, tests): an empty reputation_source and a fixed
 // default_score give every address that score.
+//
+// `check-rate` (shared rate limits, docs/rate-limits.md) is routed to the Redis thread through
+// the worker's ratelimit::port: the NOTIFY is deferred (spop::ticket), its key copied out, and
+// the ticket completed from the Redis thread with txn rate / over_limit. The first check-rate
+// message of a NOTIFY counts. When the NOTIFY also carries check-client-ip messages, their
+// scores are written again into the ticket's ACK before it leaves the worker, so that the one
+// ACK carries both. A NOTIFY without check-rate takes the path it always took: one parse, no
+// allocation, answered at once (the only addition is one name comparison per message).
 #pragma once
 
 #include <arpa/inet.h>
 #include <cstdint>
 #include <cstring>
 #include <ctime>
+#include <memory>
 #include <string_view>
 
 #include <spop/server/log.hpp>
 #include <spop/service.hpp>
 
+#include "../ratelimit/args.hpp"
+#include "../ratelimit/gateway.hpp"
 #include "reputation.hpp"
 #include "stats.hpp"
 
@@ -90,16 +101,37 @@ class service {
   public:
     /// `cfg`, `rep` and `stats` must outlive the service. `stats` is this worker's block (the
     /// program's Stats derives from service_stats); `seed` drives the random default score.
+    /// `rate`: this worker's end of the shared rate limits (null: check-rate is not
+    /// recognised, as before).
     service(const service_config& cfg, const reputation_source& rep, service_stats& stats,
-            std::uint64_t seed) noexcept
-        : cfg_(cfg), rep_(rep), stats_(stats), rng_(seed | 1) {}
+            std::uint64_t seed, ratelimit::gateway* rate = nullptr, int worker = 0) noexcept
+        : cfg_(cfg), rep_(rep), stats_(&stats), rng_(seed | 1), rate_(rate),
+          port_(rate != nullptr ? &rate->at(worker) : nullptr) {}
+
+    /// check-rate answers are deferred: when no ticket is free, connections pause.
+    static constexpr bool defers = true;
 
     spop::errc on_notify(const spop::notify_request& req, spop::ack_writer& ack) noexcept {
+        rate_args_.seen = false;
+        const spop::errc e = answer_addresses(req, ack, rate_ != nullptr ? &rate_args_ : nullptr);
+        if (e != spop::errc::ok) return e;
+        if (rate_args_.seen) [[unlikely]]
+            check_rate(req, ack);
+        return spop::errc::ok;
+    }
+
+  private:
+    /// Every check-client-ip message's score (and category) into `ack`; `ra` captures the
+    /// first check-rate message's arguments when not null.
+    spop::errc answer_addresses(const spop::notify_request& req, spop::ack_writer& ack,
+                                ratelimit::rate_args* ra) noexcept {
         // Pass 1: every score, in message order. The first categories are kept aside (views
         // into the category pool, which never dangle) so that most NOTIFYs parse once.
         score_pass p1{*this, ack};
+        p1.h.rate = ra;
         const spop::result r = req.parse(p1.h);
         if (r.ec != spop::errc::ok) return r.ec;
+        addresses_ = p1.addresses;
         // Then the categories, after every score: a full frame loses categories first.
         const std::size_t kept = p1.addresses < kept_categories ? p1.addresses : kept_categories;
         for (std::size_t i = 0; i < kept; ++i)
@@ -116,7 +148,49 @@ class service {
         return spop::errc::ok;
     }
 
-  private:
+    /// The NOTIFY held a check-rate message: defer it to the Redis thread, or answer now with
+    /// the fail value when that cannot be done.
+    void check_rate(const spop::notify_request& req, spop::ack_writer& ack) noexcept {
+        ratelimit::port& p = *port_;
+        const ratelimit::config& rc = rate_->cfg();
+        const ratelimit::rate_args& a = rate_args_;
+        p.c.messages.add();
+        if (a.bad_arg) p.c.bad_args.add();
+        if (!a.have_key) return p.c.no_key.add(); // nothing to count: no variable
+        const auto fail_now = [&](ratelimit::fail_reason why) noexcept {
+            p.c.fails[static_cast<int>(why)].add();
+            ratelimit::write_fail(ack, rc);
+        };
+        if (!rate_->enabled()) {
+            if (rate_->warn_unconfigured_once()) {
+                spop::server::log(spop::server::level::warn,
+                                  "event=rate_unconfigured msg=\"check-rate received but no "
+                                  "--rate-redis given: answering the --rate-fail value\"");
+            }
+            return fail_now(ratelimit::fail_reason::unconfigured);
+        }
+        if (a.key_too_long()) return fail_now(ratelimit::fail_reason::key_too_long);
+        spop::ticket t = req.defer();
+        if (!t) return fail_now(ratelimit::fail_reason::no_ticket);
+        if (addresses_ != 0) {
+            // The scores already written went to `ack`, which a deferred NOTIFY discards: write
+            // them again into the ticket's ACK, without counting the lookups twice.
+            service_stats* const real = stats_;
+            stats_ = scratch_stats_.get();
+            (void)answer_addresses(req, t.ack(), nullptr); // parsed fine once already
+            stats_ = real;
+        }
+        const std::uint32_t limit = a.limit != 0 ? a.limit : rc.limit;
+        const std::uint32_t window_s = a.window_s != 0 ? a.window_s : rc.window_s;
+        const std::uint64_t now = ratelimit::now_ns();
+        if (!rate_->submit(p, t, a.key_view(), limit, window_s * 1000, now)) {
+            p.c.fails[static_cast<int>(ratelimit::fail_reason::queue_full)].add();
+            t.complete([&rc](spop::ack_writer& w) { ratelimit::write_fail(w, rc); });
+            return;
+        }
+        p.c.deferred.add();
+    }
+
     static constexpr std::size_t kept_categories = 16;
     static_assert(reputation_max_category <= 255, "category sizes are kept in a byte");
 
@@ -135,14 +209,25 @@ class service {
         bool target = false;
         bool have_ip = false;
         bool v6 = false;
+        bool in_rate = false;                 ///< inside the check-rate message captured
+        ratelimit::rate_args* rate = nullptr; ///< null: check-rate not looked for
         std::uint8_t ip[16]{};
 
         spop::action on_message(std::string_view name, std::uint8_t) noexcept {
             target = equals(name, "check-client-ip");
             have_ip = false;
+            if (!target && rate != nullptr && equals(name, "check-rate") && !rate->seen)
+                [[unlikely]] {
+                in_rate = true;
+                rate->begin();
+            }
             return spop::action::proceed;
         }
         spop::action on_arg(std::string_view name, const spop::value& v) noexcept {
+            if (in_rate) [[unlikely]] {
+                rate->arg(name, v);
+                return spop::action::proceed;
+            }
             if (!target || have_ip || !(name.empty() || equals(name, "ip")))
                 return spop::action::proceed;
             if (v.type == spop::data_type::ipv4 || v.type == spop::data_type::ipv6) {
@@ -155,6 +240,10 @@ class service {
             return spop::action::proceed;
         }
         spop::action on_message_end() noexcept {
+            if (in_rate) [[unlikely]] {
+                in_rate = false;
+                rate->end();
+            }
             if (target && have_ip) f(ip, v6);
             target = false;
             return spop::action::proceed;
@@ -214,19 +303,19 @@ class service {
         int score;
         switch (lr.outcome) {
         case lookup_outcome::allowed:
-            stats_.lookups_allowed.add();
+            stats_->lookups_allowed.add();
             score = lr.score;
             break;
         case lookup_outcome::decided:
-            stats_.lookups_decided.add();
+            stats_->lookups_decided.add();
             score = lr.score;
             break;
         case lookup_outcome::listed:
-            stats_.lookups_listed.add();
+            stats_->lookups_listed.add();
             score = lr.score;
             break;
         default:
-            stats_.lookups_default.add();
+            stats_->lookups_default.add();
             score = cfg_.default_score >= 0 ? cfg_.default_score : random_score();
             break;
         }
@@ -240,7 +329,7 @@ class service {
 
     void note_truncation(const spop::notify_request& req, std::size_t addresses,
                          const spop::ack_writer& ack) noexcept {
-        stats_.ack_actions_dropped.add(ack.dropped());
+        stats_->ack_actions_dropped.add(ack.dropped());
         timespec ts{};
         clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
         unsigned suppressed = 0;
@@ -266,9 +355,15 @@ class service {
 
     const service_config& cfg_;
     const reputation_source& rep_;
-    service_stats& stats_;
+    service_stats* stats_; ///< a pointer: check_rate() swaps it while re-answering addresses
     std::uint64_t rng_;
     spop::server::rate_limiter truncation_rl_{5};
+    // check-rate
+    ratelimit::gateway* rate_;
+    ratelimit::port* port_;
+    std::size_t addresses_ = 0; ///< check-client-ip messages answered in this NOTIFY
+    std::unique_ptr<service_stats> scratch_stats_ = std::make_unique<service_stats>();
+    ratelimit::rate_args rate_args_;
 };
 
 static_assert(spop::service<service>);
