@@ -60,6 +60,9 @@ void print_usage(const char* argv0) {
         "      --drain-idle SEC        on SIGTERM, listeners close at once but a connection is\n"
         "                              served until idle that long, then gets AGENT-DISCONNECT\n"
         "                              (lame duck; default 1, 0 = disconnect at once)\n"
+        "      --deferred-timeout MS   a NOTIFY answered later (check-rate) that has no answer\n"
+        "                              by then gets the fallback ACK (default 400; keep it below\n"
+        "                              HAProxy's `timeout processing`)\n"
         "      --user NAME             drop privileges to NAME after binding\n"
         "\n"
         "Reputation (scores 0..100, 100 = trusted):\n"
@@ -136,6 +139,7 @@ enum long_only : int {
     opt_hello_timeout,
     opt_shutdown_timeout,
     opt_drain_idle,
+    opt_deferred_timeout,
     opt_user,
     opt_default_score,
     opt_list,
@@ -234,6 +238,7 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
         {"hello-timeout", required_argument, nullptr, opt_hello_timeout},
         {"shutdown-timeout", required_argument, nullptr, opt_shutdown_timeout},
         {"drain-idle", required_argument, nullptr, opt_drain_idle},
+        {"deferred-timeout", required_argument, nullptr, opt_deferred_timeout},
         {"user", required_argument, nullptr, opt_user},
         {"default-score", required_argument, nullptr, opt_default_score},
         {"list", required_argument, nullptr, opt_list},
@@ -354,6 +359,11 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
         case opt_drain_idle:
             if (!parse_int(optarg, 0, 3600, v)) return fail("invalid drain-idle", optarg);
             o.drain_idle_s = static_cast<std::uint32_t>(v);
+            break;
+        case opt_deferred_timeout:
+            if (!parse_int(optarg, 1, 600000, v))
+                return fail("invalid deferred-timeout (1..600000 ms)", optarg);
+            o.deferred_timeout_ms = static_cast<std::uint32_t>(v);
             break;
         case opt_user:
             o.user = optarg;

@@ -32,6 +32,7 @@ class CliTests(AgentCase):
             ["-p", port, "-c", "async"], ["-p", port, "-c", "fragmentation"],
             ["-p", port, "--bogus"], ["-p", port, "-n"], ["-p", "70000"],
             ["-p", port, "--default-score", "101"], ["-p", port, "--engine", "kqueue"],
+            ["-p", port, "--deferred-timeout", "0"], ["-p", port, "--deferred-timeout", "x"],
         ]
         for args in cases:
             with self.subTest(args=args):
