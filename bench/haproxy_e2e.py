@@ -5,6 +5,9 @@ without SPOE (base) and with SPOE (one NOTIFY per HTTP request), under `wrk`, on
 usage: bench/haproxy_e2e.py [--series 3.4,3.0,2.6] [--configs NAME,...] [--reps 3]
                             [--duration 5] [--connections 50] [--plot] [--profile]
        bench/haproxy_e2e.py --list             the configurations and what they change
+       bench/haproxy_e2e.py --summary FILE.jsonl... [--markdown] [--plot]   earlier results
+A --configs entry "X.Y:name" runs that configuration with series X.Y only; configurations
+meant for one generation (3.1+ backends, 2.6-3.0 SPOE options) skip the other by themselves.
 
 Per run: a fresh agent (build/agent/agent, or --agent) and a fresh HAProxy (the series' binary
 from scripts/haproxy-versions' cache, "2.6" = the system's /usr/sbin/haproxy; configuration
@@ -22,10 +25,14 @@ Interleaved: for each repetition, every configuration of every series runs once,
 (A B C ... A B C ...). The summary prints medians with [min-max] over the repetitions, the
 spoe/base throughput ratio (each SPOE run over the base run of the same repetition, series and
 nbthread), and the 1-minute load average at the start and the end. Raw results: one JSON line
-per run in bench/results/e2e-<UTC time>.jsonl. --plot writes bench/plots/e2e_cpu_per_request.png
-(stacked HAProxy + agent µs per request, per configuration, with the ratio). --profile runs
-`perf record` on HAProxy (and the agent) for the first SPOE configuration and prints where
-their time goes. Every wait is bounded; every process is stopped at exit.
+per run in bench/results/e2e-<UTC time>.jsonl. Also per SPOE run, from the agent's /metrics:
+ACKs per request (1.000 = one NOTIFY per HTTP request) and agent connections accepted per 1000
+requests (connection churn); the agent connections open at mid-run (`ss`); wrk's own CPU.
+--plot writes bench/plots/e2e_cpu_per_request.png (stacked HAProxy + agent µs per request, per
+configuration, with the ratio). --profile (use it in a separate run, --reps 1: it perturbs the
+CPU figures) adds `perf stat` syscalls and context switches per request for HAProxy and the
+agent, and `perf record` of both in the first repetition, printed by object and by symbol.
+Every wait is bounded; every process is stopped at exit.
 """
 
 import argparse
@@ -239,8 +246,14 @@ def perf_profile(pid, seconds, label, top=25):
     rep = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio", "-g", "none",
                           "--sort", "dso,sym", "--percent-limit", "0.7"],
                          capture_output=True, text=True, timeout=120)
+    dso = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio", "-g", "none",
+                          "--sort", "dso", "--percent-limit", "1"],
+                         capture_output=True, text=True, timeout=120)
     lines = [l for l in rep.stdout.splitlines() if l.strip() and not l.startswith("#")]
+    split = [" ".join(l.split()) for l in dso.stdout.splitlines()
+             if l.strip() and not l.startswith("#")]
     print(f"--- perf: {label} (pid {pid}, {seconds}s, self time) ---")
+    print("   by object: " + "; ".join(split))
     for l in lines[:top]:
         print("   " + l.strip())
     os.unlink(data)
@@ -304,12 +317,10 @@ def run_one(binary, name, args, rep, profile=False):
                             for w, p in (("haproxy", h.pid), ("agent", agent and agent.pid))
                             if p]
             if profile:
-                perf_threads.append(threading.Thread(
-                    target=perf_profile, args=(h.pid, secs, f"haproxy {binary.gen} {name}"),
-                    daemon=True))
-                perf_threads.append(threading.Thread(
-                    target=perf_profile, args=(agent.pid, secs, f"agent {binary.gen} {name}"),
-                    daemon=True))
+                perf_threads += [threading.Thread(
+                    target=perf_profile, args=(pid, secs, f"{who} {binary.gen} {name}"),
+                    daemon=True) for who, pid in (("haproxy", h.pid),
+                                                  ("agent", agent and agent.pid)) if pid]
             for t in perf_threads:
                 t.start()
         out, wrk_cpu = wrk(port, args.duration, args.connections, args.wrk_threads)
@@ -415,6 +426,7 @@ def summarize(results, markdown=False):
     head = ["HAProxy", "config", "req/s", "spoe/base", "HAProxy µs/req", "agent µs/req",
             "sum µs/req", "wrk µs/req", "p50 µs", "p99 µs", "agent conns", "accepts/kreq", "failed"]
     lines = []
+    notes = []   # in Markdown, the per-configuration notes go after the table
     if markdown:
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
@@ -428,16 +440,18 @@ def summarize(results, markdown=False):
                  f"{row['failed']}/{row['runs']}"]
         lines.append(("| " + " | ".join(cells) + " |") if markdown else sep.join(cells))
         if row["acks"][0] is not None:
-            lines.append(f"    {row['series']} {row['config']}: {fmt(row['acks'], 3)} ACKs per "
+            (notes if markdown else lines).append(f"    {row['series']} {row['config']}: {fmt(row['acks'], 3)} ACKs per "
                          f"request, {fmt(tuple(None if x is None else 1000 * x for x in row['accepts']), 2)} agent "
                          f"connections accepted per 1000 requests")
         if row["hsys"][0] is not None:
-            lines.append(f"    {row['series']} {row['config']} per request: HAProxy "
+            (notes if markdown else lines).append(f"    {row['series']} {row['config']} per request: HAProxy "
                          f"{row['hsys'][0]:.2f} syscalls, {row['hcs'][0]:.2f} context switches"
                          + (f"; agent {row['asys'][0]:.2f} syscalls, {row['acs'][0]:.2f} "
                             f"context switches" if row['asys'][0] is not None else ""))
         if row["errors"] and row["errors"][0]:
-            lines.append(f"    ({row['config']}: {row['errors'][0][:200]})")
+            (notes if markdown else lines).append(f"    ({row['config']}: {row['errors'][0][:200]})")
+    if notes:
+        lines += [""] + [n.strip() + "  " for n in notes]
     return rows, "\n".join(lines)
 
 
@@ -505,9 +519,9 @@ def main():
     ap.add_argument("--plot-path", default=os.path.join(REPO, "bench", "plots",
                                                         "e2e_cpu_per_request.png"))
     ap.add_argument("--profile", action="store_true",
-                    help="perf stat HAProxy and the agent in every SPOE run (syscalls and "
-                         "context switches per request), and perf record both in the first one "
-                         "(perturbs the CPU figures: use it in a separate run)")
+                    help="perf stat HAProxy and the agent in every run (syscalls and context "
+                         "switches per request), and perf record both in the first repetition "
+                         "(perturbs the CPU figures: use it in a separate run, --reps 1)")
     ap.add_argument("--list", action="store_true")
     args = ap.parse_args()
 
@@ -558,14 +572,10 @@ def main():
     for b in binaries:
         print(f"  {b}")
     results = []
-    profiled = not args.profile
     with open(out, "w") as f:
         for rep in range(1, args.reps + 1):
             for b, name in plan:
-                prof = not profiled and settings(name)["spoe"]
-                r = run_one(b, name, args, rep, profile=prof)
-                if prof:
-                    profiled = True
+                r = run_one(b, name, args, rep, profile=args.profile and rep == 1)
                 results.append(r)
                 f.write(json.dumps(r) + "\n")
                 f.flush()
