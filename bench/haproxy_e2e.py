@@ -68,6 +68,8 @@ CONFIGS = {
     "spoe":          ("SPOE per request, agent -n 2 io_uring, nbthread 1", dict()),
     "spoe-epoll":    ("as spoe, agent --engine epoll", dict(engine="epoll")),
     "spoe-n1":       ("as spoe, agent -n 1", dict(workers=1)),
+    "spoe-random":   ("as spoe, examples/random_agent -n 2 (the library's minimal agent)",
+                      dict(binary="random")),
     "base-t2":       ("no SPOE, nbthread 2", dict(spoe=False, nbthread=2)),
     "spoe-t2":       ("SPOE, nbthread 2, agent -n 2", dict(nbthread=2)),
     "spoe-t2-n1":    ("SPOE, nbthread 2, agent -n 1", dict(nbthread=2, workers=1)),
@@ -106,7 +108,7 @@ DEFAULT_CONFIGS = ("base,spoe,spoe-epoll,spoe-n1,base-t2,spoe-t2,spoe-t2-n1,spoe
                    "spoe-reuse100,spoe-mwf1,spoe-mwf100,spoe-idle1s")
 
 DEFAULTS = dict(spoe=True, nbthread=1, workers=2, engine="uring", event="on-frontend-http-request",
-                backend="", server="", agent_opts="", idle="2m", gens=None)
+                backend="", server="", agent_opts="", idle="2m", gens=None, binary="agent")
 
 
 def settings(name):
@@ -284,8 +286,12 @@ def run_one(binary, name, args, rep, profile=False):
     try:
         agent_port = None
         if s["spoe"]:
-            agent = Agent(args.agent, ["--default-score", "80"], workers=s["workers"],
-                          engine=s["engine"], metrics=True).start()
+            if s["binary"] == "random":
+                agent = Agent(args.random_agent, [], workers=s["workers"],
+                              engine=s["engine"]).start()
+            else:
+                agent = Agent(args.agent, ["--default-score", "80"], workers=s["workers"],
+                              engine=s["engine"], metrics=True).start()
             agent_port = agent.port
         spoe_path = h.write("spoe.conf", spoe_config(binary, s))
         port = free_port()
@@ -301,7 +307,7 @@ def run_one(binary, name, args, rep, profile=False):
                 conns["n"] = established(agent_port)
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
-        c0 = agent_counters(agent) if agent else {}
+        c0 = agent_counters(agent) if agent and agent.with_metrics else {}
         h0 = cpu_ticks(h.pid)
         a0 = cpu_ticks(agent.pid) if agent else 0
         t0 = time.monotonic()
@@ -329,7 +335,7 @@ def run_one(binary, name, args, rep, profile=False):
         wall = time.monotonic() - t0
         h1 = cpu_ticks(h.pid)
         a1 = cpu_ticks(agent.pid) if agent else 0
-        c1 = agent_counters(agent) if agent else {}
+        c1 = agent_counters(agent) if agent and agent.with_metrics else {}
         if s["spoe"]:
             sampler.join(5)
         w = parse_wrk(out)
@@ -510,6 +516,9 @@ def main():
     ap.add_argument("--connections", type=int, default=50, help="wrk connections")
     ap.add_argument("--wrk-threads", type=int, default=1)
     ap.add_argument("--agent", default=os.path.join(REPO, "build", "agent", "agent"))
+    ap.add_argument("--random-agent", default=os.path.join(REPO, "build", "examples",
+                                                           "random_agent"),
+                    help="for the spoe-random configuration")
     ap.add_argument("--out", default=None, help="JSON lines (default bench/results/e2e-*.jsonl)")
     ap.add_argument("--summary", metavar="JSONL", nargs="+",
                     help="only print the summary of earlier runs' files")
@@ -552,6 +561,10 @@ def main():
             return 2
     if not os.access(args.agent, os.X_OK):
         print(f"haproxy_e2e: no agent at {args.agent} (build it: ninja -C build)")
+        return 2
+    if any(settings(n.split(":")[-1])["binary"] == "random" for n in names) and \
+            not os.access(args.random_agent, os.X_OK):
+        print(f"haproxy_e2e: no random_agent at {args.random_agent} (configure with examples)")
         return 2
     binaries = []
     for series in args.series.split(","):
