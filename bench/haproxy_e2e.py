@@ -73,6 +73,9 @@ CONFIGS = {
     "base-t2":       ("no SPOE, nbthread 2", dict(spoe=False, nbthread=2)),
     "spoe-t2":       ("SPOE, nbthread 2, agent -n 2", dict(nbthread=2)),
     "spoe-t2-n1":    ("SPOE, nbthread 2, agent -n 1", dict(nbthread=2, workers=1)),
+    "spoe-check500": ("as spoe, health check every 500 ms (as the examples; default 2 s)",
+                      dict(check="check inter 500ms")),
+    "spoe-nocheck":  ("as spoe, no health check on the agent server", dict(check="")),
     "spoe-session":  ("SPOE once per client connection (event on-client-session), as the "
                       "examples", dict(event="on-client-session")),
     # 3.1+ (mux_spop): agent connections are pooled backend connections.
@@ -108,7 +111,8 @@ DEFAULT_CONFIGS = ("base,spoe,spoe-epoll,spoe-n1,base-t2,spoe-t2,spoe-t2-n1,spoe
                    "spoe-reuse100,spoe-mwf1,spoe-mwf100,spoe-idle1s")
 
 DEFAULTS = dict(spoe=True, nbthread=1, workers=2, engine="uring", event="on-frontend-http-request",
-                backend="", server="", agent_opts="", idle="2m", gens=None, binary="agent")
+                backend="", server="", agent_opts="", idle="2m", gens=None, binary="agent",
+                check="check inter 2s")
 
 
 def settings(name):
@@ -137,7 +141,7 @@ def haproxy_config(binary, s, http_port, agent_port, spoe_path, admin_sock):
         # every answer's score was set by this request's ACK
         cfg += "    http-after-response unset-var(sess.iprep.ip_score)\n"
     if s["spoe"]:
-        server_words = f"check inter 2s {s['server']}".strip()
+        server_words = f"{s['check']} {s['server']}".strip()
         cfg += ("\n" + hp.agent_backend(gen, "iprep-backend", [("agent1", f"127.0.0.1:{agent_port}")],
                                         check=server_words,
                                         extra="".join(f"    {l}\n" for l in s["backend"].split(";")
@@ -297,7 +301,7 @@ def run_one(binary, name, args, rep, profile=False):
         port = free_port()
         h.start(haproxy_config(binary, s, port, agent_port, spoe_path, h.admin_sock),
                 wait_ports=[port])
-        if s["spoe"]:
+        if s["spoe"] and s["check"]:
             h.wait_server("iprep-backend", "agent1", "UP", timeout=15)
         wrk(port, 1, args.connections, args.wrk_threads, latency=False)  # warm-up
         conns = {}
