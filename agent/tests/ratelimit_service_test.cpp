@@ -3,6 +3,8 @@
 // its score written into the deferred ACK.
 #include <gtest/gtest.h>
 
+#include "../../tests/support/counting_new.hpp"
+
 #include <atomic>
 #include <cstdlib>
 #include <new>
@@ -18,38 +20,8 @@
 
 using namespace agent;
 
-// Counts heap allocations made through operator new (the worker's path must make none).
-// malloc/free sit behind out-of-line helpers: inlined into a caller, GCC 12 at -O2/-O3 pairs
-// `::operator new` with the inlined std::free() and warns -Wmismatched-new-delete (see
-// tests/alloc_test.cpp).
-static std::atomic<std::uint64_t> g_news{0};
-[[gnu::noinline]] static void* counted_malloc(std::size_t n) {
-    g_news.fetch_add(1, std::memory_order_relaxed);
-    if (void* p = std::malloc(n ? n : 1)) return p;
-    std::abort();
-}
-[[gnu::noinline]] static void plain_free(void* p) noexcept {
-    std::free(p);
-}
-void* operator new(std::size_t n) {
-    return counted_malloc(n);
-}
-void* operator new[](std::size_t n) {
-    return counted_malloc(n);
-}
-void operator delete(void* p) noexcept {
-    plain_free(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-    plain_free(p);
-}
-void operator delete[](void* p) noexcept {
-    plain_free(p);
-}
-void operator delete[](void* p, std::size_t) noexcept {
-    plain_free(p);
-}
-
+// Every allocation of this test executable is counted (tests/support/counting_new.hpp; this is
+// its one translation unit that includes it): the worker's check-rate path must make none.
 namespace {
 
 /// Tickets whose ACK bytes stay readable after completion.
@@ -152,11 +124,12 @@ TEST(RateService, DefersAndQueuesWithoutAllocating) {
     fixture f;
     const auto p = payload("client-a", false);
     ASSERT_TRUE(f.notify(p, 1)); // warm-up
-    const std::uint64_t before = g_news.load();
+    spop_test_alloc::alloc_window w;
     for (std::uint64_t i = 0; i < 100; ++i) ASSERT_TRUE(f.notify(p, 3 + 2 * i));
-    EXPECT_EQ(g_news.load() - before, 0u) << "the worker's check-rate path allocated";
+    EXPECT_EQ(w.news(), 0u) << "the worker's check-rate path allocated";
     ::operator delete(::operator new(4)); // the counter works (a call, not elided)
-    EXPECT_EQ(g_news.load() - before, 1u);
+    EXPECT_EQ(w.news(), 1u);
+    w.stop();
     std::size_t queued = 0;
     f.g.at(0).r->drain(
         [&](ratelimit::request& r) {
