@@ -77,7 +77,9 @@ class delay_pool {
             }
             const clock_type::time_point now = clock_type::now();
             if (now < q_.front().due) {
-                cv_.wait_until(lk, q_.front().due);
+                // A copy: another pool thread may pop the front while this one waits.
+                const clock_type::time_point due = q_.front().due;
+                cv_.wait_until(lk, due);
                 continue;
             }
             while (!q_.empty() && q_.front().due <= now) {
