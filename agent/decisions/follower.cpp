@@ -14,18 +14,8 @@ namespace agent::decisions {
 
 namespace {
 
-struct reply_deleter {
-    void operator()(redisReply* r) const noexcept {
-        if (r != nullptr) freeReplyObject(r);
-    }
-};
-using reply_ptr = std::unique_ptr<redisReply, reply_deleter>;
-
-reply_ptr get_reply(redisContext* c) {
-    void* r = nullptr;
-    if (redisGetReply(c, &r) != REDIS_OK) return nullptr;
-    return reply_ptr(static_cast<redisReply*>(r));
-}
+using redis::get_reply;
+using redis::reply_ptr;
 
 std::string_view str(const redisReply* r) noexcept {
     return r != nullptr && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS ||

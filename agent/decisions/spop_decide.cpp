@@ -65,18 +65,8 @@ bool parse_long(const char* s, long lo, long hi, long& out) {
     return true;
 }
 
-struct reply_deleter {
-    void operator()(redisReply* r) const noexcept {
-        if (r != nullptr) freeReplyObject(r);
-    }
-};
-using reply_ptr = std::unique_ptr<redisReply, reply_deleter>;
-
-reply_ptr get_reply(redisContext* c) {
-    void* r = nullptr;
-    if (redisGetReply(c, &r) != REDIS_OK) return nullptr;
-    return reply_ptr(static_cast<redisReply*>(r));
-}
+using redis::get_reply;
+using redis::reply_ptr;
 
 std::string why(redisContext* c, const redisReply* r) {
     if (r == nullptr) return c->errstr[0] != '\0' ? c->errstr : "no reply";

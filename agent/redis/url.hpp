@@ -118,6 +118,21 @@ inline bool parse_url(std::string_view url, endpoint& out, std::string& error) {
     return true;
 }
 
+struct reply_deleter {
+    void operator()(redisReply* r) const noexcept {
+        if (r != nullptr) freeReplyObject(r);
+    }
+};
+using reply_ptr = std::unique_ptr<redisReply, reply_deleter>;
+
+/// The next reply of a pipeline (blocking, bounded by the context's timeout); null on an I/O or
+/// protocol error (c->errstr says which).
+inline reply_ptr get_reply(redisContext* c) {
+    void* r = nullptr;
+    if (redisGetReply(c, &r) != REDIS_OK) return nullptr;
+    return reply_ptr(static_cast<redisReply*>(r));
+}
+
 struct context_deleter {
     void operator()(redisContext* c) const noexcept { redisFree(c); }
 };
