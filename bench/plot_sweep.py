@@ -23,6 +23,10 @@ import re
 import statistics
 import sys
 
+# The same (median, min, max) as bench/compare.py's tables.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import spread  # noqa: E402
+
 
 def load(paths):
     rows, metas = [], []
@@ -34,13 +38,6 @@ def load(paths):
             r = json.loads(line)
             (metas if r.get("tool") == "wait-sweep" else rows).append(r)
     return rows, metas
-
-
-def spread(vals):
-    vals = [v for v in vals if isinstance(v, (int, float))]
-    if not vals:
-        return None
-    return statistics.median(vals), min(vals), max(vals)
 
 
 def fmt(v):
