@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <memory>
 #include <mutex>
@@ -870,7 +871,9 @@ TEST_P(ServerTest, HelloTimeout) {
 
 TEST_P(ServerTest, GracefulStopAnswersWhatWasReceived) {
     srv::options o = opts(2);
-    o.drain_idle_s = 1;
+    // Longer than the probe below may take: a connect() racing the listener's close can wait
+    // for a SYN retransmit (1 s), and `busy` must not be idle that long before it sends again.
+    o.drain_idle_s = 3;
     o.shutdown_timeout_s = 8;
     test_server s;
     ASSERT_TRUE(s.start(o));
@@ -919,8 +922,51 @@ TEST_P(ServerTest, GracefulStopAnswersWhatWasReceived) {
     EXPECT_TRUE(idle.closes_cleanly());
     EXPECT_EQ(s.wait(), 0);
     const auto took = clock_type::now() - t0;
-    EXPECT_GE(took, 900ms) << "did not wait for drain_idle";
+    EXPECT_GE(took, 2900ms) << "did not wait for drain_idle";
     EXPECT_LT(took, 7s) << "waited for the shutdown timeout instead of idleness";
+}
+
+// The lame-duck drain measures idleness in milliseconds: a connection read from just before the
+// (coarse) clock's second turned is not "idle for 1 s" right after it. In whole seconds it was,
+// and got AGENT-DISCONNECT at once while HAProxy was still sending on it.
+TEST_P(ServerTest, GracefulStopWaitsDrainIdleAfterTheLastReadAcrossASecondBoundary) {
+    srv::options o = opts(1);
+    o.drain_idle_s = 1;
+    o.shutdown_timeout_s = 8;
+    test_server s;
+    ASSERT_TRUE(s.start(o));
+    client c(s.port());
+    ASSERT_TRUE(c.handshake());
+    const auto coarse = [] {
+        timespec ts{};
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+        return ts;
+    };
+    // Late in a second of the clock the engine reads (bounded: one second at most).
+    bool late = false;
+    for (int i = 0; i < 3000 && !late; ++i) {
+        const long ns = coarse().tv_nsec;
+        late = ns >= 850'000'000 && ns < 900'000'000;
+        if (!late) std::this_thread::sleep_for(1ms);
+    }
+    ASSERT_TRUE(late);
+    const auto sec = coarse().tv_sec;
+    ASSERT_TRUE(c.send_all(echo_notify(1, 1, 1, "late in the second")));
+    const auto a = c.read_frames(1, 5s);
+    const auto t_ack = clock_type::now();
+    ASSERT_EQ(a.size(), 1u);
+    ASSERT_TRUE(is_ack(a[0], 1, 1, echo_vars(1, "late in the second")));
+    if (coarse().tv_sec != sec) GTEST_SKIP() << "the ACK took the whole second: machine too slow";
+    ASSERT_TRUE(eventually([&] { return coarse().tv_sec != sec; }, 2s));
+    s.stop();
+    const auto d = c.read_frames(1, 10s);
+    const auto took = clock_type::now() - t_ack;
+    ASSERT_EQ(d.size(), 1u);
+    EXPECT_TRUE(is_disconnect(d[0], 0));
+    EXPECT_GE(took, 900ms) << "AGENT-DISCONNECT before the connection was idle for drain_idle";
+    EXPECT_LT(took, 5s);
+    EXPECT_TRUE(c.closes_cleanly());
+    EXPECT_EQ(s.wait(), 0);
 }
 
 TEST_P(ServerTest, StopWithNoConnectionsIsQuick) {

@@ -40,7 +40,7 @@ struct worker_env {
     std::vector<bool> listen_is_tcp; ///< TCP_NODELAY applies to accepted sockets
     spop::connection_config conn_cfg{};
     worker_stats* stats = nullptr;
-    int wake_fd = -1;            ///< eventfd: main writes 1 to ask for a graceful stop
+    int wake_fd = -1; ///< eventfd: main writes 1 to ask for a graceful stop
     /// This worker's deferred-answer tickets. Owned by the server, not the worker: a ticket may
     /// be completed (harmlessly) after its worker stopped, as long as the server exists.
     class ticket_pool* tickets = nullptr;
@@ -120,6 +120,14 @@ void adopt_handed_off(worker_env& env, const void* bytes, std::size_t n, F&& ado
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return static_cast<std::uint32_t>(ts.tv_sec);
+}
+
+/// The same coarse clock (a few ms of resolution, no syscall) in milliseconds.
+[[nodiscard]] inline std::uint64_t mono_coarse_ms() noexcept {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1000 +
+           static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
 }
 
 /// Formats a peer address for logs.
@@ -215,13 +223,15 @@ check_timers(const options& o, const conn_t& c, std::uint32_t now, std::uint32_t
 /// of its last read.
 template <class C>
 [[nodiscard]] bool stop_connection_now(const options& o, std::uint32_t now,
-                                       std::uint32_t stop_deadline, std::uint32_t last_active,
-                                       const C& c) noexcept {
+                                       std::uint32_t stop_deadline, std::uint64_t now_ms,
+                                       std::uint64_t last_active_ms, const C& c) noexcept {
     const std::uint32_t flush_time = o.shutdown_timeout_s > 0 ? 1 : 0;
     if (now + flush_time >= stop_deadline) return true;
     const bool busy =
         !c.output().empty() || c.input_held() || !c.takes_input() || c.deferred_count() != 0;
-    return !busy && now - last_active >= o.drain_idle_s;
+    // Milliseconds: in whole seconds a connection read from 10 ms ago looked idle for 1 s once
+    // the second turned, and got AGENT-DISCONNECT while HAProxy still had it in use.
+    return !busy && now_ms - last_active_ms >= std::uint64_t{o.drain_idle_s} * 1000;
 }
 
 /// Keeps the worker's queued-ACK gauge in step with one connection. `reported` is that

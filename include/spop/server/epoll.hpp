@@ -92,15 +92,16 @@ class epoll_worker : public worker_core<epoll_worker<Service>, Service, econn_io
             epoll_ctl(ep_, EPOLL_CTL_ADD, this->tickets_.event_fd(), &tev);
         }
         epoll_event evs[256];
-        now_ = mono_s();
+        this->clock_turn();
         std::uint32_t last_tick = now_;
+        std::uint64_t last_drain_ms = 0;
         while (true) {
             const int n = epoll_wait(ep_, evs, 256, wait_ms());
             if (n < 0 && errno != EINTR) {
                 log(level::error, "event=fatal worker=%d what=epoll_wait errno=%d", env_.id, errno);
                 break;
             }
-            now_ = mono_s();
+            this->clock_turn();
             for (int i = 0; i < n; ++i) dispatch(evs[i]);
             // Deferred answers: a deadline due, or tickets opened without one armed.
             if (this->tickets_.open_count() != 0 &&
@@ -112,6 +113,10 @@ class epoll_worker : public worker_core<epoll_worker<Service>, Service, econn_io
                 last_tick = now_;
                 if (!stopping_) resume_listeners();
                 this->tick();
+            }
+            if (stopping_ && this->now_ms_ - last_drain_ms >= this->drain_check_ms) {
+                last_drain_ms = this->now_ms_;
+                this->drain_step();
             }
             this->turn_end();
             flush_kicked();
@@ -181,10 +186,11 @@ class epoll_worker : public worker_core<epoll_worker<Service>, Service, econn_io
 
     /// epoll_wait's timeout: the 250 ms tick, or sooner for a deferred answer's deadline.
     int wait_ms() const {
-        if (deadline_ms_ == 0) return 250;
+        const std::uint64_t cap = stopping_ ? this->drain_check_ms : 250;
+        if (deadline_ms_ == 0) return static_cast<int>(cap);
         const std::uint64_t now = mono_ns() / 1000000;
         const std::uint64_t d = deadline_ms_ > now ? deadline_ms_ - now : 0;
-        return d < 250 ? static_cast<int>(d) : 250;
+        return static_cast<int>(d < cap ? d : cap);
     }
 
     void accept_all(std::uint32_t li) {
@@ -249,7 +255,7 @@ class epoll_worker : public worker_core<epoll_worker<Service>, Service, econn_io
             if (r > 0) {
                 env_.stats->bytes_in.add(static_cast<std::uint64_t>(r));
                 if (e.draining) continue; // discarding until EOF
-                e.last_active = now_;
+                e.last_active_ms = this->now_ms_;
                 const auto n = static_cast<std::size_t>(r);
                 const std::size_t took = this->feed(e, rbuf_.get(), n);
                 if (took < n) {

@@ -30,7 +30,7 @@ struct options {
     std::uint32_t shutdown_timeout_s = 10;
     std::uint32_t drain_idle_s = 1; ///< on stop, serve a connection until idle this long
     // Deferred answers (ticket.hpp): a per-worker pool, allocated at start.
-    std::uint32_t max_deferred = 4096; ///< open tickets per worker; past it, back-pressure
+    std::uint32_t max_deferred = 4096;       ///< open tickets per worker; past it, back-pressure
     std::uint32_t deferred_timeout_ms = 400; ///< then the fallback (below HAProxy's usual
                                              ///< `timeout processing` of 500 ms - 1 s)
     std::uint32_t deferred_ack_bytes = 1024; ///< a deferred ACK's room (actions past it drop)

@@ -86,6 +86,7 @@ enum op : std::uint8_t {
     op_handoff,
     op_tickets,
     op_deadline,
+    op_drain, ///< while stopping: the lame-duck drain's check (worker_core::drain_check_ms)
 };
 
 inline constexpr std::uint64_t pack(op o, std::uint32_t idx, std::uint32_t gen) {
@@ -179,7 +180,7 @@ class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io
         arm_timer();
         arm_handoff();
         arm_tickets();
-        this->now_ = mono_s();
+        this->clock_turn();
         while (true) {
             const int rc = wait_turn();
             if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME) {
@@ -187,7 +188,7 @@ class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io
                     env_.id, std::strerror(-rc));
                 break;
             }
-            this->now_ = mono_s();
+            this->clock_turn();
             io_uring_cqe* cqe;
             unsigned head;
             unsigned seen = 0;
@@ -370,6 +371,13 @@ class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io
         io_uring_prep_timeout(s, &timer_ts_, 0, 0);
         io_uring_sqe_set_data64(s, pack(op_timer, 0, 0));
     }
+    void arm_drain() {
+        drain_ts_.tv_sec = 0;
+        drain_ts_.tv_nsec = static_cast<long long>(this->drain_check_ms) * 1000000;
+        io_uring_sqe* s = sqe();
+        io_uring_prep_timeout(s, &drain_ts_, 0, 0);
+        io_uring_sqe_set_data64(s, pack(op_drain, 0, 0));
+    }
     void arm_recv(std::uint32_t idx) {
         slot& e = *conns_[idx];
         io_uring_sqe* s = sqe();
@@ -402,7 +410,15 @@ class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io
         case op_send:
             return on_send(idx, gen, cqe);
         case op_wake:
-            return this->begin_stop();
+            if (!this->stopping_) {
+                this->begin_stop();
+                arm_drain();
+            }
+            return;
+        case op_drain:
+            this->drain_step();
+            if (this->live_ != 0) arm_drain();
+            return;
         case op_timer:
             rearm_starved();
             for (std::uint32_t li : accept_rearm_)
@@ -478,7 +494,7 @@ class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io
             } else if (e->io.holds() || !e->c.takes_input()) {
                 hold(*e, bid, 0, len);
             } else {
-                e->last_active = this->now_;
+                e->last_active_ms = this->now_ms_;
                 const std::size_t took = this->feed(*e, buf(bid), len);
                 if (took < len)
                     hold(*e, bid, static_cast<std::uint32_t>(took), len);
@@ -521,8 +537,8 @@ class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io
             recycle(bid); // closing: feed() would discard it anyway
             return;
         }
-        e.c.set_input_held();       // a graceful stop or end of stream waits for these bytes
-        e.last_active = this->now_; // a back-pressured peer is not idle (lame-duck stop)
+        e.c.set_input_held();             // a graceful stop or end of stream waits for these bytes
+        e.last_active_ms = this->now_ms_; // a back-pressured peer is not idle (lame-duck stop)
         if (e.io.spill_off < e.io.spill.size() || held_total_ >= buf_count / 2) {
             if (e.io.spill_off == e.io.spill.size()) {
                 e.io.spill.clear();
@@ -707,6 +723,7 @@ class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io
     std::uint64_t deadline_ms_ = 0; ///< the deadline timer armed, 0 = none
     int handoff_buf_[64]{};
     __kernel_timespec timer_ts_{};
+    __kernel_timespec drain_ts_{};
 };
 
 } // namespace uring_detail

@@ -51,8 +51,8 @@ struct conn_slot {
     std::uint32_t idx = 0; ///< slot in the table
     std::uint32_t gen = 0; ///< generation: packed with idx into every request's user data
     std::uint32_t created = 0;
-    std::uint32_t last_active = 0;   ///< last time bytes arrived (or were held)
-    std::uint32_t last_progress = 0; ///< last time a send wrote something
+    std::uint64_t last_active_ms = 0; ///< last time bytes arrived (or were held), coarse ms
+    std::uint32_t last_progress = 0;  ///< last time a send wrote something
     std::uint32_t drain_deadline = 0;
     bool draining = false; ///< our write side is shut; reading until EOF, bounded
     bool eof = false;      ///< the peer shut its write side: answer, flush, close
@@ -109,7 +109,8 @@ class worker_core {
         e->fd = fd;
         e->idx = idx;
         e->gen = ++gen_;
-        e->created = e->last_active = now_;
+        e->created = now_;
+        e->last_active_ms = now_ms_;
         e->peer = std::move(peer);
         conns_[idx] = std::move(e);
         ++live_;
@@ -155,6 +156,16 @@ class worker_core {
         --live_;
         env_.stats->conns_current.sub();
     }
+
+    /// The turn's clock (coarse, no syscall): backends call it once per wakeup.
+    void clock_turn() noexcept {
+        now_ms_ = mono_coarse_ms();
+        now_ = static_cast<std::uint32_t>(now_ms_ / 1000);
+    }
+
+    /// While stopping, how often the backends run drain_step(), so that --drain-idle is kept
+    /// to about this much rather than to the once-a-second tick.
+    static constexpr std::uint32_t drain_check_ms = 100;
 
     /// The clock before a call that may run on_notify: also the ticket pool's, so that a
     /// ticket opened in it takes its deadline from a time read once per read, not per NOTIFY.
@@ -326,7 +337,8 @@ class worker_core {
         for (std::uint32_t i = 0; i < conns_.size(); ++i) {
             slot* e = conns_[i].get();
             if (e == nullptr || e->draining || !self().alive(*e)) continue;
-            if (!stop_connection_now(*env_.opt, now_, stop_deadline_, e->last_active, e->c))
+            if (!stop_connection_now(*env_.opt, now_, stop_deadline_, now_ms_, e->last_active_ms,
+                                     e->c))
                 continue;
             e->c.shutdown();
             self().kick(i);
@@ -345,7 +357,8 @@ class worker_core {
                 if (now_ >= e->drain_deadline) self().kill(i, "drain_timeout");
                 continue;
             }
-            switch (check_timers(o, e->c, now_, e->created, e->last_active, e->last_progress)) {
+            const auto last_active = static_cast<std::uint32_t>(e->last_active_ms / 1000);
+            switch (check_timers(o, e->c, now_, e->created, last_active, e->last_progress)) {
             case timer_verdict::none:
                 break;
             case timer_verdict::timeout:
@@ -382,7 +395,8 @@ class worker_core {
     rate_limiter errors_rl_{10};
     rate_limiter accept_rl_{5};
     rate_limiter bp_rl_{5};
-    std::uint32_t now_ = 0;
+    std::uint32_t now_ = 0;    ///< whole seconds, read once per turn (clock_turn())
+    std::uint64_t now_ms_ = 0; ///< the same reading in ms (last_active_ms, the stop's drain)
     std::uint32_t gen_ = 0;
     std::uint32_t live_ = 0;
     bool stopping_ = false;
