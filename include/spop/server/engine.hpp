@@ -222,11 +222,11 @@ check_timers(const options& o, const conn_t& c, std::uint32_t now, std::uint32_t
 /// A connection with ACKs unsent, input held or answers deferred is not idle, whatever the time
 /// of its last read.
 template <class C>
-[[nodiscard]] bool stop_connection_now(const options& o, std::uint32_t now,
-                                       std::uint32_t stop_deadline, std::uint64_t now_ms,
-                                       std::uint64_t last_active_ms, const C& c) noexcept {
-    const std::uint32_t flush_time = o.shutdown_timeout_s > 0 ? 1 : 0;
-    if (now + flush_time >= stop_deadline) return true;
+[[nodiscard]] bool stop_connection_now(const options& o, std::uint64_t now_ms,
+                                       std::uint64_t stop_deadline_ms, std::uint64_t last_active_ms,
+                                       const C& c) noexcept {
+    const std::uint64_t flush_ms = o.shutdown_timeout_s > 0 ? 1000 : 0;
+    if (now_ms + flush_ms >= stop_deadline_ms) return true;
     const bool busy =
         !c.output().empty() || c.input_held() || !c.takes_input() || c.deferred_count() != 0;
     // Milliseconds: in whole seconds a connection read from 10 ms ago looked idle for 1 s once

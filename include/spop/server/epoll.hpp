@@ -96,13 +96,17 @@ class epoll_worker : public worker_core<epoll_worker<Service>, Service, econn_io
         std::uint32_t last_tick = now_;
         std::uint64_t last_drain_ms = 0;
         while (true) {
-            const int n = epoll_wait(ep_, evs, 256, wait_ms());
+            // Tickets finished by other threads during the last turn: poll, do not sleep.
+            const bool sleep = this->tickets_.worker_sleep();
+            const int n = epoll_wait(ep_, evs, 256, sleep ? wait_ms() : 0);
+            this->tickets_.worker_awake();
             if (n < 0 && errno != EINTR) {
                 log(level::error, "event=fatal worker=%d what=epoll_wait errno=%d", env_.id, errno);
                 break;
             }
             this->clock_turn();
             for (int i = 0; i < n; ++i) dispatch(evs[i]);
+            if (!sleep) this->tickets_turn();
             // Deferred answers: a deadline due, or tickets opened without one armed.
             if (this->tickets_.open_count() != 0 &&
                 (deadline_ms_ == 0 || mono_ns() / 1000000 >= deadline_ms_)) {

@@ -3,8 +3,9 @@
 // Threads: open(), available() and everything named worker_* run on the worker's thread only.
 // A ticket's holder (any thread) writes its ACK through writer(id) and hands it back with
 // finish(id): a lock-free push onto a list the worker takes whole (one exchange), and at most
-// one eventfd write per batch to wake the worker. The worker is the only one that reads a
-// finished ticket's buffer, after taking it from that list (release/acquire on the list head).
+// one eventfd write per batch to wake the worker, none while it is awake (worker_sleep()). The
+// worker is the only one that reads a finished ticket's buffer, after taking it from that list
+// (release/acquire on the list head).
 //
 // Lifecycle of a slot: free -> open (the holder has it) -> finished (pushed) -> delivered and
 // free. A deadline (options::deferred_timeout_ms, the same for every ticket, so the open
@@ -106,13 +107,14 @@ class ticket_pool final : public spop::deferral {
         std::uint32_t head = head_.load(std::memory_order_relaxed);
         do {
             s.next.store(head, std::memory_order_relaxed);
-        } while (!head_.compare_exchange_weak(head, id, std::memory_order_release,
+            // seq_cst: with worker_sleep()'s, the two sides of a Dekker check (see wake()).
+        } while (!head_.compare_exchange_weak(head, id, std::memory_order_seq_cst,
                                               std::memory_order_relaxed));
         wake();
     }
     void note_misuse() noexcept override {
         misuse_.fetch_add(1, std::memory_order_relaxed);
-        wake(); // the worker moves it into its counters
+        wake(true); // the worker moves it into its counters
     }
 
     [[nodiscard]] static std::uint64_t clock_ns() noexcept {
@@ -132,6 +134,20 @@ class ticket_pool final : public spop::deferral {
     /// (in on_notify or on_turn_end) then skip the eventfd; the worker takes them at the end of
     /// its turn (worker_local_finished()).
     void worker_attach() noexcept { owner_here_ = this; }
+
+    /// Just before the worker blocks for events: false when finished tickets already wait (take
+    /// them, and poll instead of sleeping). Once this returned true, a holder that finishes a
+    /// ticket writes the eventfd; while the worker is awake, finish() costs no system call,
+    /// since the worker looks at the list here before it sleeps again.
+    [[nodiscard]] bool worker_sleep() noexcept {
+        if (efd_ < 0) return true; // a service that never defers
+        sleeping_.store(true, std::memory_order_seq_cst);
+        if (head_.load(std::memory_order_seq_cst) == no_slot) return true;
+        sleeping_.store(false, std::memory_order_relaxed);
+        return false;
+    }
+    /// The worker's wait returned.
+    void worker_awake() noexcept { sleeping_.store(false, std::memory_order_relaxed); }
 
     /// True once after tickets were finished on the worker's own thread since the last call.
     [[nodiscard]] bool worker_local_finished() noexcept {
@@ -222,12 +238,17 @@ class ticket_pool final : public spop::deferral {
     }
 
   private:
-    /// One eventfd write per batch: the worker clears wake_pending_ before taking the list.
-    void wake() noexcept {
+    /// An eventfd write only when the worker sleeps (or is about to), and one per batch: the
+    /// worker clears wake_pending_ before taking the list. Dekker: the worker stores sleeping_
+    /// then loads head_ (worker_sleep()); a holder pushes onto head_ then loads sleeping_, all
+    /// seq_cst, so at least one of them sees the other: either the worker finds the ticket
+    /// before it sleeps, or the holder sees it asleep and writes.
+    void wake(bool always = false) noexcept {
         if (owner_here_ == this) { // the worker itself, inside its turn: no syscall
             local_finished_ = true;
             return;
         }
+        if (!always && !sleeping_.load(std::memory_order_seq_cst)) return;
         if (!wake_pending_.exchange(true, std::memory_order_acq_rel)) {
             const std::uint64_t one = 1;
             const ssize_t w = ::write(efd_, &one, sizeof one);
@@ -264,7 +285,8 @@ class ticket_pool final : public spop::deferral {
     std::uint32_t fifo_n_ = 0;
     std::atomic<std::uint32_t> head_{no_slot};
     std::atomic<bool> wake_pending_{false};
-    bool local_finished_ = false; ///< the worker's thread only
+    std::atomic<bool> sleeping_{true}; ///< the worker blocks (or may) in its wait: see wake()
+    bool local_finished_ = false;      ///< the worker's thread only
     static inline thread_local const ticket_pool* owner_here_ = nullptr;
     std::atomic<std::uint64_t> misuse_{0};
     mutable bool refused_ = false;

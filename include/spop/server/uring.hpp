@@ -182,7 +182,10 @@ class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io
         arm_tickets();
         this->clock_turn();
         while (true) {
-            const int rc = wait_turn();
+            // Tickets finished by other threads during the last turn: poll, do not sleep.
+            const bool sleep = this->tickets_.worker_sleep();
+            const int rc = sleep ? wait_turn() : io_uring_submit(&ring_);
+            this->tickets_.worker_awake();
             if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME) {
                 log(level::error, "event=fatal worker=%d what=submit_and_wait error=\"%s\"",
                     env_.id, std::strerror(-rc));
@@ -197,6 +200,7 @@ class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io
                 ++seen;
             }
             io_uring_cq_advance(&ring_, seen);
+            if (!sleep) this->tickets_turn();
             end_of_turn();
             if (this->finished()) break;
         }

@@ -219,7 +219,7 @@ class worker_core {
                 self().kick(e->idx);
             },
             consume_efd);
-        const bool all = stopping_ && now_ + 1 >= stop_deadline_;
+        const bool all = stopping_ && now_ms_ + 1000 >= stop_deadline_ms_;
         const std::uint64_t next = tickets_.worker_expire(
             all, [this](ticket_pool::slot& t) { fallback(t.conn_tag, t.sid, t.fid, t.mfs); });
         if (tickets_.worker_should_retry()) {
@@ -327,17 +327,20 @@ class worker_core {
     void begin_stop() {
         if (stopping_) return;
         stopping_ = true;
-        stop_deadline_ = now_ + env_.opt->shutdown_timeout_s;
+        stop_deadline_ms_ = now_ms_ + std::uint64_t{env_.opt->shutdown_timeout_s} * 1000;
         self().stop_listening();
         drain_step();
     }
 
     /// During a stop: AGENT-DISCONNECT to the connections whose drain is over.
     void drain_step() {
+        // The stop's last second: deferred answers still open get the fallback first, so that
+        // it goes out before the AGENT-DISCONNECT below.
+        if (tickets_.open_count() != 0 && now_ms_ + 1000 >= stop_deadline_ms_) tickets_turn();
         for (std::uint32_t i = 0; i < conns_.size(); ++i) {
             slot* e = conns_[i].get();
             if (e == nullptr || e->draining || !self().alive(*e)) continue;
-            if (!stop_connection_now(*env_.opt, now_, stop_deadline_, now_ms_, e->last_active_ms,
+            if (!stop_connection_now(*env_.opt, now_ms_, stop_deadline_ms_, e->last_active_ms,
                                      e->c))
                 continue;
             e->c.shutdown();
@@ -374,7 +377,7 @@ class worker_core {
 
     /// The event loop ends: stopped and every connection gone, or the stop timed out.
     [[nodiscard]] bool finished() const noexcept {
-        return stopping_ && (live_ == 0 || now_ >= stop_deadline_);
+        return stopping_ && (live_ == 0 || now_ms_ >= stop_deadline_ms_);
     }
 
     struct waiting {
@@ -400,7 +403,7 @@ class worker_core {
     std::uint32_t gen_ = 0;
     std::uint32_t live_ = 0;
     bool stopping_ = false;
-    std::uint32_t stop_deadline_ = 0;
+    std::uint64_t stop_deadline_ms_ = 0;
 };
 
 } // namespace spop::server
