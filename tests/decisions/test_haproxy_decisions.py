@@ -153,13 +153,9 @@ def main():
     ap.add_argument("--decide", required=True, help="path to spop-decide")
     hp.add_arguments(ap)
     args = ap.parse_args()
-    try:
-        binary = hp.binary_from_args(args)
-    except hp.Unavailable as e:
-        return hp.unavailable_exit(e, "the decisions HAProxy test")
-    except AssertionError as e:
-        print("FAIL: %s\n0 passed, 1 failed" % e)
-        return 1
+    binary, status = hp.binary_for_main(args, "the decisions HAProxy test")
+    if binary is None:
+        return status
     for path in (args.agent, args.decide):
         if not os.access(path, os.X_OK):
             print("FAIL: not found or not executable: %s\n0 passed, 1 failed" % path)

@@ -47,8 +47,6 @@ Exit status: 0 all passed, 1 a test failed, 77 skipped (no deferred_agent, no ha
 
 import argparse
 import os
-import shutil
-import signal
 import socket
 import struct
 import sys
@@ -549,38 +547,24 @@ def main():
     if not os.access(agent_path, os.X_OK):
         print(f"deferred_agent not found or not executable: {agent_path}\n0 passed, 0 failed")
         return hp.SKIP
-    try:
-        binary = hp.binary_from_args(args)
-    except hp.Unavailable as e:
-        return hp.unavailable_exit(e, "its deferred-answer scenarios")
-    except AssertionError as e:
-        print(f"FAIL: {e}\n0 passed, 1 failed")
-        return 1
+    binary, status = hp.binary_for_main(args, "its deferred-answer scenarios")
+    if binary is None:
+        return status
 
     install_sigterm()
     print(binary, flush=True)
     tmp = tempfile.mkdtemp(prefix="spop-deferred-")
     env = Deferred.env = Env(binary, agent_path, args.agent_arg, tmp)
-    try:
-        try:
-            env.start()
-        except AssertionError as e:
-            print(f"FAIL setup: {e}\n--- agent ---\n{env.agent.log_tail()}")
-            print("0 passed, 1 failed")
-            return 1
+
+    def suite():
         print(f"agent: {' '.join(env.agent.cmd)}\n  {env.agent.log_tail(1)}", flush=True)
         names = sorted(n for n in dir(Deferred) if n.startswith("test_"))
-        suite = runner.select(unittest.TestSuite(Deferred(n) for n in names[:-1]),
-                              args.patterns)
-        suite.addTest(Deferred(names[-1]))
-        return runner.run(suite, label=f"HAProxy {binary.gen} deferred")
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        env.stop()
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        s = runner.select(unittest.TestSuite(Deferred(n) for n in names[:-1]), args.patterns)
+        s.addTest(Deferred(names[-1]))
+        return s
+
+    return hp.run_on_env(env, tmp, args.keep, suite, f"HAProxy {binary.gen} deferred",
+                         lambda: f"--- agent ---\n{env.agent.log_tail()}")
 
 
 if __name__ == "__main__":

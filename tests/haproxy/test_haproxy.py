@@ -52,8 +52,6 @@ import http.client
 import os
 import pwd
 import re
-import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -188,6 +186,10 @@ class Env:
         self.agent.start()
         self.haproxy.ports, cfg = three_frontends_config(self.haproxy, self.agent.port)
         self.haproxy.start(cfg, wait_ports=wait_ports(self.haproxy))
+
+    def stop(self):
+        self.haproxy.stop()
+        self.agent.stop()
 
     def restart_agent(self, default_score=None):
         """As an operator restarts it: HAProxy's check sees the stop (DOWN) and the new agent
@@ -744,13 +746,9 @@ def main():
     ap.add_argument("--agent", required=True, help="path to the agent binary")
     hp.add_arguments(ap)
     args = ap.parse_args()
-    try:
-        binary = hp.binary_from_args(args)
-    except hp.Unavailable as e:
-        return hp.unavailable_exit(e)
-    except AssertionError as e:
-        print(f"FAIL: {e}\n0 passed, 1 failed")
-        return 1
+    binary, status = hp.binary_for_main(args)
+    if binary is None:
+        return status
     agent_path = os.path.abspath(args.agent)
     if not os.access(agent_path, os.X_OK):
         print(f"agent binary not found or not executable: {agent_path}\n0 passed, 1 failed")
@@ -760,25 +758,15 @@ def main():
     print(binary, flush=True)
     tmp = tempfile.mkdtemp(prefix="spop-haproxy-test-")
     env = Scenarios.env = Env(binary, agent_path, args.agent_arg, tmp)
-    try:
-        try:
-            env.start()
-        except AssertionError as e:
-            print(f"FAIL setup: {e}\n--- agent output (tail) ---\n{env.agent.log_tail()}")
-            print("0 passed, 1 failed")
-            return 1
-        suite = runner.select(unittest.TestSuite(Scenarios(fn.__name__) for fn in TESTS),
-                              args.patterns)
-        suite.addTest(Scenarios("test_teardown_agent_exits_cleanly"))
-        return runner.run(suite, label=f"HAProxy {binary.gen}")
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut cleanup
-        env.haproxy.stop()
-        env.agent.stop()
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    def suite():
+        s = runner.select(unittest.TestSuite(Scenarios(fn.__name__) for fn in TESTS),
+                          args.patterns)
+        s.addTest(Scenarios("test_teardown_agent_exits_cleanly"))
+        return s
+
+    return hp.run_on_env(env, tmp, args.keep, suite, f"HAProxy {binary.gen}",
+                         lambda: f"--- agent output (tail) ---\n{env.agent.log_tail()}")
 
 
 if __name__ == "__main__":

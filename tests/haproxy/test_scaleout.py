@@ -65,7 +65,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from pyspop import haproxy as hp  # noqa: E402
 from pyspop import runner  # noqa: E402
 from pyspop.agent import Agent, install_sigterm  # noqa: E402
-from pyspop.haproxy import HTTP, SPOE, Load, metric  # noqa: E402
+from pyspop.haproxy import SPOE, Load, metric  # noqa: E402
 from pyspop.ports import free_port  # noqa: E402
 
 
@@ -477,13 +477,9 @@ def main():
     ap.add_argument("-v", dest="verbose", action="store_true",
                     help="with --measure: print HAProxy's log lines of failed runs")
     args = ap.parse_args()
-    try:
-        binary = hp.binary_from_args(args)
-    except hp.Unavailable as e:
-        return hp.unavailable_exit(e, "its scale-out scenarios")
-    except AssertionError as e:
-        print(f"FAIL: {e}\n0 passed, 1 failed")
-        return 1
+    binary, status = hp.binary_for_main(args, "its scale-out scenarios")
+    if binary is None:
+        return status
     args.agent = os.path.abspath(args.agent)
     if not os.access(args.agent, os.X_OK):
         print(f"agent binary not found or not executable: {args.agent}\n0 passed, 1 failed")
@@ -502,24 +498,15 @@ def main():
     tmp = tempfile.mkdtemp(prefix="spop-scaleout-")
     env = Scenarios.env = Env(args.agent, binary, tmp, args.agent_arg, args.variant,
                               args.processing)
-    try:
-        try:
-            env.start()
-        except AssertionError as e:
-            print(f"FAIL setup: {e}\n--- haproxy output (tail) ---\n{env.haproxy.log_tail()}")
-            print("0 passed, 1 failed")
-            return 1
-        suite = runner.select(unittest.TestSuite(Scenarios(fn.__name__) for fn in TESTS),
-                              args.patterns)
-        suite.addTest(Scenarios("test_teardown_agents_exit_cleanly"))
-        return runner.run(suite, label=f"HAProxy {binary.gen} scale-out")
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        env.stop()
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    def suite():
+        s = runner.select(unittest.TestSuite(Scenarios(fn.__name__) for fn in TESTS),
+                          args.patterns)
+        s.addTest(Scenarios("test_teardown_agents_exit_cleanly"))
+        return s
+
+    return hp.run_on_env(env, tmp, args.keep, suite, f"HAProxy {binary.gen} scale-out",
+                         lambda: f"--- haproxy output (tail) ---\n{env.haproxy.log_tail()}")
 
 
 if __name__ == "__main__":

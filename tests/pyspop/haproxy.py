@@ -58,6 +58,7 @@ import time
 import urllib.request
 
 from . import agent as _agent
+from . import runner as _runner
 from .ports import free_port, ipv6_loopback_usable
 
 SKIP = 77
@@ -789,3 +790,38 @@ def binary_from_args(args):
         return resolve(path=SYSTEM_HAPROXY)
     except Unavailable:
         return resolve(path="haproxy")
+
+
+def binary_for_main(args, what="its scenarios"):
+    """binary_from_args() for a test script's main(): (binary, None), or (None, exit status)
+    once the reason was printed (unavailable_exit(), or FAIL for a broken binary)."""
+    try:
+        return binary_from_args(args), None
+    except Unavailable as e:
+        return None, unavailable_exit(e, what)
+    except AssertionError as e:
+        print(f"FAIL: {e}\n0 passed, 1 failed")
+        return None, 1
+
+
+def run_on_env(env, tmp, keep, make_suite, label, setup_tail):
+    """The rest of a test script's main(): starts `env` (its start() raises AssertionError on a
+    failed setup: then `setup_tail()` is printed, what the failing process said), runs the
+    suite `make_suite()` returns with pyspop.runner, and always stops `env` and removes `tmp`
+    (kept with --keep), also on SIGTERM once pyspop.agent.install_sigterm() ran. Returns the
+    exit status."""
+    try:
+        try:
+            env.start()
+        except AssertionError as e:
+            print(f"FAIL setup: {e}\n{setup_tail()}")
+            print("0 passed, 1 failed")
+            return 1
+        return _runner.run(make_suite(), label=label)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut cleanup
+        env.stop()
+        if keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
