@@ -88,7 +88,8 @@ class epoll_worker : public worker_core<epoll_worker<Service>, Service, econn_io
         }
 
         if (this->tickets_.event_fd() >= 0) {
-            epoll_event tev{EPOLLIN, {.u64 = pack(tag_tickets, 0, 0)}};
+            // Edge-triggered and never read: see ticket_pool::worker_take().
+            epoll_event tev{EPOLLIN | EPOLLET, {.u64 = pack(tag_tickets, 0, 0)}};
             epoll_ctl(ep_, EPOLL_CTL_ADD, this->tickets_.event_fd(), &tev);
         }
         epoll_event evs[256];
@@ -174,7 +175,7 @@ class epoll_worker : public worker_core<epoll_worker<Service>, Service, econn_io
         const auto gen = static_cast<std::uint32_t>(ev.data.u64 >> 40);
         if (tag == tag_listener) return accept_all(idx);
         if (tag == tag_handoff) return take_handoffs();
-        if (tag == tag_tickets) return this->tickets_turn(true); // level-triggered: reset it
+        if (tag == tag_tickets) return this->tickets_turn();
         if (tag == tag_wake) {
             std::uint64_t v;
             const ssize_t r = ::read(env_.wake_fd, &v, sizeof v);

@@ -158,15 +158,11 @@ class ticket_pool final : public spop::deferral {
 
     /// Takes every finished ticket, oldest first: `on(slot&, id)` for each. A late one (its
     /// deadline passed, the fallback went out) is counted and freed without a call.
-    /// `consume_efd`: also reset the eventfd (a level-triggered poller reported it readable);
-    /// false when the backend's own read of it completed, or when nothing reported it.
+    /// The eventfd is not read here: the io_uring backend's own read of it completed, and the
+    /// epoll backend polls it edge-triggered (every write is an edge; the counter is never
+    /// reset, and 2^64 writes are out of reach), which saves a read() per batch.
     template <class F>
-    void worker_take(F&& on, bool consume_efd) {
-        if (consume_efd) {
-            std::uint64_t v;
-            const ssize_t r = ::read(efd_, &v, sizeof v);
-            (void)r;
-        }
+    void worker_take(F&& on) {
         wake_pending_.store(false, std::memory_order_release);
         std::uint32_t id = head_.exchange(no_slot, std::memory_order_acquire);
         // The list is newest first: reverse it so answers keep completion order.

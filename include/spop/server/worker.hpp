@@ -13,8 +13,9 @@
 //   void on_new(slot&)                         a slot was just adopted: start receiving
 // and uses: adopt(), feed(), sent(), closing_step(), begin_stop(), tick(), finished(),
 // turn_end() once per loop turn (after its reads, before its sends), and for deferred answers
-// tickets_.event_fd() (readable: tickets_turn(true) when the backend did not read it itself)
-// and the deadline that tickets_turn() arms (call it again then).
+// tickets_.event_fd() (written: tickets_turn(); the backend never needs to reset it), the
+// deadline that tickets_turn() arms (call it again then), and tickets_.worker_sleep() /
+// worker_awake() around its blocking wait (poll instead when answers already wait).
 #pragma once
 
 #include <memory>
@@ -200,25 +201,23 @@ class worker_core {
     /// Takes finished tickets, expires overdue ones (all of them in the last second of a stop),
     /// and hands the answers to their connections. Returns the next deadline (monotonic ms), 0
     /// when no ticket is open.
-    std::uint64_t run_tickets(bool consume_efd = false) {
+    std::uint64_t run_tickets() {
         tickets_.worker_clock(mono_ns());
-        tickets_.worker_take(
-            [this](ticket_pool::slot& t, std::uint32_t id) {
-                slot* e = find_tag(t.conn_tag);
-                if (e == nullptr || !self().alive(*e)) {
-                    env_.stats->deferred_after_close.add();
-                    return tickets_.worker_done(id);
-                }
-                if (t.abandoned)
-                    t.w = spop::ack_writer({scratch_, sizeof scratch_}, t.sid, t.fid, t.mfs);
-                const std::span<const std::uint8_t> buf =
-                    t.abandoned ? std::span<const std::uint8_t>(scratch_)
-                                : std::span<const std::uint8_t>(t.buf.get(), t.w.size());
-                if (!e->c.deliver(t.w, buf)) return waiting_.push_back({t.conn_tag, id});
-                tickets_.worker_done(id);
-                self().kick(e->idx);
-            },
-            consume_efd);
+        tickets_.worker_take([this](ticket_pool::slot& t, std::uint32_t id) {
+            slot* e = find_tag(t.conn_tag);
+            if (e == nullptr || !self().alive(*e)) {
+                env_.stats->deferred_after_close.add();
+                return tickets_.worker_done(id);
+            }
+            if (t.abandoned)
+                t.w = spop::ack_writer({scratch_, sizeof scratch_}, t.sid, t.fid, t.mfs);
+            const std::span<const std::uint8_t> buf =
+                t.abandoned ? std::span<const std::uint8_t>(scratch_)
+                            : std::span<const std::uint8_t>(t.buf.get(), t.w.size());
+            if (!e->c.deliver(t.w, buf)) return waiting_.push_back({t.conn_tag, id});
+            tickets_.worker_done(id);
+            self().kick(e->idx);
+        });
         const bool all = stopping_ && now_ms_ + 1000 >= stop_deadline_ms_;
         const std::uint64_t next = tickets_.worker_expire(
             all, [this](ticket_pool::slot& t) { fallback(t.conn_tag, t.sid, t.fid, t.mfs); });
@@ -242,8 +241,8 @@ class worker_core {
     }
 
     /// run_tickets(), then the backend's deadline timer for the next expiry (arm_deadline(ms)).
-    void tickets_turn(bool consume_efd = false) {
-        const std::uint64_t next = run_tickets(consume_efd);
+    void tickets_turn() {
+        const std::uint64_t next = run_tickets();
         if (next != 0) self().arm_deadline(next);
     }
 
