@@ -220,7 +220,9 @@ check_timers(const options& o, const conn_t& c, std::uint32_t now, std::uint32_t
 /// for --drain-idle, so NOTIFYs still on the wire are answered. It gets AGENT-DISCONNECT 0 then,
 /// or when the last second of --shutdown-timeout begins, whichever comes first.
 /// A connection with ACKs unsent, input held or answers deferred is not idle, whatever the time
-/// of its last read.
+/// of its last read. `last_active_ms`: its last read or send, whichever came later (a peer that
+/// just read the last of a back-pressured backlog has unread NOTIFYs on the wire, and the
+/// worker reads them at its next turn).
 template <class C>
 [[nodiscard]] bool stop_connection_now(const options& o, std::uint64_t now_ms,
                                        std::uint64_t stop_deadline_ms, std::uint64_t last_active_ms,

@@ -18,6 +18,7 @@
 // worker_awake() around its blocking wait (poll instead when answers already wait).
 #pragma once
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <sys/socket.h>
@@ -52,8 +53,8 @@ struct conn_slot {
     std::uint32_t idx = 0; ///< slot in the table
     std::uint32_t gen = 0; ///< generation: packed with idx into every request's user data
     std::uint32_t created = 0;
-    std::uint64_t last_active_ms = 0; ///< last time bytes arrived (or were held), coarse ms
-    std::uint32_t last_progress = 0;  ///< last time a send wrote something
+    std::uint64_t last_active_ms = 0;   ///< last time bytes arrived (or were held), coarse ms
+    std::uint64_t last_progress_ms = 0; ///< last time a send wrote something, coarse ms
     std::uint32_t drain_deadline = 0;
     bool draining = false; ///< our write side is shut; reading until EOF, bounded
     bool eof = false;      ///< the peer shut its write side: answer, flush, close
@@ -189,7 +190,7 @@ class worker_core {
     /// `n` bytes of output left (a send completed).
     void sent(slot& e, std::size_t n) {
         env_.stats->bytes_out.add(n);
-        e.last_progress = now_;
+        e.last_progress_ms = now_ms_;
         const std::uint64_t t0 = io_clock();
         const spop::feed_result fr = e.c.consume_output(n);
         e.book.after_io(env_, e.c, fr, t0);
@@ -339,8 +340,8 @@ class worker_core {
         for (std::uint32_t i = 0; i < conns_.size(); ++i) {
             slot* e = conns_[i].get();
             if (e == nullptr || e->draining || !self().alive(*e)) continue;
-            if (!stop_connection_now(*env_.opt, now_ms_, stop_deadline_ms_, e->last_active_ms,
-                                     e->c))
+            if (!stop_connection_now(*env_.opt, now_ms_, stop_deadline_ms_,
+                                     std::max(e->last_active_ms, e->last_progress_ms), e->c))
                 continue;
             e->c.shutdown();
             self().kick(i);
@@ -360,7 +361,8 @@ class worker_core {
                 continue;
             }
             const auto last_active = static_cast<std::uint32_t>(e->last_active_ms / 1000);
-            switch (check_timers(o, e->c, now_, e->created, last_active, e->last_progress)) {
+            const auto last_progress = static_cast<std::uint32_t>(e->last_progress_ms / 1000);
+            switch (check_timers(o, e->c, now_, e->created, last_active, last_progress)) {
             case timer_verdict::none:
                 break;
             case timer_verdict::timeout:
