@@ -53,16 +53,12 @@ class delay_pool {
     /// Takes every ticket of `batch` (left empty, its capacity kept for the next turn).
     void post(std::vector<spop::ticket>& batch) {
         const clock_type::time_point due = clock_type::now() + delay_;
-        bool was_empty;
         {
             std::lock_guard<std::mutex> g(m_);
-            was_empty = q_.empty();
             for (spop::ticket& t : batch) q_.push_back({std::move(t), due});
         }
         batch.clear();
-        // One delay for all: when the queue had tickets, a thread already waits for the front,
-        // which is due before these. Waking it would only make it wait again.
-        if (was_empty) cv_.notify_one();
+        cv_.notify_one();
     }
 
   private:
