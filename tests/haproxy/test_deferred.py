@@ -58,7 +58,6 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from pyspop import codec  # noqa: E402
 from pyspop import haproxy as hp  # noqa: E402
-from pyspop import runner  # noqa: E402
 from pyspop.agent import Agent, install_sigterm  # noqa: E402
 from pyspop.ports import free_port  # noqa: E402
 
@@ -559,9 +558,7 @@ def main():
     def suite():
         print(f"agent: {' '.join(env.agent.cmd)}\n  {env.agent.log_tail(1)}", flush=True)
         names = sorted(n for n in dir(Deferred) if n.startswith("test_"))
-        s = runner.select(unittest.TestSuite(Deferred(n) for n in names[:-1]), args.patterns)
-        s.addTest(Deferred(names[-1]))
-        return s
+        return hp.scenario_suite(Deferred, names[:-1], args.patterns, names[-1])
 
     return hp.run_on_env(env, tmp, args.keep, suite, f"HAProxy {binary.gen} deferred",
                          lambda: f"--- agent ---\n{env.agent.log_tail()}")

@@ -62,7 +62,6 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from pyspop import haproxy as hp  # noqa: E402
-from pyspop import runner  # noqa: E402
 from pyspop.agent import Agent, install_sigterm  # noqa: E402
 from pyspop.haproxy import (BODY_FORMAT, good_body, http_get, parse_body,  # noqa: E402
                             score_value, tcp_exchange, wait_until)
@@ -760,10 +759,8 @@ def main():
     env = Scenarios.env = Env(binary, agent_path, args.agent_arg, tmp)
 
     def suite():
-        s = runner.select(unittest.TestSuite(Scenarios(fn.__name__) for fn in TESTS),
-                          args.patterns)
-        s.addTest(Scenarios("test_teardown_agent_exits_cleanly"))
-        return s
+        return hp.scenario_suite(Scenarios, [fn.__name__ for fn in TESTS], args.patterns,
+                                 "test_teardown_agent_exits_cleanly")
 
     return hp.run_on_env(env, tmp, args.keep, suite, f"HAProxy {binary.gen}",
                          lambda: f"--- agent output (tail) ---\n{env.agent.log_tail()}")

@@ -63,7 +63,6 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from pyspop import haproxy as hp  # noqa: E402
-from pyspop import runner  # noqa: E402
 from pyspop.agent import Agent, install_sigterm  # noqa: E402
 from pyspop.haproxy import SPOE, Load, metric  # noqa: E402
 from pyspop.ports import free_port  # noqa: E402
@@ -500,10 +499,8 @@ def main():
                               args.processing)
 
     def suite():
-        s = runner.select(unittest.TestSuite(Scenarios(fn.__name__) for fn in TESTS),
-                          args.patterns)
-        s.addTest(Scenarios("test_teardown_agents_exit_cleanly"))
-        return s
+        return hp.scenario_suite(Scenarios, [fn.__name__ for fn in TESTS], args.patterns,
+                                 "test_teardown_agents_exit_cleanly")
 
     return hp.run_on_env(env, tmp, args.keep, suite, f"HAProxy {binary.gen} scale-out",
                          lambda: f"--- haproxy output (tail) ---\n{env.haproxy.log_tail()}")

@@ -55,6 +55,7 @@ import sys
 import tempfile
 import threading
 import time
+import unittest
 import urllib.request
 
 from . import agent as _agent
@@ -802,6 +803,14 @@ def binary_for_main(args, what="its scenarios"):
     except AssertionError as e:
         print(f"FAIL: {e}\n0 passed, 1 failed")
         return None, 1
+
+
+def scenario_suite(cls, names, patterns, last):
+    """The tests `names` of TestCase `cls` that match `patterns` (all without any; see
+    pyspop.runner.select), then `last` (a teardown check), which always runs."""
+    suite = _runner.select(unittest.TestSuite(cls(n) for n in names), patterns)
+    suite.addTest(cls(last))
+    return suite
 
 
 def run_on_env(env, tmp, keep, make_suite, label, setup_tail):
