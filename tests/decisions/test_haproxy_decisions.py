@@ -34,7 +34,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from pyspop import haproxy as hp  # noqa: E402
 from pyspop import runner  # noqa: E402
 from pyspop.agent import Agent, install_sigterm  # noqa: E402
-from pyspop.ports import free_port  # noqa: E402
 from pyspop.redis import RedisServer, redis_server_binary  # noqa: E402
 
 BACKEND = "iprep-backend"
@@ -66,7 +65,7 @@ class BannedThroughEitherAgent(unittest.TestCase):
         self.addCleanup(self.redis.stop)
         self.agents = [Agent(self.agent_path, ["--decisions", self.redis.url,
                                                "--default-score", "50"] + self.agent_args,
-                             workers=1, metrics=True, port=free_port(), name=name,
+                             workers=1, metrics=True, port="keep", name=name,
                              ready_timeout=10.0)
                        for name in SERVERS]
         self.haproxy = hp.HAProxy(self.binary)

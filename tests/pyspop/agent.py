@@ -106,6 +106,8 @@ class Agent:
     ready          predicate(agent) -> bool polled until true (default: event=start logged)
     ready_timeout  seconds to wait for it; stop_timeout: SIGTERM grace before SIGKILL
     port           a fixed port (kept across restarts, as an HAProxy configuration needs);
+                   "keep": a free one picked at the first start, then kept (no window in
+                   which another server picks it before the agent binds it);
                    default: a free one picked at every start
     name           how failures name it ("agent")
 
@@ -133,8 +135,9 @@ class Agent:
         self.stop_timeout = stop_timeout
         self.proc = None        # the running process; None once stopped
         self.popen = None       # the last process started, kept after stop()
-        self.fixed_port = port
-        self.port = port
+        self.keep_port = port == "keep"
+        self.fixed_port = None if self.keep_port else port
+        self.port = None if self.keep_port else port
         self.name = name
         self.metrics_port = None
         self.logf = None
@@ -199,6 +202,8 @@ class Agent:
                     break
                 try:
                     if self.ready(self):
+                        if self.keep_port:
+                            self.fixed_port = self.port
                         return self
                 except OSError:
                     pass
