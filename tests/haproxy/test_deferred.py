@@ -236,7 +236,7 @@ class Env:
         self.binary = binary
         self.agent_binary = agent_binary
         self.agent_args = list(agent_args)
-        self.agent = Agent(agent_binary, [], workers=2, port=free_port(), name="deferred_agent",
+        self.agent = Agent(agent_binary, [], workers=2, port="keep", name="deferred_agent",
                            ready_timeout=10.0)
         self.haproxy = hp.HAProxy(binary, tmp)
         self.taps = {}

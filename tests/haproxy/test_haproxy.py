@@ -173,7 +173,7 @@ class Env:
         self.agent_binary = agent_binary
         self.agent_args = list(agent_args)
         self.tmp = tmp
-        self.agent = self.new_agent(self.agent_args, port=free_port())
+        self.agent = self.new_agent(self.agent_args, port="keep")
         self.haproxy = hp.HAProxy(binary, tmp)
 
     def new_agent(self, args, port, name="agent"):
@@ -423,8 +423,9 @@ def test_reload_under_load_without_spoe_errors(env, clients=20, reloads=3, settl
     queue when it stops listening) is retried once on a new connection and only counted."""
     workdir = os.path.join(env.tmp, "reload")
     os.makedirs(workdir, exist_ok=True)
-    agent = env.new_agent(env.agent_args + ["-d"], port=free_port(), name="reload agent")
+    agent = env.new_agent(env.agent_args + ["-d"], port="keep", name="reload agent")
     haproxy = hp.HAProxy(env.binary, workdir)
+    agent.start()  # first: its port ("keep") is picked when it binds
     haproxy.ports, cfg = three_frontends_config(haproxy, agent.port)
     port = haproxy.ports["http"]
     lock = threading.Lock()
@@ -479,7 +480,6 @@ def test_reload_under_load_without_spoe_errors(env, clients=20, reloads=3, settl
                 conn.close()
 
     try:
-        agent.start()
         haproxy.start(cfg, wait_ports=wait_ports(haproxy))
         check(wait_until(lambda: good_response(port), timeout=15,
                          interval=0.2, max_tries=75),

@@ -65,7 +65,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from pyspop import haproxy as hp  # noqa: E402
 from pyspop.agent import Agent, install_sigterm  # noqa: E402
 from pyspop.haproxy import SPOE, Load, metric  # noqa: E402
-from pyspop.ports import free_port  # noqa: E402
 
 
 class TestFailure(AssertionError):
@@ -122,7 +121,7 @@ class Env:
     def __init__(self, agent_path, binary, tmp, agent_args, variant="default",
                  processing="200ms"):
         self.agents = [Agent(agent_path, ["-n", "1"] + list(agent_args), workers=1,
-                             metrics=True, port=free_port(), name=name, ready_timeout=10.0)
+                             metrics=True, port="keep", name=name, ready_timeout=10.0)
                        for name in SERVERS]
         self.haproxy = hp.HAProxy(binary, tmp)
         self.variant = variant
