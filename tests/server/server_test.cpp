@@ -1420,6 +1420,41 @@ TEST_P(DeferredTest, DeadlineAnswersWithTheFallbackAndDropsTheLateCompletion) {
     EXPECT_TRUE(is_sid_ack(more[0]));
 }
 
+/// A ticket completed before its deadline leaves nothing to wait for: the worker sleeps once it
+/// is answered. (epoll kept the finished ticket's deadline armed: once past, every wait had a
+/// zero timeout and the worker spun a core for ever.)
+TEST_P(DeferredTest, WorkerSleepsAfterATicketCompletedBeforeItsDeadline) {
+    deferred_server s;
+    auto o = opts(1);
+    o.deferred_timeout_ms = 100;
+    ASSERT_TRUE(s.start(o));
+    client c(s.port());
+    ASSERT_TRUE(c.send_all(hello_frame()));
+    ASSERT_EQ(c.read_frames(1).size(), 1u);
+    ASSERT_TRUE(c.send_all(echo_notify(1, 1, 0, "x")));
+    ASSERT_TRUE(eventually([&] { return s.factory().park->size() == 1; }, 5s));
+    auto one = s.factory().park->take();
+    complete_with_sid(one[0]);
+    const auto f = c.read_frames(1, 3s);
+    ASSERT_EQ(f.size(), 1u);
+    EXPECT_TRUE(is_sid_ack(f[0]));
+    std::this_thread::sleep_for(300ms); // past the deadline the ticket no longer has
+    const auto cpu = [] {
+        rusage r{};
+        getrusage(RUSAGE_SELF, &r);
+        return std::chrono::seconds(r.ru_utime.tv_sec + r.ru_stime.tv_sec) +
+               std::chrono::microseconds(r.ru_utime.tv_usec + r.ru_stime.tv_usec);
+    };
+    const auto c0 = cpu();
+    std::this_thread::sleep_for(1s);
+    const auto used = cpu() - c0;
+    // A spinning worker uses most of the second; an idle process a few ms (timer ticks).
+    EXPECT_LT(used, 300ms) << "CPU while idle: "
+                           << std::chrono::duration_cast<std::chrono::milliseconds>(used).count()
+                           << " ms in 1 s";
+    EXPECT_EQ(s.sum(&test_stats::deferred_expired), 0u);
+}
+
 TEST_P(DeferredTest, CompletionAfterCloseAndTwiceAreSafeAndCounted) {
     deferred_server s;
     ASSERT_TRUE(s.start(deferred_opts(opts(1))));

@@ -108,9 +108,12 @@ class epoll_worker : public worker_core<epoll_worker<Service>, Service, econn_io
             this->clock_turn();
             for (int i = 0; i < n; ++i) dispatch(evs[i]);
             if (!sleep) this->tickets_turn();
-            // Deferred answers: a deadline due, or tickets opened without one armed.
-            if (this->tickets_.open_count() != 0 &&
-                (deadline_ms_ == 0 || mono_ns() / 1000000 >= deadline_ms_)) {
+            // Deferred answers: a deadline due, or tickets opened without one armed. With none
+            // open, the deadline armed for answered ones is stale: kept, it would make every
+            // later wait a zero timeout (a spinning worker).
+            if (this->tickets_.open_count() == 0) {
+                deadline_ms_ = 0;
+            } else if (deadline_ms_ == 0 || mono_ns() / 1000000 >= deadline_ms_) {
                 deadline_ms_ = 0;
                 this->tickets_turn();
             }
