@@ -598,8 +598,8 @@ TEST(ConnectionError, HelloNegotiationFailures) {
     const hello_case cases[] = {
         {"version missing", make_hello({{"max-frame-size", m}, {"capabilities", c}}), 5,
          errc::no_version},
-        {"version 2.1",
-         make_hello({{"supported-versions", value::from_string("2.1")},
+        {"version 3.0",
+         make_hello({{"supported-versions", value::from_string("3.0")},
                      {"max-frame-size", m},
                      {"capabilities", c}}),
          8, errc::bad_version},

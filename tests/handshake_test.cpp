@@ -151,18 +151,21 @@ TEST(Handshake, MissingKeys) {
 }
 
 TEST(Handshake, VersionStrings) {
+    // A 2.x item includes 2.0 (SPOE.txt 3.2.4), read as HAProxy reads versions.
     for (const char* good :
-         {"2.0", " 2.0 ", "2.00", "2.000", "1.0,2.0", "2.0, 1.0", "1.0 , 2.0", "3.0,2.0"}) {
+         {"2.0", " 2.0 ", "2.00", "2.000", "1.0,2.0", "2.0, 1.0", "1.0 , 2.0", "3.0,2.0", "2.1",
+          "2.5", "1.0, 2.9", "2.999", "2.0000", "02.0", "\t2.0\t", "2.01", "3.0, 2.1"}) {
         EXPECT_EQ(negotiate(hello(good)).ec, errc::ok) << '"' << good << '"';
     }
-    for (const char* bad : {"2.1", "1.0", "", " ", "2", "2.", "20", "2,0", "2.0000", "2.0.1",
-                            "2.01", "12.0", "2.0x", ",", "v2.0"}) {
+    for (const char* bad : {"1.0",  "1.5",  "3.0",  "",          " ",      "2",    "2.",   ".0",
+                            "0.0",  "20",   "2,0",  "2.0.1",     "2.1000", "12.0", "2.0x", ",",
+                            "v2.0", "2 .0", "2. 0", "1000002.0", "-2.0",   "+2.0"}) {
         EXPECT_EQ(negotiate(hello(bad)).ec, errc::bad_version) << '"' << bad << '"';
     }
 }
 
 TEST(Handshake, VersionCheckedBeforeFrameSize) {
-    EXPECT_EQ(negotiate(hello("2.1", 10)).ec, errc::bad_version);
+    EXPECT_EQ(negotiate(hello("3.0", 10)).ec, errc::bad_version);
 }
 
 TEST(Handshake, WrongTypedKnownKey) {
@@ -251,7 +254,8 @@ TEST(Handshake, ListContains) {
     EXPECT_FALSE(spop::list_contains("pipelining", ""));
     static_assert(spop::list_contains("a,b", "b"));
     static_assert(spop::offers_version_2_0(" 2.0 "));
-    static_assert(!spop::offers_version_2_0("2.1"));
+    static_assert(spop::offers_version_2_0("2.1"));
+    static_assert(!spop::offers_version_2_0("3.0"));
 }
 
 TEST(Handshake, DisconnectFields) {

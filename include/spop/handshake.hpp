@@ -54,14 +54,38 @@ template <class Pred>
     return any_list_item(list, [token](std::string_view item) { return item == token; });
 }
 
-/// True if the list offers version 2.0 ("2.0", "2.00", " 2.0 "; HAProxy's spoe_str_to_vsn
-/// reading: major 2, minor 0 with at most three digits).
+/// One supported-versions item read as HAProxy's spoe_str_to_vsn reads a version: spaces, a
+/// non-zero major, '.', a minor of 0..999 (by value: "2.0000" is 2.0), spaces. Returns
+/// 1000 * major + minor, or -1 when the item is not a version.
+[[nodiscard]] constexpr long version_value(std::string_view item) noexcept {
+    const auto space = [](char c) { return c == ' ' || (c >= '\t' && c <= '\r'); };
+    std::size_t i = 0;
+    while (i < item.size() && space(item[i])) ++i;
+    long major = 0, minor = 0;
+    std::size_t digits = 0;
+    for (; i < item.size() && item[i] >= '0' && item[i] <= '9'; ++i, ++digits) {
+        if (digits == 6) return -1; // no real version has a major of a million
+        major = major * 10 + (item[i] - '0');
+    }
+    if (digits == 0 || major == 0 || i == item.size() || item[i] != '.') return -1;
+    ++i;
+    digits = 0;
+    for (; i < item.size() && item[i] >= '0' && item[i] <= '9'; ++i, ++digits) {
+        minor = minor * 10 + (item[i] - '0');
+        if (minor > 999) return -1;
+    }
+    if (digits == 0) return -1;
+    while (i < item.size() && space(item[i])) ++i;
+    return i == item.size() ? major * 1000 + minor : -1;
+}
+
+/// True if the list offers version 2.0. SPOE.txt 3.2.4: "when a major version is announced by
+/// HAProxy, it means it also support all previous minor versions", so any 2.x item includes 2.0
+/// ("2.0", " 2.00 ", "2.1", "3.0, 2.0"); "1.5" and "3.0" alone do not.
 [[nodiscard]] constexpr bool offers_version_2_0(std::string_view list) noexcept {
     return any_list_item(list, [](std::string_view item) {
-        if (item.size() < 3 || item.size() > 5 || item[0] != '2' || item[1] != '.') return false;
-        for (char c : item.substr(2))
-            if (c != '0') return false;
-        return true;
+        const long v = version_value(item);
+        return v >= 2000 && v <= 2999;
     });
 }
 

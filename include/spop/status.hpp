@@ -86,7 +86,7 @@ enum class errc : std::uint8_t {
     fragmented_frame, ///< FIN not set: fragmentation was not negotiated
     bad_kv_type,      ///< a known HELLO/DISCONNECT key with a value of the wrong type
     no_version,       ///< HAPROXY-HELLO without supported-versions
-    bad_version,      ///< no "2.0" in supported-versions
+    bad_version,      ///< supported-versions offers no 2.x (so not 2.0)
     no_frame_size,    ///< HAPROXY-HELLO without max-frame-size
     bad_frame_size,   ///< max-frame-size out of range
     no_capabilities,  ///< HAPROXY-HELLO without capabilities
