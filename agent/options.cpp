@@ -305,9 +305,11 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
             break;
         }
         case 'a':
+            if (*optarg == '\0') return fail("empty --address", nullptr);
             o.addresses.emplace_back(optarg);
             break;
         case 'u':
+            if (*optarg == '\0') return fail("empty --unix path", nullptr);
             o.unix_path = optarg;
             break;
         case opt_backlog:
@@ -366,6 +368,8 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
             o.deferred_timeout_ms = static_cast<std::uint32_t>(v);
             break;
         case opt_user:
+            // An unset variable in a unit ("--user $AGENT_USER") must not mean "stay root".
+            if (*optarg == '\0') return fail("empty --user", nullptr);
             o.user = optarg;
             break;
         case opt_default_score:
@@ -389,12 +393,15 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
             break;
         }
         case opt_allow:
+            if (*optarg == '\0') return fail("empty --allow", nullptr);
             o.allow_lists.emplace_back(optarg);
             break;
         case opt_csv:
+            if (*optarg == '\0') return fail("empty --csv", nullptr);
             o.csv_files.emplace_back(optarg);
             break;
         case opt_mmdb:
+            if (*optarg == '\0') return fail("empty --mmdb", nullptr);
             o.mmdb = optarg;
             break;
         case opt_max_file_size:
@@ -411,6 +418,7 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
             o.var_name = optarg;
             break;
         case opt_metrics:
+            if (*optarg == '\0') return fail("empty --metrics", nullptr);
             o.metrics = optarg;
             break;
         case opt_decisions:

@@ -33,6 +33,11 @@ class CliTests(AgentCase):
             ["-p", port, "--bogus"], ["-p", port, "-n"], ["-p", "70000"],
             ["-p", port, "--default-score", "101"], ["-p", port, "--engine", "kqueue"],
             ["-p", port, "--deferred-timeout", "0"], ["-p", port, "--deferred-timeout", "x"],
+            # Empty values (an unset variable in a unit file): refused, never ignored; an empty
+            # --user must not leave the agent running as root.
+            ["-p", port, "--user", ""], ["-p", port, "-u", ""], ["-p", port, "--unix", ""],
+            ["-p", port, "--mmdb", ""], ["-p", port, "--metrics", ""], ["-p", port, "-a", ""],
+            ["-p", port, "--allow", ""], ["-p", port, "--csv", ""], ["-p", port, "--list", ""],
         ]
         for args in cases:
             with self.subTest(args=args):

@@ -329,7 +329,7 @@ def run_agent(binary, args, timeout=5.0):
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL)
-        out, err = p.communicate(5)
+        out, err = p.communicate(timeout=5)
         raise AssertionError("agent %r kept running instead of exiting: %s" %
                              (args, err.decode(errors="replace")))
     return p.returncode, out.decode(errors="replace"), err.decode(errors="replace")
