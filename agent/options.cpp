@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <getopt.h>
+#include <grp.h>
 #include <string>
 #include <string_view>
 
@@ -34,6 +35,9 @@ void print_usage(const char* argv0) {
         "0.0.0.0;\n"
         "                              `::` alone listens on IPv6 and IPv4)\n"
         "  -u, --unix PATH             also listen on a Unix socket\n"
+        "      --unix-mode MODE        the socket file's permissions, octal (e.g. 660; default:\n"
+        "                              as the umask leaves them). HAProxy needs write access\n"
+        "      --unix-group GROUP      the socket file's group (name or number), e.g. haproxy\n"
         "      --backlog N             listen backlog (default 4096; HAProxy opens ~50 "
         "connections\n"
         "                              at once after every start or reload)\n"
@@ -89,7 +93,8 @@ void print_usage(const char* argv0) {
         "                              (default 2000; Redis down: start without decisions)\n"
         "Shared rate limits (message check-rate, counted in Redis; docs/rate-limits.md):\n"
         "      --rate-redis URL        count check-rate keys in this Redis:\n"
-        "                              redis://[:PASSWORD@]HOST[:PORT][/DB] or unix:///PATH[?db=N];\n"
+        "                              redis://[:PASSWORD@]HOST[:PORT][/DB] or "
+        "unix:///PATH[?db=N];\n"
         "                              without it, check-rate gets the --rate-fail value\n"
         "      --rate-limit N          requests allowed per window when the message gives no\n"
         "                              `limit` (1..1000000000, default 100)\n"
@@ -141,6 +146,8 @@ enum long_only : int {
     opt_drain_idle,
     opt_deferred_timeout,
     opt_user,
+    opt_unix_mode,
+    opt_unix_group,
     opt_default_score,
     opt_list,
     opt_allow,
@@ -240,6 +247,8 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
         {"drain-idle", required_argument, nullptr, opt_drain_idle},
         {"deferred-timeout", required_argument, nullptr, opt_deferred_timeout},
         {"user", required_argument, nullptr, opt_user},
+        {"unix-mode", required_argument, nullptr, opt_unix_mode},
+        {"unix-group", required_argument, nullptr, opt_unix_group},
         {"default-score", required_argument, nullptr, opt_default_score},
         {"list", required_argument, nullptr, opt_list},
         {"allow", required_argument, nullptr, opt_allow},
@@ -367,6 +376,26 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
                 return fail("invalid deferred-timeout (1..600000 ms)", optarg);
             o.deferred_timeout_ms = static_cast<std::uint32_t>(v);
             break;
+        case opt_unix_mode: {
+            char* end = nullptr;
+            errno = 0;
+            const long m = std::strtol(optarg, &end, 8);
+            if (*optarg == '\0' || *end != '\0' || errno != 0 || m < 0 || m > 07777)
+                return fail("invalid --unix-mode (octal permissions, e.g. 660)", optarg);
+            o.unix_mode = static_cast<int>(m);
+            break;
+        }
+        case opt_unix_group: {
+            if (*optarg == '\0') return fail("empty --unix-group", nullptr);
+            if (parse_int(optarg, 0, 0x7FFFFFFF, v)) {
+                o.unix_gid = static_cast<int>(v);
+            } else if (const group* g = ::getgrnam(optarg); g != nullptr) {
+                o.unix_gid = static_cast<int>(g->gr_gid);
+            } else {
+                return fail("unknown --unix-group", optarg);
+            }
+            break;
+        }
         case opt_user:
             // An unset variable in a unit ("--user $AGENT_USER") must not mean "stay root".
             if (*optarg == '\0') return fail("empty --user", nullptr);
@@ -464,6 +493,8 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
         }
     }
     if (optind < argc) return fail("unexpected argument", argv[optind]);
+    if ((o.unix_mode >= 0 || o.unix_gid >= 0) && o.unix_path.empty())
+        return fail("--unix-mode and --unix-group need --unix PATH", nullptr);
     return check_variables(o);
 }
 

@@ -113,12 +113,34 @@ inline bool check_port_free(const listen_spec& s, std::string& err) {
     return ok;
 }
 
-inline int open_listener(const listen_spec& s, int backlog, bool reuseport, std::string& err) {
+/// True when a process accepts connections on the Unix socket at `s` (so its file is not a
+/// stale one left by a process that is gone).
+inline bool unix_socket_live(const listen_spec& s) {
+    // Non-blocking: a live listener with a full backlog answers EAGAIN instead of blocking.
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return false;
+    const bool live = ::connect(fd, reinterpret_cast<const sockaddr*>(&s.addr), s.len) == 0 ||
+                      errno == EAGAIN; // a full backlog: alive, just busy
+    ::close(fd);
+    return live;
+}
+
+/// `mode`/`gid` (-1: leave alone) apply to a Unix socket's file, after bind.
+inline int open_listener(const listen_spec& s, int backlog, bool reuseport, std::string& err,
+                         int mode = -1, int gid = -1) {
     if (s.is_unix) {
         const auto* sun = reinterpret_cast<const sockaddr_un*>(&s.addr);
         struct stat st {};
-        // Replace a stale socket file, never a regular file.
-        if (::stat(sun->sun_path, &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(sun->sun_path);
+        // Replace a stale socket file, never a regular file, nor the socket of a running
+        // process (a second agent started on the same path would take its traffic silently).
+        if (::stat(sun->sun_path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+            if (unix_socket_live(s)) {
+                err = "cannot listen on " + s.desc +
+                      ": address already in use (another process accepts connections there)";
+                return -1;
+            }
+            ::unlink(sun->sun_path);
+        }
     }
     const int fd = ::socket(s.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
@@ -142,6 +164,20 @@ inline int open_listener(const listen_spec& s, int backlog, bool reuseport, std:
         err = bind_error(s, errno);
         ::close(fd);
         return -1;
+    }
+    if (s.is_unix && (mode >= 0 || gid >= 0)) {
+        const char* path = reinterpret_cast<const sockaddr_un*>(&s.addr)->sun_path;
+        const char* what = nullptr;
+        if (gid >= 0 && ::chown(path, static_cast<uid_t>(-1), static_cast<gid_t>(gid)) != 0)
+            what = "chown";
+        else if (mode >= 0 && ::chmod(path, static_cast<mode_t>(mode)) != 0)
+            what = "chmod";
+        if (what != nullptr) {
+            err = std::string(what) + "(" + s.desc + "): " + std::strerror(errno);
+            ::unlink(path);
+            ::close(fd);
+            return -1;
+        }
     }
     if (::listen(fd, backlog) != 0) {
         err = "listen(" + s.desc + "): " + std::strerror(errno);

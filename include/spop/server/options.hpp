@@ -18,7 +18,12 @@ struct options {
     int port = 12345;
     std::vector<std::string> addresses; ///< IPv4/IPv6 literals; empty (and no unix_path) = 0.0.0.0
     std::string unix_path;              ///< also listen on this Unix socket
-    int workers = 1;                    ///< threads, one event loop each
+    /// The socket file's permission bits (e.g. 0660), set after bind; -1 = as the umask leaves
+    /// them. Connecting needs write permission, so an HAProxy running as another user needs
+    /// the group's or others' write bit.
+    int unix_mode = -1;
+    int unix_gid = -1; ///< the socket file's group (chown), -1 = unchanged
+    int workers = 1;   ///< threads, one event loop each
     backend engine = backend::automatic;
     int backlog = 4096; ///< HAProxy opens tens of connections at once after a start or reload
     std::uint32_t max_frame_size = 16380; ///< ours; the negotiated one is min(ours, HAProxy's)

@@ -88,7 +88,8 @@ class server {
         }
         for (const auto& s : specs_) {
             if (!s.is_unix) continue;
-            const int fd = open_listener(s, opt_.backlog, false, err);
+            const int fd =
+                open_listener(s, opt_.backlog, false, err, opt_.unix_mode, opt_.unix_gid);
             if (fd < 0) return false;
             shared_fds_.push_back(fd);
         }
