@@ -241,9 +241,14 @@ class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io
                 "event=batch_window_unsupported batch_window_us=%u reason=\"kernel lacks "
                 "IORING_FEAT_MIN_TIMEOUT (6.12+); waiting for one completion per turn\"",
                 want);
+        // Which ring_setup attempt the kernel took (DEFER_TASKRUN is 6.1+, COOP_TASKRUN 5.19+).
+        const char* taskrun = (ring_.flags & IORING_SETUP_DEFER_TASKRUN) != 0  ? "defer"
+                              : (ring_.flags & IORING_SETUP_COOP_TASKRUN) != 0 ? "coop"
+                                                                               : "default";
         log(level::debug,
-            "event=wait_strategy worker=%d batch_window_us=%u registered_ring=%d ext_arg=%d",
-            env_.id, window_us_, reg_ring_ ? 1 : 0, ext_arg_ ? 1 : 0);
+            "event=wait_strategy worker=%d batch_window_us=%u registered_ring=%d ext_arg=%d "
+            "taskrun=%s",
+            env_.id, window_us_, reg_ring_ ? 1 : 0, ext_arg_ ? 1 : 0, taskrun);
     }
 
     /// Submits this turn's requests and waits for completions (see the header comment).
