@@ -398,6 +398,41 @@ TEST(AckWriter, ManyScoresAtSmallFrameFinishAfterDrops) {
     EXPECT_EQ(p.actions[9].name, "ip_category");
 }
 
+TEST(AckWriter, ReserveKeepsRoomForALaterAnswerUnderBothLimits) {
+    const value score = value::from_uint32(50);
+    const value rate = value::from_uint32(0xFFFFFFFFu);
+    const std::size_t later = spop::set_var_size("rate", rate);
+    for (const bool frame_limit : {true, false}) {
+        SCOPED_TRACE(frame_limit ? "max-frame-size" : "buffer");
+        // Either limit may be the tight one: a 4 KiB buffer under a 256-byte frame, or a
+        // 260-byte buffer under a large frame.
+        bytes buf(frame_limit ? 4096 : 260);
+        spop::ack_writer w(buf, 1, 1, frame_limit ? 256 : 16380);
+        w.reserve(later);
+        int scores = 0;
+        for (int i = 0; i < 40; ++i)
+            scores += w.set_var(var_scope::sess, "ip_score", score) ? 1 : 0;
+        EXPECT_GT(w.dropped(), 0u);
+        EXPECT_FALSE(w.set_var(var_scope::txn, "rate", rate)) << "still reserved";
+        w.reserve(0);
+        EXPECT_TRUE(w.set_var(var_scope::txn, "rate", rate)) << "the room was kept";
+        const spop::result r = w.finish();
+        ASSERT_TRUE(r);
+        const auto frames =
+            spop_test::split_frames(std::span<const std::uint8_t>(buf).first(r.consumed));
+        ASSERT_EQ(frames.size(), 1u);
+        const auto p = spop_test::parse_ack_payload(frames[0].payload);
+        EXPECT_EQ(p.error, "");
+        ASSERT_EQ(p.actions.size(), static_cast<std::size_t>(scores) + 1);
+        EXPECT_EQ(p.actions.back().name, "rate");
+        // Without the reservation the scores would have taken that room.
+        bytes buf2(buf.size());
+        spop::ack_writer w2(buf2, 1, 1, frame_limit ? 256 : 16380);
+        for (int i = 0; i < 40; ++i) (void)w2.set_var(var_scope::sess, "ip_score", score);
+        EXPECT_FALSE(w2.set_var(var_scope::txn, "rate", rate));
+    }
+}
+
 TEST(AckWriter, SizesAndLimits) {
     for (const auto& t : all_types()) {
         bytes buf(512);

@@ -174,10 +174,14 @@ class service {
         if (!t) return fail_now(ratelimit::fail_reason::no_ticket);
         if (addresses_ != 0) {
             // The scores already written went to `ack`, which a deferred NOTIFY discards: write
-            // them again into the ticket's ACK, without counting the lookups twice.
+            // them again into the ticket's ACK, without counting the lookups twice. They leave
+            // room for the rate answer written later: a NOTIFY with many addresses loses
+            // scores, never `over_limit` (which fails open when missing).
             service_stats* const real = stats_;
             stats_ = scratch_stats_.get();
+            t.ack().reserve(ratelimit::max_answer_size(rc.vars));
             (void)answer_addresses(req, t.ack(), nullptr); // parsed fine once already
+            t.ack().reserve(0);
             stats_ = real;
         }
         const std::uint32_t limit = a.limit != 0 ? a.limit : rc.limit;

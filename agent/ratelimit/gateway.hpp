@@ -96,6 +96,13 @@ inline void write_fail(spop::ack_writer& ack, const config& c) noexcept {
                 spop::value::from_uint32(c.fail == fail_policy::closed ? 1 : 0));
 }
 
+/// The most a check-rate answer takes (write_count(); write_fail() takes less), for
+/// ack_writer::reserve().
+[[nodiscard]] inline std::size_t max_answer_size(const answer_vars& v) noexcept {
+    const spop::value u32 = spop::value::from_uint32(0xFFFFFFFFu);
+    return spop::set_var_size(v.rate, u32) + spop::set_var_size(v.over_limit, u32);
+}
+
 /// A counted answer.
 inline void write_count(spop::ack_writer& ack, const answer_vars& v, std::uint64_t rate,
                         bool over) noexcept {

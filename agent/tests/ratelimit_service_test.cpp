@@ -165,6 +165,43 @@ TEST(RateService, ScoreOfTheSameNotifyGoesIntoTheDeferredAck) {
     EXPECT_EQ(f.stats.lookups_default.get(), 1u) << "the rewrite does not count twice";
 }
 
+TEST(RateService, ManyScoresNeverCrowdOutTheRateAnswer) {
+    // 75 check-client-ip messages and a check-rate: the scores alone overflow the ticket's ACK
+    // room (512 bytes here, options::deferred_ack_bytes in the agent). The rate answer written
+    // later by the Redis thread must still fit: scores are dropped instead of over_limit.
+    std::vector<std::uint8_t> buf(4096);
+    spop::notify_writer w(buf, 0, 0, 4000);
+    const std::uint8_t ip[4] = {192, 0, 2, 1};
+    for (int i = 0; i < 75; ++i) {
+        w.message("check-client-ip", 1);
+        w.arg("ip", spop::value::from_ipv4(std::span<const std::uint8_t, 4>(ip, 4)));
+    }
+    w.message("check-rate", 1);
+    w.arg("key", spop::value::from_string("many"));
+    const spop::result r = w.finish();
+    ASSERT_TRUE(r);
+    const std::vector<std::uint8_t> p(buf.begin() + 11,
+                                      buf.begin() + static_cast<std::ptrdiff_t>(r.consumed));
+    fixture f;
+    ASSERT_TRUE(f.notify(p, 1));
+    std::uint32_t id = 0;
+    f.g.at(0).r->drain(
+        [&](ratelimit::request& q) {
+            id = q.t.id();
+            q.t.complete([](spop::ack_writer& a) {
+                ratelimit::write_count(a, ratelimit::answer_vars{}, 0xFFFFFFFFull, true);
+            });
+        },
+        10);
+    ASSERT_EQ(f.d.done(id), 1);
+    const auto vars = f.d.vars(id);
+    ASSERT_GE(vars.size(), 3u);
+    EXPECT_LT(vars.size(), 77u) << "the test should overflow the ACK room";
+    for (std::size_t i = 0; i + 2 < vars.size(); ++i) EXPECT_EQ(vars[i].first, "ip_score");
+    EXPECT_EQ(vars[vars.size() - 2], (std::pair<std::string, std::uint64_t>{"rate", 0xFFFFFFFFu}));
+    EXPECT_EQ(vars.back(), (std::pair<std::string, std::uint64_t>{"over_limit", 1}));
+}
+
 TEST(RateService, WithoutCheckRateNothingIsDeferred) {
     fixture f;
     std::vector<std::uint8_t> buf(256);

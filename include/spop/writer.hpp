@@ -84,16 +84,18 @@ class frame_builder {
     [[nodiscard]] std::size_t size() const noexcept {
         return static_cast<std::size_t>(cur_ - begin_);
     }
+    /// Writes must leave `n` bytes under both limits until this is set back to 0.
+    void hold_back(std::size_t n) noexcept { held_ = n; }
 
   private:
     bool need(std::size_t n) noexcept {
         if (!ok()) return false;
         const auto used = static_cast<std::size_t>(cur_ - begin_);
-        if (used + n > max_total_) {
+        if (used + n + held_ > max_total_) {
             ec_ = errc::exceeds_max_frame_size;
             return false;
         }
-        if (n > static_cast<std::size_t>(end_ - cur_)) {
+        if (n + held_ > static_cast<std::size_t>(end_ - cur_)) {
             ec_ = errc::no_buffer_space;
             return false;
         }
@@ -104,6 +106,7 @@ class frame_builder {
     std::uint8_t* end_ = nullptr;
     std::uint8_t* cur_ = nullptr;
     std::size_t max_total_ = 0;
+    std::size_t held_ = 0;
     errc ec_ = errc::ok;
 };
 
@@ -181,6 +184,12 @@ class ack_writer {
             return true;
         return drop(m);
     }
+
+    /// Keeps `n` bytes free (under the max-frame-size and in the buffer) for actions that will
+    /// be written after reserve(0): until then an action fits only if it leaves them. For an
+    /// answer that must not be crowded out by less important actions written before it, such as
+    /// a deferred answer's own result (set_var_size() sizes it).
+    void reserve(std::size_t n) noexcept { b_.hold_back(n); }
 
     /// True when no action has been written yet.
     [[nodiscard]] bool empty() const noexcept { return b_.size() <= header_size_; }
