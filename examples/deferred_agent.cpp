@@ -20,6 +20,8 @@
 #include <spop/message.hpp>
 #include <spop/server/server.hpp>
 
+#include "flags.hpp"
+
 using clock_type = std::chrono::steady_clock;
 
 /// Threads that complete tickets `delay` after they were posted, in order (one delay for all).
@@ -149,20 +151,20 @@ int main(int argc, char** argv) {
         if (i + 1 >= argc)
             return std::fprintf(stderr, "deferred_agent: %s needs a value\n", argv[i]), 2;
         const std::string_view v = argv[i + 1];
-        const long n = std::atol(argv[i + 1]);
-        if (flag == "-p" && n > 0 && n < 65536)
+        long n = 0;
+        if (flag == "-p" && example::to_long(v, 1, 65535, n))
             o.port = static_cast<int>(n);
-        else if (flag == "-n" && n > 0 && n <= 1024)
+        else if (flag == "-n" && example::to_long(v, 1, 1024, n))
             o.workers = static_cast<int>(n);
-        else if (flag == "-m" && n >= 256)
+        else if (flag == "-m" && example::to_long(v, 256, 16777216, n))
             o.max_frame_size = static_cast<std::uint32_t>(n);
         else if (flag == "-a")
             o.addresses.emplace_back(v);
-        else if (flag == "--delay-us" && n >= 0 && n <= 10000000)
+        else if (flag == "--delay-us" && example::to_long(v, 0, 10000000, n))
             delay_us = n;
-        else if (flag == "--threads" && n >= 0 && n <= 256)
+        else if (flag == "--threads" && example::to_long(v, 0, 256, n))
             threads = static_cast<int>(n);
-        else if (flag == "--deadline-ms" && n > 0 && n <= 600000)
+        else if (flag == "--deadline-ms" && example::to_long(v, 1, 600000, n))
             o.deferred_timeout_ms = static_cast<std::uint32_t>(n); // then the no-op ACK
         else if (flag == "--engine" && v == "uring")
             o.engine = spop::server::backend::uring;

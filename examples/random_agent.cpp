@@ -9,6 +9,7 @@
 
 #include <spop/server/server.hpp>
 
+#include "flags.hpp"
 #include "random_service.hpp"
 
 int main(int argc, char** argv) {
@@ -25,12 +26,12 @@ int main(int argc, char** argv) {
         if (i + 1 >= argc)
             return std::fprintf(stderr, "random_agent: %s needs a value\n", argv[i]), 2;
         const std::string_view v = argv[i + 1];
-        const int n = std::atoi(argv[i + 1]);
-        if (flag == "-p" && n > 0 && n < 65536)
-            o.port = n;
-        else if (flag == "-n" && n > 0 && n <= 1024)
-            o.workers = n;
-        else if (flag == "-m" && n >= 256)
+        long n = 0;
+        if (flag == "-p" && example::to_long(v, 1, 65535, n))
+            o.port = static_cast<int>(n);
+        else if (flag == "-n" && example::to_long(v, 1, 1024, n))
+            o.workers = static_cast<int>(n);
+        else if (flag == "-m" && example::to_long(v, 256, 16777216, n))
             o.max_frame_size = static_cast<std::uint32_t>(n);
         else if (flag == "-a")
             o.addresses.emplace_back(v);

@@ -992,6 +992,37 @@ TEST_P(ServerTest, PortInUseIsAClearError) {
     EXPECT_EQ(a.wait(), 0);
 }
 
+TEST(ServerOptions, OutOfRangeValuesAreRefusedBeforeAnythingOpens) {
+    struct bad_case {
+        const char* what;
+        void (*set)(srv::options&);
+    };
+    const bad_case cases[] = {
+        {"port", [](srv::options& o) { o.port = 0; }},
+        {"port", [](srv::options& o) { o.port = 65536; }},
+        {"workers", [](srv::options& o) { o.workers = 0; }},
+        {"max_frame_size", [](srv::options& o) { o.max_frame_size = 255; }},
+        {"max_frame_size", [](srv::options& o) { o.max_frame_size = 16u * 1024 * 1024 + 1; }},
+        {"max_frame_size", [](srv::options& o) { o.max_frame_size = 0xFFFFFFFFu; }},
+        {"max_in_flight", [](srv::options& o) { o.max_in_flight = 0; }},
+        {"deferred_timeout_ms", [](srv::options& o) { o.deferred_timeout_ms = 0; }},
+        {"unix_mode", [](srv::options& o) { o.unix_mode = 010000; }},
+    };
+    for (const auto& c : cases) {
+        srv::options o;
+        o.addresses = {"127.0.0.1"};
+        c.set(o);
+        std::string err;
+        EXPECT_FALSE(srv::check_ranges(o, err)) << c.what;
+        EXPECT_NE(err.find(c.what), std::string::npos) << err;
+        EXPECT_EQ(err.find('\n'), std::string::npos) << "one line: " << err;
+    }
+    srv::options ok;
+    ok.max_frame_size = 16u * 1024 * 1024;
+    std::string err;
+    EXPECT_TRUE(srv::check_ranges(ok, err)) << err;
+}
+
 // --- fd exhaustion, in a child process with RLIMIT_NOFILE 64 ----------------------------------
 
 /// CPU seconds (user + system, every thread) used so far by `pid`; < 0 if unreadable.

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <atomic>
+#include <cerrno> // program_invocation_short_name (glibc)
 #include <csignal>
 #include <cstdint>
 #include <fcntl.h>
@@ -39,6 +40,28 @@
 
 namespace spop::server {
 
+/// The options' ranges, checked before anything is opened: every embedder gets the same one-line
+/// error for a value the engine cannot honour (a max_frame_size above 16 MiB would also make
+/// every receive buffer that large).
+inline bool check_ranges(const options& o, std::string& err) {
+    const auto bad = [&err](const char* what, long long v, const char* range) {
+        err = std::string("invalid ") + what + " " + std::to_string(v) + " (" + range + ")";
+        return false;
+    };
+    if (o.port < 1 || o.port > 65535) return bad("port", o.port, "1..65535");
+    if (o.workers < 1 || o.workers > 1024) return bad("workers", o.workers, "1..1024");
+    if (o.max_frame_size < min_max_frame_size || o.max_frame_size > max_max_frame_size)
+        return bad("max_frame_size", o.max_frame_size, "256..16777216");
+    if (o.backlog < 1) return bad("backlog", o.backlog, "1 or more");
+    if (o.max_connections < 1) return bad("max_connections", o.max_connections, "1 or more");
+    if (o.max_in_flight < 1) return bad("max_in_flight", o.max_in_flight, "1 or more");
+    if (o.hello_timeout_s < 1) return bad("hello_timeout_s", o.hello_timeout_s, "1 or more");
+    if (o.deferred_timeout_ms < 1)
+        return bad("deferred_timeout_ms", o.deferred_timeout_ms, "1 or more");
+    if (o.unix_mode > 07777) return bad("unix_mode", o.unix_mode, "0..07777 or -1");
+    return true;
+}
+
 /// `Stats` may derive from worker_stats to add a service's counters (one block per worker).
 template <class Service, class Stats = worker_stats>
 class server {
@@ -48,10 +71,11 @@ class server {
     server& operator=(const server&) = delete;
     ~server() { close_all(); }
 
-    /// Chooses the backend and checks the addresses and that every port is free; opens nothing.
-    /// false + a one-line `err` otherwise (a bad address, a port in use, io_uring required but
-    /// unavailable).
+    /// Checks the options' ranges, chooses the backend and checks the addresses and that every
+    /// port is free; opens nothing. false + a one-line `err` otherwise (a value out of range, a
+    /// bad address, a port in use, io_uring required but unavailable).
     bool check(std::string& err) {
+        if (!check_ranges(opt_, err)) return false;
         use_uring_ = false;
         if (opt_.engine != backend::epoll) {
             std::string why;
@@ -186,7 +210,8 @@ class server {
         std::signal(SIGPIPE, SIG_IGN);
         std::string err;
         if (!check(err) || !listen(err) || !start(make, err)) {
-            std::fprintf(stderr, "%s\n", err.c_str());
+            // One line, named like the program's own errors ("agent: ...").
+            std::fprintf(stderr, "%s: %s\n", program_invocation_short_name, err.c_str());
             return 2;
         }
         log(level::info, "event=start listening on %s workers=%d engine=%s", where().c_str(),
