@@ -266,7 +266,7 @@ class DeferredIdleTests(IndependentCase):
     """F1: a worker that answered a deferred NOTIFY must go back to sleep."""
 
     def test_idle_after_deferred_answer(self):
-        # FAILS on main at 269ce59 (epoll engine only): ADV2-F1
+        # FAILS on main at 269ce59: ADV2-F1 (epoll engine only; uring passes)
         from pyspop.redis import RedisServer, redis_server_binary
         if not redis_server_binary():
             self.skipTest("redis-server not installed")
@@ -287,4 +287,111 @@ class DeferredIdleTests(IndependentCase):
         c.close()
         time.sleep(0.3)
         self.assert_idle_cpu(a, "after one deferred answer, connection closed")
+        self.assert_healthy(a)
+
+
+def run_expecting_exit(args, timeout=3.0):
+    """Runs the agent expecting it to exit by itself: (rc, stderr); rc None when it kept running
+    (then it is killed). pyspop's run_agent() raises ValueError instead in that case."""
+    import signal
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryFile() as errf:
+        p = subprocess.Popen([ta.AGENT] + list(args), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=errf, start_new_session=True)
+        try:
+            rc = p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(5)
+            rc = None
+        errf.seek(0)
+        return rc, errf.read().decode(errors="replace")
+
+
+class CliEmptyValueTests(ta.AgentCase):
+    """F2: an empty option value is bad input: one line `agent: ...`, non-zero exit. Today
+    `--user ""` silently keeps root, `--metrics ""` silently serves no metrics, `--unix ""` and
+    `--mmdb ""` are silently ignored."""
+    agent_args = None
+
+    def test_empty_values_are_refused(self):
+        # FAILS on main at 269ce59: ADV2-F2
+        port = str(free_port())
+        base = ["-p", port, "-n", "1", "-a", "127.0.0.1", "--engine", ta.ENGINE]
+        for opt in ("-u", "--unix", "--mmdb", "--metrics", "--user", "-a", "--var-name",
+                    "--rate-redis", "--list", "--csv", "--allow"):
+            with self.subTest(option=opt):
+                rc, err = run_expecting_exit(base + [opt, ""])
+                self.assertIsNotNone(rc, "%s '' accepted: the agent started and kept running"
+                                     % opt)
+                self.assertNotEqual(rc, 0, "%s '' accepted" % opt)
+                lines = [l for l in err.splitlines() if l.strip()]
+                self.assertEqual(len(lines), 1, "stderr should be one line: %r" % err)
+                self.assertTrue(lines[0].startswith("agent: "), lines[0])
+                self.assertNotIn("event=start", err)
+
+
+class VersionNegotiationTests(IndependentCase):
+    """F4: SPOE.txt §3.2.4: "When a major version is announced by HAProxy, it means it also
+    support all previous minor versions" and §3.2.5: the agent's version "must be lower or equal
+    than one of major versions announced by HAProxy". An announced "2.1" or "2.5" includes 2.0:
+    the agent must answer version "2.0", not AGENT-DISCONNECT 8."""
+
+    def check_hello(self, agent, versions, expect_ok):
+        c = self.client(agent)
+        c.send(hello(versions=versions))
+        f = c.recv()
+        self.assertIsNotNone(f, "EOF instead of a reply to supported-versions %r" % versions)
+        if expect_ok:
+            self.assertEqual(f.type, T_AHELLO, "supported-versions %r: %r (%r)"
+                             % (versions, f, parse_kv(f.payload)))
+            self.assertEqual(dict(parse_kv(f.payload))["version"], (STR, b"2.0"))
+        else:
+            self.assertEqual(f.type, T_ADISC, "supported-versions %r: %r" % (versions, f))
+            self.assertEqual(dict(parse_kv(f.payload))["status-code"][1], 8)
+        c.close()
+
+    def test_spec_example_and_lists(self):
+        a = self.start_agent()
+        for v in ("2.0", " 2.0 ", "2.0, 1.5", "1.0,2.0", "3.0,2.0", "2.0,"):
+            self.check_hello(a, v, True)
+        for v in ("1.0", "1.5", "3.0", "", "2", "2.", "x.y", "20"):
+            self.check_hello(a, v, False)
+        self.assert_healthy(a)
+
+    def test_higher_minor_includes_2_0(self):
+        # FAILS on main at 269ce59: ADV2-F4
+        a = self.start_agent()
+        for v in ("2.1", "2.5", "1.0, 2.9"):
+            self.check_hello(a, v, True)
+        self.assert_healthy(a)
+
+
+class DeferredAckRoomTests(IndependentCase):
+    """F3: a NOTIFY with check-rate and many check-client-ip messages: the deferred ACK is cut at
+    the ticket's 1024 bytes (options.hpp deferred_ack_bytes), far below the negotiated
+    max-frame-size, and the rate answer (written last) is the first thing dropped."""
+
+    def test_rate_answer_survives_many_scores(self):
+        # FAILS on main at 269ce59: ADV2-F3
+        from pyspop.redis import RedisServer, redis_server_binary
+        if not redis_server_binary():
+            self.skipTest("redis-server not installed")
+        r = RedisServer().start()
+        self.addCleanup(r.stop)
+        a = self.start_agent(["--rate-redis", r.url, "--default-score", "50"])
+        c = self.client(a)
+        c.handshake(mfs=16380)
+        n = 75
+        c.send(notify(1, 1, [ipmsg()] * n + [msg("check-rate", [("key", d_str("adv2-f3"))])]))
+        f = c.recv()
+        self.assertEqual((f.type, f.sid, f.fid), (T_ACK, 1, 1))
+        self.assertLessEqual(len(f.payload), 16380)
+        acts = parse_actions(f.payload)
+        names = [x[2] for x in acts]
+        self.assertIn("over_limit", names, "rate answer dropped from a %d-byte ACK"
+                      % len(f.payload))
+        self.assertEqual(names.count("ip_score"), n, "scores dropped from a %d-byte ACK"
+                         % len(f.payload))
         self.assert_healthy(a)
