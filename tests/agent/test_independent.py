@@ -104,6 +104,10 @@ def frm(ftype, payload=b"", sid=0, fid=0, flags=FIN):
     return struct.pack(">I", len(body)) + body
 
 
+def raw_frame(body):
+    return struct.pack(">I", len(body)) + body
+
+
 def kv(items):
     return b"".join(nm(k) + v for k, v in items)
 
@@ -394,4 +398,257 @@ class DeferredAckRoomTests(IndependentCase):
                       % len(f.payload))
         self.assertEqual(names.count("ip_score"), n, "scores dropped from a %d-byte ACK"
                          % len(f.payload))
+        self.assert_healthy(a)
+
+
+def kvd(f):
+    return dict(parse_kv(f.payload))
+
+
+class HandshakeMatrixTests(IndependentCase):
+    """HAPROXY-HELLO variants (SPOE.txt §3.2.4-3.2.5, PROTOCOL-NOTES §5): what is accepted, what
+    gets which AGENT-DISCONNECT status; the AGENT-HELLO's fields; the agent keeps serving."""
+
+    def reply(self, agent, data):
+        c = self.client(agent)
+        c.send(data)
+        f = c.recv()
+        self.assertIsNotNone(f, "EOF instead of a reply")
+        return c, f
+
+    def test_accepted_variants(self):
+        a = self.start_agent()
+        extra_all_types = [("x0", b"\x00"), ("x1", b"\x11"), ("x2", b"\x02\x05"),
+                           ("x3", d_u32(7)), ("x4", b"\x04" + venc(2**64 - 1)),
+                           ("x5", b"\x05" + venc(2**64 - 1)), ("x6", d_ip4("192.0.2.1")),
+                           ("x7", b"\x07" + bytes(16)), ("x8", d_str("s")),
+                           ("x9", b"\x09\x02\x00\xff"), ("", d_str("empty key"))]
+        cases = [
+            ("caps async", hello(caps="pipelining,async"), 16380, True),
+            ("caps fragmentation only", hello(caps="fragmentation"), 16380, False),
+            ("caps empty", hello(caps=""), 16380, False),
+            ("caps spaced", hello(caps=" pipelining , async "), 16380, True),
+            ("caps pipelining2", hello(caps="pipelining2"), 16380, False),
+            ("mfs 256", hello(mfs=256), 256, True),
+            ("mfs 2^32-1", hello(mfs=2**32 - 1), 16380, True),
+            ("unknown keys of every type", hello(extra=extra_all_types), 16380, True),
+            ("duplicate max-frame-size, last wins", hello(mfs=300, extra=[
+                ("max-frame-size", d_u32(1000))]), 1000, True),
+            ("healthcheck false", hello(extra=[("healthcheck", b"\x01")]), 16380, True),
+        ]
+        for label, data, mfs, _pipelining in cases:
+            with self.subTest(case=label):
+                c, f = self.reply(a, data)
+                self.assertEqual(f.type, T_AHELLO, "%s: %r %r" % (label, f, kvd(f)))
+                self.assertEqual(f.flags, FIN)
+                self.assertEqual((f.sid, f.fid), (0, 0))
+                fields = kvd(f)
+                self.assertEqual(fields["version"], (STR, b"2.0"))
+                self.assertEqual(fields["max-frame-size"][1], mfs)
+                self.assertIn(fields["max-frame-size"][0], (U32, I32, U64, I64))
+                self.assertEqual(fields["capabilities"][0], STR)
+                caps = [x.strip() for x in fields["capabilities"][1].split(b",")]
+                self.assertNotIn(b"async", caps)
+                self.assertNotIn(b"fragmentation", caps)
+                # and the connection serves
+                c.send(notify(7, 3, [ipmsg()]))
+                ack = c.recv()
+                self.assertEqual((ack.type, ack.sid, ack.fid), (T_ACK, 7, 3))
+                self.assertLessEqual(len(ack.payload) + 7, mfs)
+                c.close()
+        self.assert_healthy(a)
+
+    def test_refused_variants(self):
+        a = self.start_agent()
+        cases = [
+            ("mfs 255", hello(mfs=255), 9),
+            ("mfs 0", hello(mfs=0), 9),
+            ("mfs as STRING", frm(T_HHELLO, kv([("supported-versions", d_str("2.0")),
+                                                ("max-frame-size", d_str("300")),
+                                                ("capabilities", d_str(""))])), 4),
+            ("versions as BINARY", frm(T_HHELLO, kv([("supported-versions", b"\x09\x032.0"),
+                                                     ("max-frame-size", d_u32(300)),
+                                                     ("capabilities", d_str(""))])), 4),
+            ("healthcheck as UINT32", hello(extra=[("healthcheck", d_u32(1))]), 4),
+            ("reserved type 10", hello(extra=[("xa", b"\x0a")]), 4),
+            ("key length 2^64-1", frm(T_HHELLO, venc(2**64 - 1) + b"x"), 4),
+            ("string length 2^63", frm(T_HHELLO, nm("supported-versions") + b"\x08" +
+                                       venc(2**63) + b"2.0"), 4),
+            ("empty payload", frm(T_HHELLO, b""), 5),
+            ("ACK before HELLO", frm(T_ACK, b"", 1, 1), 4),
+            ("AGENT-HELLO from the peer", frm(T_AHELLO, b""), 4),
+            ("AGENT-DISCONNECT from the peer", frm(T_ADISC, kv([("status-code", d_u32(0)),
+                                                                ("message", d_str(""))])), 4),
+            ("type 0 before HELLO", frm(0, b""), 4),
+        ]
+        for label, data, status in cases:
+            with self.subTest(case=label):
+                c, f = self.reply(a, data)
+                self.assertEqual(f.type, T_ADISC, "%s: %r" % (label, f))
+                self.assertEqual((f.flags, f.sid, f.fid), (FIN, 0, 0))
+                self.assertEqual(kvd(f)["status-code"][1], status, label)
+                self.assertEqual(kvd(f)["message"][0], STR)
+                self.assertIsNone(c.recv(), "bytes after AGENT-DISCONNECT")
+                c.close()
+        self.assert_healthy(a)
+
+
+class FrameLayerTests(IndependentCase):
+    """After the handshake: frames a peer must not send, flags, ids at their widest."""
+
+    def test_after_handshake(self):
+        a = self.start_agent()
+        fatal = [
+            ("client ACK sid 0", frm(T_ACK, b"", 0, 0), 4),
+            ("AGENT-HELLO sid 0", frm(T_AHELLO, b"", 0, 0), 4),
+            ("AGENT-DISCONNECT sid 0", frm(T_ADISC, b"", 0, 0), 4),
+            ("ABORT without FIN", frm(T_NOTIFY, ipmsg(), 1, 1, flags=2), 10),
+            ("sid above 2^64-1", raw_frame(bytes([T_NOTIFY]) + b"\0\0\0\1" +
+                                           bytes.fromhex("fff0fefefefefefefe0f") + b"\x01"), 4),
+            ("11-byte varint", raw_frame(bytes([T_NOTIFY]) + b"\0\0\0\1" + b"\xff" * 10 +
+                                         b"\x00\x01"), 4),
+        ]
+        for label, data, status in fatal:
+            with self.subTest(case=label):
+                c = self.client(a)
+                c.handshake()
+                c.send(data)
+                f = c.recv()
+                self.assertIsNotNone(f, "%s: EOF without AGENT-DISCONNECT" % label)
+                self.assertEqual(f.type, T_ADISC, "%s: %r" % (label, f))
+                self.assertEqual(kvd(f)["status-code"][1], status, label)
+                self.assertIsNone(c.recv())
+                c.close()
+        # Skipped or answered, and the connection goes on.
+        c = self.client(a)
+        c.handshake()
+        c.send(frm(T_ACK, b"", 1, 1) + frm(0, b"abc", 3, 1) + frm(77, b"x", 5, 1) +
+               frm(T_NOTIFY, ipmsg(), 2**64 - 1, 2**64 - 1, flags=FIN | 2) +
+               frm(T_NOTIFY, ipmsg(), 0, 0, flags=0xFFFFFFFD) +
+               frm(T_NOTIFY, ipmsg(), 2**63, 1))
+        got = [(f.type, f.sid, f.fid) for f in (c.recv(), c.recv(), c.recv())]
+        self.assertEqual(got, [(T_ACK, 2**64 - 1, 2**64 - 1), (T_ACK, 0, 0), (T_ACK, 2**63, 1)])
+        self.assert_healthy(a)
+
+    def test_haproxy_disconnect_variants(self):
+        a = self.start_agent()
+        cases = [
+            ("INT64 status, no message", frm(T_HDISC, kv([("status-code", b"\x04\x05")])), 5),
+            ("BINARY message", frm(T_HDISC, kv([("status-code", d_u32(3)),
+                                                 ("message", b"\x09\x02\x00\xff")])), 3),
+            ("FIN unset, sid 5", frm(T_HDISC, kv([("status-code", d_u32(2)),
+                                                   ("message", d_str("x"))]), 5, 1, flags=0), 2),
+            ("garbage payload", frm(T_HDISC, b"\xff\xff"), 0),
+        ]
+        for label, data, status in cases:
+            with self.subTest(case=label):
+                c = self.client(a)
+                c.handshake()
+                c.send(data + notify(1, 1, [ipmsg()]))
+                f = c.recv()
+                self.assertEqual(f.type, T_ADISC, "%s: %r" % (label, f))
+                self.assertEqual(kvd(f)["status-code"][1], status)
+                self.assertIsNone(c.recv(), "a frame after AGENT-DISCONNECT (the NOTIFY after "
+                                  "HAPROXY-DISCONNECT must be ignored)")
+                c.close()
+        self.assert_healthy(a)
+
+
+class PipelineTortureTests(IndependentCase):
+    """Random 64-bit ids (duplicates, 0, 2^64-1), 0-3 messages, random write splits, several
+    connections at once: every NOTIFY gets exactly one ACK with its ids (a multiset)."""
+
+    def run_conn(self, agent, seed, n, results):
+        import collections
+        import random
+        rnd = random.Random(seed)
+        try:
+            c = Client(agent.addr, timeout=20)
+            c.handshake(mfs=rnd.choice([256, 1000, 16380]))
+            sent = collections.Counter()
+            frames = []
+            for _ in range(n):
+                sid = rnd.choice([rnd.randrange(2**64), rnd.randrange(300), 2**64 - 1, 0])
+                fid = rnd.choice([rnd.randrange(2**64), 1, 0])
+                msgs = [rnd.choice([ipmsg("10.0.0.%d" % rnd.randrange(256)),
+                                    msg("check-client-ip", [("", b"\x07" + bytes(15) + b"\x01")]),
+                                    msg("other", [("x", d_str("y" * rnd.randrange(40)))])])
+                        for _ in range(rnd.randrange(4))]
+                frames.append(notify(sid, fid, msgs))
+                sent[(sid, fid)] += 1
+            data = b"".join(frames)
+            got = collections.Counter()
+
+            def reader():
+                while sum(got.values()) < n:
+                    f = c.recv(20)
+                    if f is None or f.type != T_ACK:
+                        got[("unexpected", repr(f))] += 1
+                        return
+                    parse_actions(f.payload)
+                    got[(f.sid, f.fid)] += 1
+
+            rt = threading.Thread(target=reader)
+            rt.start()
+            i = 0
+            while i < len(data):
+                k = rnd.choice([1, 2, 3, 5, 7, 64, 1000, 5000, len(data)])
+                c.send(data[i:i + k])
+                i += k
+            rt.join(60)
+            results[seed] = (sent == got, (sent - got).most_common(2), (got - sent).most_common(2))
+            c.close()
+        except Exception as e:  # reported by the assertion below
+            results[seed] = (False, repr(e), None)
+
+    def test_every_notify_acked_once(self):
+        a = self.start_agent()
+        results = {}
+        ths = [threading.Thread(target=self.run_conn, args=(a, seed, 400, results))
+               for seed in range(8)]
+        for t in ths:
+            t.start()
+        for t in ths:
+            t.join(90)
+        self.assertEqual(len(results), 8)
+        bad = {k: v for k, v in results.items() if not v[0]}
+        self.assertEqual(bad, {}, "missing/extra ACKs per connection")
+        self.assert_healthy(a)
+
+
+class LingeringCloseTests(IndependentCase):
+    """After a protocol error the AGENT-DISCONNECT must reach a peer that keeps sending: closing
+    with unread input would RST the connection and destroy the frame in flight."""
+
+    def test_disconnect_reaches_a_peer_that_keeps_sending(self):
+        a = self.start_agent()
+        junk = notify(1, 1, [ipmsg()]) * 2000
+        for trial in range(5):
+            c = self.client(a, timeout=10)
+            c.handshake()
+            stop = threading.Event()
+
+            def pump():
+                try:
+                    c.send(frm(T_NOTIFY, ipmsg(), 1, 1, flags=0))   # status 10
+                    for _ in range(200):
+                        if stop.is_set():
+                            return
+                        c.send(junk)
+                except OSError:
+                    pass
+
+            th = threading.Thread(target=pump)
+            th.start()
+            try:
+                f = c.recv(10)
+                while f is not None and f.type == T_ACK:
+                    f = c.recv(10)
+            finally:
+                stop.set()
+                th.join(10)
+            self.assertIsNotNone(f, "trial %d: connection ended without AGENT-DISCONNECT" % trial)
+            self.assertEqual(f.type, T_ADISC)
+            self.assertEqual(kvd(f)["status-code"][1], 10)
+            c.close()
         self.assert_healthy(a)
