@@ -652,3 +652,70 @@ class LingeringCloseTests(IndependentCase):
             self.assertEqual(kvd(f)["status-code"][1], 10)
             c.close()
         self.assert_healthy(a)
+
+
+class UnixSocketTests(IndependentCase):
+    """F6/F7: the -u/--unix listener."""
+
+    def unix_path(self):
+        import tempfile
+        d = tempfile.mkdtemp(prefix="adv2-unix-")
+        os.chmod(d, 0o755)
+        self.addCleanup(lambda: __import__("shutil").rmtree(d, ignore_errors=True))
+        return os.path.join(d, "agent.sock")
+
+    def test_other_users_can_connect(self):
+        # FAILS on main at 269ce59: ADV2-F6
+        # HAProxy connects to its servers after dropping privileges (global `user haproxy`):
+        # a socket that only its creator may write to cannot be used by it.
+        if os.geteuid() != 0:
+            self.skipTest("needs root to connect as another user")
+        import pwd
+        try:
+            nobody = pwd.getpwnam("nobody")
+        except KeyError:
+            self.skipTest("no user nobody")
+        path = self.unix_path()
+        a = self.start_agent(["-u", path])
+        pid = os.fork()
+        if pid == 0:  # the child: connect as nobody, exit 0 on success
+            code = 1
+            try:
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.settimeout(3)
+                s.connect(path)
+                s.close()
+                code = 0
+            except BaseException:
+                code = 1
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        mode = oct(os.stat(path).st_mode & 0o777)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0,
+                         "user nobody cannot connect to the agent's Unix socket (mode %s)" % mode)
+        self.assert_healthy(a)
+
+    def test_live_socket_is_not_stolen(self):
+        # FAILS on main at 269ce59: ADV2-F7
+        # A second agent started on the path of a running one must refuse, as it does for a TCP
+        # port in use; today it unlinks the live socket, takes the path, and removes it on exit,
+        # leaving the first agent unreachable through it.
+        path = self.unix_path()
+        a = self.start_agent(["-u", path])
+        rc, err = run_expecting_exit(["-p", str(free_port()), "-n", "1", "-a", "127.0.0.1",
+                                      "--engine", ta.ENGINE, "-u", path], timeout=3.0)
+        self.assertIsNotNone(rc, "a second agent started on the live socket %s" % path)
+        self.assertNotEqual(rc, 0)
+        self.assertTrue(err.startswith("agent: "), err)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(3)
+        try:
+            s.connect(path)
+            s.sendall(hello())
+            d = s.recv(4096)
+            self.assertGreater(len(d), 4, "the first agent no longer answers on %s" % path)
+        finally:
+            s.close()
+        self.assert_healthy(a)
