@@ -19,7 +19,12 @@ struct list_spec {
 
 /// The engine's settings (spop::server::options: listeners, workers, limits) plus the agent's.
 struct options : spop::server::options {
-    options() { workers = 5; } // as spoa-example
+    options() {
+        workers = 5; // as spoa-example
+        // A check-rate ACK carries the NOTIFY's scores too: room for about 290 of them (the
+        // pages are touched only as far as an ACK is written).
+        deferred_ack_bytes = 4096;
+    }
     bool debug = false;
     int default_score = -1; ///< -1 = random
     std::string user;

@@ -269,7 +269,7 @@ class DeferredIdleTests(IndependentCase):
     """F1: a worker that answered a deferred NOTIFY must go back to sleep."""
 
     def test_idle_after_deferred_answer(self):
-        # FAILS on main at 269ce59: ADV2-F1 (epoll engine only; uring passes)
+        # ADV2-F1: failed on main at 269ce59, fixed since (epoll engine only; uring passes)
         from pyspop.redis import RedisServer, redis_server_binary
         if not redis_server_binary():
             self.skipTest("redis-server not installed")
@@ -319,7 +319,7 @@ class CliEmptyValueTests(ta.AgentCase):
     agent_args = None
 
     def test_empty_values_are_refused(self):
-        # FAILS on main at 269ce59: ADV2-F2
+        # ADV2-F2: failed on main at 269ce59, fixed since
         port = str(free_port())
         base = ["-p", port, "-n", "1", "-a", "127.0.0.1", "--engine", ta.ENGINE]
         for opt in ("-u", "--unix", "--mmdb", "--metrics", "--user", "-a", "--var-name",
@@ -364,7 +364,7 @@ class VersionNegotiationTests(IndependentCase):
         self.assert_healthy(a)
 
     def test_higher_minor_includes_2_0(self):
-        # FAILS on main at 269ce59: ADV2-F4
+        # ADV2-F4: failed on main at 269ce59, fixed since
         a = self.start_agent()
         for v in ("2.1", "2.5", "1.0, 2.9"):
             self.check_hello(a, v, True)
@@ -377,7 +377,7 @@ class DeferredAckRoomTests(IndependentCase):
     max-frame-size, and the rate answer (written last) is the first thing dropped."""
 
     def test_rate_answer_survives_many_scores(self):
-        # FAILS on main at 269ce59: ADV2-F3
+        # ADV2-F3: failed on main at 269ce59, fixed since
         from pyspop.redis import RedisServer, redis_server_binary
         if not redis_server_binary():
             self.skipTest("redis-server not installed")
@@ -664,10 +664,11 @@ class UnixSocketTests(IndependentCase):
         self.addCleanup(lambda: __import__("shutil").rmtree(d, ignore_errors=True))
         return os.path.join(d, "agent.sock")
 
-    def test_other_users_can_connect(self):
-        # FAILS on main at 269ce59: ADV2-F6
+    def test_other_users_can_connect_with_unix_mode(self):
+        # ADV2-F6 (failed on main at 269ce59: no way to open the socket to another user).
         # HAProxy connects to its servers after dropping privileges (global `user haproxy`):
-        # a socket that only its creator may write to cannot be used by it.
+        # a socket that only its creator may write to cannot be used by it. The default stays
+        # the umask's (not every local user should reach the agent); --unix-mode opens it.
         if os.geteuid() != 0:
             self.skipTest("needs root to connect as another user")
         import pwd
@@ -676,7 +677,7 @@ class UnixSocketTests(IndependentCase):
         except KeyError:
             self.skipTest("no user nobody")
         path = self.unix_path()
-        a = self.start_agent(["-u", path])
+        a = self.start_agent(["-u", path, "--unix-mode", "666"])
         pid = os.fork()
         if pid == 0:  # the child: connect as nobody, exit 0 on success
             code = 1
@@ -698,7 +699,7 @@ class UnixSocketTests(IndependentCase):
         self.assert_healthy(a)
 
     def test_live_socket_is_not_stolen(self):
-        # FAILS on main at 269ce59: ADV2-F7
+        # ADV2-F7: failed on main at 269ce59, fixed since
         # A second agent started on the path of a running one must refuse, as it does for a TCP
         # port in use; today it unlinks the live socket, takes the path, and removes it on exit,
         # leaving the first agent unreachable through it.
