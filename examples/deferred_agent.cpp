@@ -152,26 +152,14 @@ int main(int argc, char** argv) {
             return std::fprintf(stderr, "deferred_agent: %s needs a value\n", argv[i]), 2;
         const std::string_view v = argv[i + 1];
         long n = 0;
-        if (flag == "-p" && example::to_long(v, 1, 65535, n))
-            o.port = static_cast<int>(n);
-        else if (flag == "-n" && example::to_long(v, 1, 1024, n))
-            o.workers = static_cast<int>(n);
-        else if (flag == "-m" && example::to_long(v, 256, 16777216, n))
-            o.max_frame_size = static_cast<std::uint32_t>(n);
-        else if (flag == "-a")
-            o.addresses.emplace_back(v);
+        if (example::server_flag(o, flag, v))
+            continue;
         else if (flag == "--delay-us" && example::to_long(v, 0, 10000000, n))
             delay_us = n;
         else if (flag == "--threads" && example::to_long(v, 0, 256, n))
             threads = static_cast<int>(n);
         else if (flag == "--deadline-ms" && example::to_long(v, 1, 600000, n))
             o.deferred_timeout_ms = static_cast<std::uint32_t>(n); // then the no-op ACK
-        else if (flag == "--engine" && v == "uring")
-            o.engine = spop::server::backend::uring;
-        else if (flag == "--engine" && v == "epoll")
-            o.engine = spop::server::backend::epoll;
-        else if (flag == "--engine" && v == "auto")
-            o.engine = spop::server::backend::automatic;
         else
             return std::fprintf(stderr, "deferred_agent: bad option %s %s\n", argv[i], argv[i + 1]),
                    2;

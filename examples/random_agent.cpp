@@ -25,23 +25,7 @@ int main(int argc, char** argv) {
         }
         if (i + 1 >= argc)
             return std::fprintf(stderr, "random_agent: %s needs a value\n", argv[i]), 2;
-        const std::string_view v = argv[i + 1];
-        long n = 0;
-        if (flag == "-p" && example::to_long(v, 1, 65535, n))
-            o.port = static_cast<int>(n);
-        else if (flag == "-n" && example::to_long(v, 1, 1024, n))
-            o.workers = static_cast<int>(n);
-        else if (flag == "-m" && example::to_long(v, 256, 16777216, n))
-            o.max_frame_size = static_cast<std::uint32_t>(n);
-        else if (flag == "-a")
-            o.addresses.emplace_back(v);
-        else if (flag == "--engine" && v == "uring")
-            o.engine = spop::server::backend::uring;
-        else if (flag == "--engine" && v == "epoll")
-            o.engine = spop::server::backend::epoll;
-        else if (flag == "--engine" && v == "auto")
-            o.engine = spop::server::backend::automatic;
-        else
+        if (!example::server_flag(o, flag, argv[i + 1]))
             return std::fprintf(stderr, "random_agent: bad option %s %s\n", argv[i], argv[i + 1]),
                    2;
     }

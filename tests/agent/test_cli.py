@@ -17,6 +17,14 @@ from test_agent import Agent, AgentCase, run_agent
 class CliTests(AgentCase):
     agent_args = None
 
+    def unix_path(self):
+        """A socket path in a fresh directory, both removed after the test."""
+        d = tempfile.mkdtemp(prefix="agent-unix-")
+        path = os.path.join(d, "x.sock")
+        self.addCleanup(os.rmdir, d)
+        self.addCleanup(lambda: os.path.exists(path) and os.unlink(path))
+        return path
+
     def test_help(self):
         for flag in ("-h", "--help"):
             rc, out, err = run_agent([flag])
@@ -101,91 +109,67 @@ class CliTests(AgentCase):
                 self.check_ack_score(c.recv_frame(), 1, 1)
 
     def test_unix_socket(self):
-        d = tempfile.mkdtemp(prefix="agent-unix-")
-        path = os.path.join(d, "x.sock")
-        try:
-            a = self.start_agent(["-u", path], tcp=False)
-            self.assertTrue(os.path.exists(path))
-            for _ in range(2):
-                with Conn(path, socket.AF_UNIX) as c:
-                    c.handshake()
-                    c.send(V5_NOTIFY_NAMED)
-                    self.check_ack_score(c.recv_frame(), 1, 1)
-                    c.send(haproxy_disconnect(0, "normal"))
-                    self.expect_disconnect(c, 0)
-            self.assertEqual(a.stop(), 0)
-            self.assertFalse(os.path.exists(path), "socket file left behind after exit")
-        finally:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-            os.rmdir(d)
+        path = self.unix_path()
+        a = self.start_agent(["-u", path], tcp=False)
+        self.assertTrue(os.path.exists(path))
+        for _ in range(2):
+            with Conn(path, socket.AF_UNIX) as c:
+                c.handshake()
+                c.send(V5_NOTIFY_NAMED)
+                self.check_ack_score(c.recv_frame(), 1, 1)
+                c.send(haproxy_disconnect(0, "normal"))
+                self.expect_disconnect(c, 0)
+        self.assertEqual(a.stop(), 0)
+        self.assertFalse(os.path.exists(path), "socket file left behind after exit")
 
     def test_unix_socket_live_is_not_taken_over_and_stale_is_replaced(self):
         """A second agent on the path of a running one fails with the one-line error (it used to
         unlink the live socket and take HAProxy's traffic); a stale file is replaced."""
-        d = tempfile.mkdtemp(prefix="agent-unix-")
-        path = os.path.join(d, "x.sock")
-        try:
-            a = self.start_agent(["-u", path], tcp=False)
-            rc, out, err = run_agent(["-p", str(free_port()), "-n", "1", "-a", "127.0.0.1",
-                                      "--engine", ta.ENGINE, "-u", path])
-            self.assertNotEqual(rc, 0)
-            self.assertIn("already in use", err)
-            self.assertEqual(len([l for l in err.splitlines() if l.strip()]), 1, err)
-            with Conn(path, socket.AF_UNIX) as c:  # still the first agent's socket
-                c.handshake()
-                c.send(V5_NOTIFY_NAMED)
-                self.check_ack_score(c.recv_frame(), 1, 1)
-            a.kill()  # SIGKILL: the file stays behind, stale
-            self.assertTrue(os.path.exists(path))
-            b = self.start_agent(["-u", path], tcp=False)
-            with Conn(path, socket.AF_UNIX) as c:
-                c.handshake()
-            self.assertEqual(b.stop(), 0)
-        finally:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-            os.rmdir(d)
+        path = self.unix_path()
+        a = self.start_agent(["-u", path], tcp=False)
+        rc, out, err = run_agent(["-p", str(free_port()), "-n", "1", "-a", "127.0.0.1",
+                                  "--engine", ta.ENGINE, "-u", path])
+        self.assertNotEqual(rc, 0)
+        self.assertIn("already in use", err)
+        self.assertEqual(len([l for l in err.splitlines() if l.strip()]), 1, err)
+        with Conn(path, socket.AF_UNIX) as c:  # still the first agent's socket
+            c.handshake()
+            c.send(V5_NOTIFY_NAMED)
+            self.check_ack_score(c.recv_frame(), 1, 1)
+        a.kill()  # SIGKILL: the file stays behind, stale
+        self.assertTrue(os.path.exists(path))
+        b = self.start_agent(["-u", path], tcp=False)
+        with Conn(path, socket.AF_UNIX) as c:
+            c.handshake()
+        self.assertEqual(b.stop(), 0)
 
     def test_unix_socket_mode_and_group(self):
-        d = tempfile.mkdtemp(prefix="agent-unix-")
-        os.chmod(d, 0o755)
-        path = os.path.join(d, "x.sock")
+        path = self.unix_path()
+        os.chmod(os.path.dirname(path), 0o755)  # mkdtemp's 0700 would keep others out
         gid = os.getgid()
-        try:
-            a = self.start_agent(["-u", path, "--unix-mode", "660", "--unix-group", str(gid)],
-                                 tcp=False)
-            st = os.stat(path)
-            self.assertEqual(st.st_mode & 0o7777, 0o660)
-            self.assertEqual(st.st_gid, gid)
-            if os.geteuid() == 0:
-                # Another user in the socket's group connects (HAProxy as `haproxy`); one outside
-                # it does not.
-                def try_connect(uid, gids):
-                    pid = os.fork()
-                    if pid == 0:
-                        try:
-                            os.setgroups(gids)
-                            os.setgid(gids[0])
-                            os.setuid(uid)
-                            s = socket.socket(socket.AF_UNIX)
-                            s.connect(path)
-                            os._exit(0)
-                        except PermissionError:
-                            os._exit(13)
-                        except BaseException:
-                            os._exit(1)
-                    return os.waitpid(pid, 0)[1] >> 8
-                self.assertEqual(try_connect(65534, [gid]), 0, "a member of the group")
-                self.assertEqual(try_connect(65534, [65534]), 13, "someone else")
-            self.assertEqual(a.stop(), 0)
-        finally:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-            os.rmdir(d)
+        a = self.start_agent(["-u", path, "--unix-mode", "660", "--unix-group", str(gid)],
+                             tcp=False)
+        st = os.stat(path)
+        self.assertEqual(st.st_mode & 0o7777, 0o660)
+        self.assertEqual(st.st_gid, gid)
+        if os.geteuid() == 0:
+            # Another user in the socket's group connects (HAProxy as `haproxy`); one outside
+            # it does not.
+            def try_connect(uid, gids):
+                pid = os.fork()
+                if pid == 0:
+                    try:
+                        os.setgroups(gids)
+                        os.setgid(gids[0])
+                        os.setuid(uid)
+                        s = socket.socket(socket.AF_UNIX)
+                        s.connect(path)
+                        os._exit(0)
+                    except PermissionError:
+                        os._exit(13)
+                    except BaseException:
+                        os._exit(1)
+                return os.waitpid(pid, 0)[1] >> 8
+            self.assertEqual(try_connect(65534, [gid]), 0, "a member of the group")
+            self.assertEqual(try_connect(65534, [65534]), 13, "someone else")
+        self.assertEqual(a.stop(), 0)

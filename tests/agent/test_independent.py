@@ -247,6 +247,15 @@ class IndependentCase(ta.AgentCase):
         self.addCleanup(c.close)
         return c
 
+    def start_rate_agent(self):
+        """An agent whose check-rate goes to a private redis-server (skips without one)."""
+        from pyspop.redis import RedisServer, redis_server_binary
+        if not redis_server_binary():
+            self.skipTest("redis-server not installed")
+        r = RedisServer().start()
+        self.addCleanup(r.stop)
+        return self.start_agent(["--rate-redis", r.url, "--default-score", "50"])
+
     def assert_idle_cpu(self, agent, what, seconds=2.0, limit=0.3):
         cpu0 = agent.cpu_seconds()
         time.sleep(seconds)
@@ -270,12 +279,7 @@ class DeferredIdleTests(IndependentCase):
 
     def test_idle_after_deferred_answer(self):
         # ADV2-F1: failed on main at 269ce59, fixed since (epoll engine only; uring passes)
-        from pyspop.redis import RedisServer, redis_server_binary
-        if not redis_server_binary():
-            self.skipTest("redis-server not installed")
-        r = RedisServer().start()
-        self.addCleanup(r.stop)
-        a = self.start_agent(["--rate-redis", r.url, "--default-score", "50"])
+        a = self.start_rate_agent()
         c = self.client(a)
         c.handshake()
         self.assert_idle_cpu(a, "before any deferred answer", seconds=1.0)
@@ -378,12 +382,7 @@ class DeferredAckRoomTests(IndependentCase):
 
     def test_rate_answer_survives_many_scores(self):
         # ADV2-F3: failed on main at 269ce59, fixed since
-        from pyspop.redis import RedisServer, redis_server_binary
-        if not redis_server_binary():
-            self.skipTest("redis-server not installed")
-        r = RedisServer().start()
-        self.addCleanup(r.stop)
-        a = self.start_agent(["--rate-redis", r.url, "--default-score", "50"])
+        a = self.start_rate_agent()
         c = self.client(a)
         c.handshake(mfs=16380)
         n = 75
