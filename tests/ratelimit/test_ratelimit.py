@@ -113,7 +113,9 @@ def start_agent(redis_url=None, extra=(), metrics=False, workers=2):
     if redis_url:
         args += ["--rate-redis", redis_url]
     args += list(extra)
-    a = harness.Agent(AGENT, args, engine=ENGINE, workers=workers, metrics=metrics)
+    # 10 s to start, as the HAProxy tests allow: 5 s was once too short on a loaded machine.
+    a = harness.Agent(AGENT, args, engine=ENGINE, workers=workers, metrics=metrics,
+                      ready_timeout=10.0)
     return a.start()
 
 
