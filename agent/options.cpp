@@ -488,8 +488,12 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
             break;
         case ':':
             return fail("missing argument for option", argv[optind - 1]);
-        default:
-            return fail("unknown option", argv[optind - 1]);
+        default: {
+            // A short option by its letter: inside a bundle such as -zd, getopt has not moved
+            // past it yet and argv[optind - 1] is the argument before (optopt is 0 for a long one).
+            const char short_opt[] = {'-', static_cast<char>(optopt), '\0'};
+            return fail("unknown option", optopt != 0 ? short_opt : argv[optind - 1]);
+        }
         }
     }
     if (optind < argc) return fail("unexpected argument", argv[optind]);
