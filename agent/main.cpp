@@ -16,6 +16,7 @@
 #include <sys/resource.h>
 #include <thread>
 #include <unistd.h>
+#include <vector>
 
 #include <spop/server/server.hpp>
 
@@ -44,6 +45,13 @@ namespace {
 int die(const std::string& msg) {
     std::fprintf(stderr, "agent: %s\n", msg.c_str());
     return 1;
+}
+
+/// A bad command line exits 2, as a bad flag does: the unit's RestartPreventExitStatus, so
+/// systemd stops with the error instead of restarting the agent every second (die(): 1).
+int bad_usage(const std::string& msg) {
+    std::fprintf(stderr, "agent: %s\n", msg.c_str());
+    return 2;
 }
 
 void raise_nofile() {
@@ -176,8 +184,21 @@ int main(int argc, char** argv) {
     sources.mmdb = opt.mmdb;
     sources.max_file_size = opt.max_file_size;
 
-    spop::server::server<iprep::service, worker_stats> srv(opt);
     std::string err;
+    // What only the command line can get wrong: the listen addresses, the Unix path, --metrics
+    // and --user. A port in use or io_uring missing may go away: those stay die() below.
+    {
+        std::vector<spop::server::listen_spec> specs;
+        if (!spop::server::resolve_listen_specs(opt, specs, err)) return bad_usage(err);
+        sockaddr_storage ss{};
+        socklen_t len = 0;
+        if (!opt.metrics.empty() && !parse_metrics_address(opt.metrics, ss, len, err))
+            return bad_usage(err);
+        if (!opt.user.empty() && getpwnam(opt.user.c_str()) == nullptr)
+            return bad_usage("unknown user '" + opt.user + "' for --user");
+    }
+
+    spop::server::server<iprep::service, worker_stats> srv(opt);
     // Backend, addresses and free ports are checked before the (maybe long) data load.
     if (!srv.check(err)) return die(err);
 

@@ -57,8 +57,9 @@ void print_usage(const char* argv0) {
         "agent\n"
         "                              stops reading from it (back-pressure; default 1000;\n"
         "                              HAProxy keeps at most 20 in flight)\n"
-        "      --idle-timeout SEC      close established connections idle that long with\n"
-        "                              AGENT-DISCONNECT 2 (default 0 = never; HAProxy pools them)\n"
+        "      --idle-timeout SEC      close established connections idle that long (nothing\n"
+        "                              read or sent, no answer pending) with AGENT-DISCONNECT 2\n"
+        "                              (default 0 = never; HAProxy pools them)\n"
         "      --hello-timeout SEC     close connections that send no HELLO in time (default 10)\n"
         "      --shutdown-timeout SEC  on SIGTERM, wait at most that long for peers (default 10)\n"
         "      --drain-idle SEC        on SIGTERM, listeners close at once but a connection is\n"
@@ -488,8 +489,12 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
             break;
         case ':':
             return fail("missing argument for option", argv[optind - 1]);
-        default:
-            return fail("unknown option", argv[optind - 1]);
+        default: {
+            // A short option by its letter: inside a bundle such as -zd, getopt has not moved
+            // past it yet and argv[optind - 1] is the argument before (optopt is 0 for a long one).
+            const char short_opt[] = {'-', static_cast<char>(optopt), '\0'};
+            return fail("unknown option", optopt != 0 ? short_opt : argv[optind - 1]);
+        }
         }
     }
     if (optind < argc) return fail("unexpected argument", argv[optind]);

@@ -203,11 +203,15 @@ check_timers(const options& o, const conn_t& c, std::uint32_t now, std::uint32_t
     // Whole seconds: `>` so that a timeout never fires early (between N and N+1 s, not N-1).
     if (st == spop::conn_state::awaiting_hello && now - created > o.hello_timeout_s)
         return timer_verdict::timeout;
+    const std::uint32_t seen = last_active > last_progress ? last_active : last_progress;
+    // Idle: nothing read or sent for that long, and nothing owed to the peer. A connection
+    // waiting for a deferred answer is not idle: closing it would discard the NOTIFYs the
+    // peer keeps sending meanwhile.
     if (st == spop::conn_state::established && o.idle_timeout_s != 0 &&
-        now - last_active > o.idle_timeout_s && c.output().empty())
+        now - seen > o.idle_timeout_s && c.output().empty() && c.deferred_count() == 0 &&
+        !c.input_held())
         return timer_verdict::timeout;
     // Our final frame, or ACKs of a back-pressured connection, unread for 30 s.
-    const std::uint32_t seen = last_active > last_progress ? last_active : last_progress;
     if (st == spop::conn_state::closing && now - last_active >= write_stall_s)
         return timer_verdict::drop;
     if (!c.wants_input() && !c.output().empty() && now - seen >= write_stall_s)
