@@ -30,7 +30,10 @@ struct options {
     bool pipelining = true;
     std::uint32_t max_connections = 100000; ///< a total over every worker
     std::uint32_t max_in_flight = 1000;     ///< ACKs unsent per connection before back-pressure
-    std::uint32_t idle_timeout_s = 0;       ///< 0 = never close idle established connections
+    /// Close an established connection (AGENT-DISCONNECT 2) after this long with nothing read
+    /// or sent and nothing owed: no output queued, no deferred answer open, no input held back.
+    /// 0 = never (HAProxy pools its agent connections and closes them itself).
+    std::uint32_t idle_timeout_s = 0;
     std::uint32_t hello_timeout_s = 10;
     std::uint32_t shutdown_timeout_s = 10;
     std::uint32_t drain_idle_s = 1; ///< on stop, serve a connection until idle this long
