@@ -1,6 +1,6 @@
 #include "options.hpp"
 
-#include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -117,14 +117,20 @@ void print_usage(const char* argv0) {
 
 namespace {
 
-bool parse_int(const char* s, long lo, long hi, long& out) {
-    if (s == nullptr || *s == '\0') return false;
-    errno = 0;
-    char* end = nullptr;
-    const long v = std::strtol(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v < lo || v > hi) return false;
+/// Digits only (a '-' only where negatives are allowed): from_chars, unlike strtol, takes no
+/// leading blanks or '+', so `-p ' 80'` and `--unix-mode -0` are refused, not guessed at.
+bool parse_number(const char* s, int base, long lo, long hi, long& out) {
+    if (s == nullptr || *s == '\0' || (*s == '-' && lo >= 0)) return false;
+    const std::string_view sv(s);
+    long v = 0;
+    const auto [end, ec] = std::from_chars(sv.data(), sv.data() + sv.size(), v, base);
+    if (ec != std::errc{} || end != sv.data() + sv.size() || v < lo || v > hi) return false;
     out = v;
     return true;
+}
+
+bool parse_int(const char* s, long lo, long hi, long& out) {
+    return parse_number(s, 10, lo, hi, out);
 }
 
 parse_outcome fail(const char* what, const char* arg) {
@@ -378,10 +384,8 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
             o.deferred_timeout_ms = static_cast<std::uint32_t>(v);
             break;
         case opt_unix_mode: {
-            char* end = nullptr;
-            errno = 0;
-            const long m = std::strtol(optarg, &end, 8);
-            if (*optarg == '\0' || *end != '\0' || errno != 0 || m < 0 || m > 07777)
+            long m = 0;
+            if (!parse_number(optarg, 8, 0, 07777, m))
                 return fail("invalid --unix-mode (octal permissions, e.g. 660)", optarg);
             o.unix_mode = static_cast<int>(m);
             break;

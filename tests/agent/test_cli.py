@@ -46,6 +46,11 @@ class CliTests(AgentCase):
             ["-p", port, "--user", ""], ["-p", port, "-u", ""], ["-p", port, "--unix", ""],
             ["-p", port, "--mmdb", ""], ["-p", port, "--metrics", ""], ["-p", port, "-a", ""],
             ["-p", port, "--allow", ""], ["-p", port, "--csv", ""], ["-p", port, "--list", ""],
+            # Numbers are digits only: no blanks, no '+', no '-0' where negatives make no sense.
+            ["-p", " " + port], ["-p", "+" + port], ["-p", port + " "], ["-p", port, "-n", "-0"],
+            ["-p", port, "-u", "/tmp/x.sock", "--unix-mode", "-0"],
+            ["-p", port, "-u", "/tmp/x.sock", "--unix-mode", "+660"],
+            ["-p", port, "-u", "/tmp/x.sock", "--unix-mode", "680"],
         ]
         for args in cases:
             with self.subTest(args=args):
