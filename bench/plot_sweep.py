@@ -3,7 +3,7 @@
 
     /usr/bin/python3 bench/plot_sweep.py bench/results/sweep-main.jsonl [more.jsonl]
         [--outdir bench/plots] [--cdf-scenario r50k] [--rate-agents before,uring_w0,...]
-        [--markdown]
+        [--prefix NAME_] [--markdown]
 
 Writes into --outdir:
   cpu_vs_rate.png      agent CPU per frame against the offered rate (Poisson scenarios rNNk),
@@ -11,8 +11,9 @@ Writes into --outdir:
   latency_cdf.png      the latency distribution at one rate (--cdf-scenario), one line per
                        agent (per quantile, the median over the repetitions);
   window_tradeoff.png  io_uring's --batch-window-us (agents labelled uring_wN) against agent
-                       CPU per frame and p99, one line per rate.
-and prints, per scenario and agent, median [min-max] of frames/s, agent CPU us/frame, p50,
+                       CPU per frame and p99, one line per rate;
+  closed_loop.png      the closed-loop scenarios (no --rate), a bar per agent, log scale.
+each name after --prefix. It also prints, per scenario and agent, median [min-max] of frames/s, agent CPU us/frame, p50,
 p99 and agent wakeups per frame (and perf's counts per frame when the sweep ran with --perf).
 """
 
@@ -114,7 +115,7 @@ def table(rows, metas, markdown):
                                                                                  vals)))
 
 
-def plots(rows, outdir, cdf_scenario, rate_agents):
+def plots(rows, outdir, cdf_scenario, rate_agents, prefix=""):
     try:
         import matplotlib
     except ImportError:
@@ -153,7 +154,7 @@ def plots(rows, outdir, cdf_scenario, rate_agents):
     ax.set_title("Agent CPU per request against request rate (median, min-max)" + load,
                  fontsize=10)
     fig.tight_layout()
-    p = os.path.join(outdir, "cpu_vs_rate.png")
+    p = os.path.join(outdir, prefix + "cpu_vs_rate.png")
     fig.savefig(p, dpi=100)
     written.append(p)
     plt.close(fig)
@@ -175,7 +176,7 @@ def plots(rows, outdir, cdf_scenario, rate_agents):
     ax.set_title(f"Latency CDF at {cdf_scenario} (median per quantile over the repetitions)",
                  fontsize=10)
     fig.tight_layout()
-    p = os.path.join(outdir, "latency_cdf.png")
+    p = os.path.join(outdir, prefix + "latency_cdf.png")
     fig.savefig(p, dpi=100)
     written.append(p)
     plt.close(fig)
@@ -215,7 +216,38 @@ def plots(rows, outdir, cdf_scenario, rate_agents):
                      "connections)",
                      fontsize=10)
         fig.tight_layout()
-        p = os.path.join(outdir, "window_tradeoff.png")
+        p = os.path.join(outdir, prefix + "window_tradeoff.png")
+        fig.savefig(p, dpi=100)
+        written.append(p)
+        plt.close(fig)
+
+    # 4. closed-loop scenarios side by side: one group of bars per scenario, one bar per agent.
+    closed = [s for s in dict.fromkeys(r["scenario"] for r in rows) if s not in open_scen]
+    if closed:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        shown = rate_agents or agents
+        width = 0.8 / len(shown)
+        for i, a in enumerate(shown):
+            xs, ys, lo, hi = [], [], [], []
+            for j, s in enumerate(closed):
+                sp = spread(r.get("agent_cpu_us_per_frame") for r in g.get((s, a), []))
+                if sp is None:
+                    continue
+                xs.append(j + (i - (len(shown) - 1) / 2) * width)
+                ys.append(sp[0])
+                lo.append(sp[0] - sp[1])
+                hi.append(sp[2] - sp[0])
+            if xs:
+                ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=a)
+        ax.set_xticks(range(len(closed)))
+        ax.set_xticklabels(closed)
+        ax.set_yscale("log")
+        ax.set_ylabel("agent CPU per frame, µs (log scale)")
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title("Agent CPU per frame, closed loop (median, min-max)", fontsize=10)
+        fig.tight_layout()
+        p = os.path.join(outdir, prefix + "closed_loop.png")
         fig.savefig(p, dpi=100)
         written.append(p)
         plt.close(fig)
@@ -230,6 +262,8 @@ def main():
     ap.add_argument("--cdf-scenario", default="r50k")
     ap.add_argument("--rate-agents", default="",
                     help="comma-separated agents for the rate and CDF plots (default: all)")
+    ap.add_argument("--prefix", default="",
+                    help="prepended to the plots' file names (e.g. reference_)")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--no-plots", action="store_true")
     a = ap.parse_args()
@@ -240,7 +274,7 @@ def main():
     table(rows, metas, a.markdown)
     if not a.no_plots:
         agents = [x for x in a.rate_agents.split(",") if x]
-        for p in plots(rows, a.outdir, a.cdf_scenario, agents):
+        for p in plots(rows, a.outdir, a.cdf_scenario, agents, a.prefix):
             print(f"wrote {p}")
     return 0
 
