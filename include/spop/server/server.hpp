@@ -24,6 +24,7 @@
 #include <cerrno> // program_invocation_short_name (glibc)
 #include <csignal>
 #include <cstdint>
+#include <cstring>
 #include <fcntl.h>
 #include <memory>
 #include <string>
