@@ -168,7 +168,10 @@ int main(int argc, char** argv) {
         return std::fprintf(stderr, "deferred_agent: --threads 0 answers on the workers at once: "
                                     "it needs --delay-us 0\n"),
                2;
-    delay_pool pool(threads, std::chrono::microseconds(delay_us));
+    // The server first, so that it is destroyed last: tickets still queued in the pool when
+    // run() returns (past their deadline, say with --delay-us above --deadline-ms) are dropped
+    // by ~delay_pool, and dropping a ticket reaches the server's ticket pool (ticket.hpp).
     spop::server::server<deferred_random> srv(o);
+    delay_pool pool(threads, std::chrono::microseconds(delay_us));
     return srv.run([&pool](const auto&) { return deferred_random(pool); });
 }

@@ -1163,6 +1163,40 @@ TEST(Connection, LargeAcksWithASlowReader) {
     }
 }
 
+// A service's own errc (service.hpp): the ACKs before it go out, the NOTIFY that returned it
+// gets none, and the AGENT-DISCONNECT carries to_status() of it, not always status 4.
+struct erring_service {
+    spop::errc on_notify(const spop::notify_request& req, spop::ack_writer& ack) noexcept {
+        spop::null_notify_handler nh;
+        if (const spop::result r = req.parse(nh); !r) return r.ec;
+        ack.set_var(spop::var_scope::txn, "written", spop::value::from_uint32(1));
+        return req.stream_id == 3 ? spop::errc::timeout : spop::errc::ok;
+    }
+};
+
+TEST(ConnectionError, AServiceErrcEndsTheConnectionWithItsStatus) {
+    const spop::connection_config cfg{};
+    spop::buffer_pool pool(spop::buffer_size_for(cfg.limits.max_frame_size));
+    erring_service svc;
+    spop::connection<erring_service> conn(svc, pool, cfg);
+    (void)conn.feed(unhex(vec::v1_hello_34));
+    (void)conn.consume_output(conn.output().size());
+    bytes in = notify(1, 1);
+    spop_test::append(in, notify(3, 1));
+    spop_test::append(in, notify(5, 1));
+    (void)conn.feed(in);
+    EXPECT_EQ(conn.state(), conn_state::closing);
+    EXPECT_EQ(conn.error(), errc::timeout);
+    const bytes out(conn.output().begin(), conn.output().end());
+    const auto frames = spop_test::split_frames(out);
+    ASSERT_EQ(frames.size(), 2u) << to_hex(out);
+    EXPECT_EQ(frames[0].type, frame_type::ack);
+    EXPECT_EQ(frames[0].stream_id, 1u);
+    const auto d = last_disconnect(out);
+    EXPECT_EQ(d.status, 2u);
+    EXPECT_EQ(d.message, "a timeout occurred");
+}
+
 } // namespace
 
 // --max-in-flight: at most N ACKs queue up before the connection stops taking NOTIFYs; the

@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstdint>
+#include <string_view>
 #include <vector>
 
 #include "support/frames.hpp"
@@ -228,6 +229,45 @@ TEST(Deferred, CompletionAfterCloseIsDropped) {
     EXPECT_TRUE(r.d.done.empty());
     EXPECT_TRUE(r.conn.output().empty());
     EXPECT_EQ(r.pool.in_use(), 0u);
+}
+
+TEST(Deferred, AnEmptyTicketsWriterNeverReachesAnotherNotifysAnswer) {
+    // A moved-from handle still names its old slot; once that slot answers another NOTIFY, a
+    // write through the stale handle must not land in that other ACK.
+    rig<mixed_service> r(1);
+    (void)r.conn.feed(notify(3));
+    spop::ticket held = std::move(r.svc.tickets.at(0));
+    spop::ticket stale = std::move(held);
+    ASSERT_FALSE(held.operator bool());
+    ASSERT_TRUE(stale);
+    spop::ticket moved_from = std::move(held); // empty into empty
+    stale.complete();
+    r.d.pump(r.conn);
+    ASSERT_EQ(frames_of(r.drain()).size(), 1u);
+
+    (void)r.conn.feed(notify(6)); // takes the same, only slot
+    ASSERT_EQ(r.svc.tickets.size(), 2u);
+    spop::ticket& live = r.svc.tickets.at(1);
+    ASSERT_TRUE(live);
+    EXPECT_FALSE(r.svc.tickets.at(0).ack().set_var(spop::var_scope::txn, "stale",
+                                                   spop::value::from_bool(true)));
+    EXPECT_FALSE(stale.ack().unset_var(spop::var_scope::txn, "stale"));
+    EXPECT_FALSE(moved_from.ack().ok());
+    spop::ticket never_opened;
+    EXPECT_FALSE(
+        never_opened.ack().set_var(spop::var_scope::txn, "stale", spop::value::from_uint32(1)));
+    EXPECT_EQ(r.d.misuse, 3) << "the three with a deferral behind them are counted";
+    live.complete([](spop::ack_writer& a) {
+        a.set_var(spop::var_scope::txn, "mine", spop::value::from_uint32(6));
+    });
+    r.d.pump(r.conn);
+    const auto frames = frames_of(r.drain());
+    ASSERT_EQ(frames.size(), 1u);
+    EXPECT_EQ(frames[0].stream_id, 6u);
+    const std::string_view payload(reinterpret_cast<const char*>(frames[0].payload.data()),
+                                   frames[0].payload.size());
+    EXPECT_NE(payload.find("mine"), std::string_view::npos);
+    EXPECT_EQ(payload.find("stale"), std::string_view::npos) << "a stale handle wrote into it";
 }
 
 TEST(Deferred, CountsAgainstTheInFlightLimit) {

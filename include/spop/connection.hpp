@@ -448,7 +448,7 @@ class connection {
         const result w = encode_agent_hello(output_space(), neg_.max_frame_size,
                                             announced_capabilities(cfg_->limits));
         if (!w) return fail(w.ec);
-        out_tail_ += w.consumed;
+        out_tail_ += static_cast<std::uint32_t>(w.consumed); // within a pool block
         limit_ = neg_.max_frame_size;
         if constexpr (requires(S & s, const connection_event& ev) { s.on_hello(ev); }) {
             connection_event ev = event();
@@ -494,7 +494,7 @@ class connection {
         if (ack.empty() && cfg_->noop_on_empty_ack) ack.unset_var(cfg_->noop_scope, cfg_->noop_var);
         const result w = ack.finish();
         if (!w) return fail(w.ec);
-        out_tail_ += w.consumed;
+        out_tail_ += static_cast<std::uint32_t>(w.consumed);
         ++queued_acks_;
         ++res.notifies;
     }
@@ -546,7 +546,7 @@ class connection {
             return;
         }
         const result w = encode_agent_disconnect(output_space(), limit_, code, msg);
-        if (w) out_tail_ += w.consumed;
+        if (w) out_tail_ += static_cast<std::uint32_t>(w.consumed);
     }
 
     /// The reassembly buffer back to the pool (its frame was answered); the pause and the

@@ -77,9 +77,12 @@ struct notify_request {
 ///   errc on_notify(const notify_request& req, ack_writer& ack)
 ///     Called once per NOTIFY, in arrival order, on the connection's thread. Write the ACK's
 ///     actions with `ack`; the connection finishes the frame (ids echoed, FIN set) and queues
-///     it. Return errc::ok, also after stopping a parse on purpose. Returning a parse error
-///     (truncated, varint_overflow, bad_data_type) makes the connection answer with
-///     AGENT-DISCONNECT status 4 and close: the frame was malformed.
+///     it. Return errc::ok (or errc::stopped), also after stopping a parse on purpose. Any
+///     other errc ends the connection: no ACK for this NOTIFY, AGENT-DISCONNECT with
+///     to_status(e) after the ACKs already queued, then a close. A parse error (truncated,
+///     varint_overflow, bad_data_type: the frame was malformed) is status 4; errc::timeout
+///     would be 2, errc::shutdown 0. If the NOTIFY was deferred, its ticket still answers
+///     first, and the AGENT-DISCONNECT waits for it.
 ///     Must not throw, block or allocate per call.
 ///
 ///     A service may also answer later: see notify_request::defer() and ticket.hpp.

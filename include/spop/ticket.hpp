@@ -7,15 +7,23 @@
 // the ACK on the connection that carried the NOTIFY, with its ids echoed.
 //
 // The contract, for services:
-//   - A ticket is move-only and answers once. complete() empties it; calling complete() on an
-//     empty ticket does nothing (the engine counts it as a misuse when it can).
-//   - Dropping a ticket without complete() is an answer too: the engine sends the fallback
-//     (the service's, or the no-op ACK), so no NOTIFY is ever left unanswered.
+//   - A ticket is move-only and answers once. complete() empties it, and so does a move (the
+//     moved-from ticket is empty). complete() on an empty ticket does nothing (the engine
+//     counts it as a misuse when it can). ack() on an empty ticket is counted the same and
+//     gives a writer that refuses every action, never the ACK of the NOTIFY the ticket once
+//     answered: that slot may serve another NOTIFY by then.
+//   - Dropping a ticket without complete() is an answer too: the engine sends the fallback,
+//     the no-op ACK (connection_config::noop_var), so no NOTIFY is ever left unanswered. So
+//     does the deadline (spop::server: options::deferred_timeout_ms). A service that wants
+//     another default answer completes the ticket itself, before that deadline.
 //   - A ticket may be completed after its connection closed, or after its deadline passed (the
 //     engine then already answered with the fallback): both are safe, do nothing on the wire,
 //     and are counted.
 //   - ack() and complete() may be called from any one thread at a time (the holder's); the
 //     ticket must not be used from two threads at once.
+//   - Every ticket must be completed or dropped before its embedder (the deferral) is
+//     destroyed: for spop::server, before the server object. A ticket destroyed later touches
+//     freed memory, so a queue of tickets must be declared after the server, or emptied first.
 //   - req.defer() returns an empty ticket when the embedder does not support deferral or has
 //     no ticket free; answer synchronously then (engines back-pressure before that happens).
 //
@@ -48,7 +56,7 @@ class deferral {
     /// The holder is done with ticket `id`: answered (abandoned = false) or dropped unanswered.
     /// Called on the holder's thread; the engine hands the answer to the connection's thread.
     virtual void finish(std::uint32_t id, bool abandoned) noexcept = 0;
-    /// complete() on an empty ticket.
+    /// complete() or ack() on an empty ticket.
     virtual void note_misuse() noexcept {}
 
   protected:
@@ -76,9 +84,17 @@ class ticket {
     /// True until complete() (or a move).
     [[nodiscard]] explicit operator bool() const noexcept { return live_; }
 
-    /// The ACK under construction (set_var/unset_var); precondition: the ticket is live.
-    /// Actions that do not fit the negotiated max-frame-size are dropped (see ack_writer).
-    [[nodiscard]] ack_writer& ack() noexcept { return d_->writer(id_); }
+    /// The ACK under construction (set_var/unset_var). Actions that do not fit the negotiated
+    /// max-frame-size are dropped (see ack_writer). On an empty ticket (default-constructed,
+    /// completed or moved from), a writer that refuses every action: the slot it had may
+    /// already hold another NOTIFY's answer, which must not receive this holder's actions.
+    [[nodiscard]] ack_writer& ack() noexcept {
+        if (live_) return d_->writer(id_);
+        if (d_ != nullptr) d_->note_misuse();
+        // Per thread: refused writes do not touch it, but reserve() would.
+        static thread_local ack_writer refused;
+        return refused;
+    }
 
     /// Sends the ACK with what ack() holds (no action: the connection's no-op policy applies).
     void complete() noexcept {

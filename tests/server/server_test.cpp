@@ -1006,6 +1006,10 @@ TEST(ServerOptions, OutOfRangeValuesAreRefusedBeforeAnythingOpens) {
         {"max_frame_size", [](srv::options& o) { o.max_frame_size = 0xFFFFFFFFu; }},
         {"max_in_flight", [](srv::options& o) { o.max_in_flight = 0; }},
         {"deferred_timeout_ms", [](srv::options& o) { o.deferred_timeout_ms = 0; }},
+        // Too small for an ACK header: every completed ticket ended its connection with 13.
+        {"deferred_ack_bytes", [](srv::options& o) { o.deferred_ack_bytes = 8; }},
+        {"deferred_ack_bytes", [](srv::options& o) { o.deferred_ack_bytes = 63; }},
+        {"deferred_ack_bytes", [](srv::options& o) { o.deferred_ack_bytes = 0x7FFFFFFFu; }},
         {"unix_mode", [](srv::options& o) { o.unix_mode = 010000; }},
     };
     for (const auto& c : cases) {
@@ -1020,6 +1024,11 @@ TEST(ServerOptions, OutOfRangeValuesAreRefusedBeforeAnythingOpens) {
     srv::options ok;
     ok.max_frame_size = 16u * 1024 * 1024;
     std::string err;
+    EXPECT_TRUE(srv::check_ranges(ok, err)) << err;
+    ok.deferred_ack_bytes = srv::min_deferred_ack_bytes;
+    EXPECT_TRUE(srv::check_ranges(ok, err)) << err;
+    ok.deferred_ack_bytes = 0; // unused without tickets
+    ok.max_deferred = 0;
     EXPECT_TRUE(srv::check_ranges(ok, err)) << err;
 }
 

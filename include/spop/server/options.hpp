@@ -41,7 +41,8 @@ struct options {
     std::uint32_t max_deferred = 4096;       ///< open tickets per worker; past it, back-pressure
     std::uint32_t deferred_timeout_ms = 400; ///< then the fallback (below HAProxy's usual
                                              ///< `timeout processing` of 500 ms - 1 s)
-    std::uint32_t deferred_ack_bytes = 1024; ///< a deferred ACK's room (actions past it drop)
+    /// A deferred ACK's room, whole frame (actions past it drop): 64 .. 4 + 16 MiB.
+    std::uint32_t deferred_ack_bytes = 1024;
     /// io_uring only: once a completion is ready, wait up to this many microseconds for more
     /// (one per connection) before serving them, so that one wakeup serves several frames.
     /// Costs at most that much latency per request. 0 = serve each wakeup at once. Needs

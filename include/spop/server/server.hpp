@@ -24,6 +24,7 @@
 #include <cerrno> // program_invocation_short_name (glibc)
 #include <csignal>
 #include <cstdint>
+#include <cstring>
 #include <fcntl.h>
 #include <memory>
 #include <string>
@@ -39,6 +40,13 @@
 #include "uring.hpp"
 
 namespace spop::server {
+
+/// The smallest options::deferred_ack_bytes: an ACK with the largest ids (two 10-byte varints)
+/// and the no-op UNSET-VAR an empty answer gets (42 bytes), rounded up. Below it a completed
+/// ticket's ACK cannot be built, and the connection would end with AGENT-DISCONNECT 13.
+inline constexpr std::uint32_t min_deferred_ack_bytes = 64;
+static_assert(min_deferred_ack_bytes >= frame_length_size + max_ack_header_length +
+                                            unset_var_size(spop::connection_config{}.noop_var));
 
 /// The options' ranges, checked before anything is opened: every embedder gets the same one-line
 /// error for a value the engine cannot honour (a max_frame_size above 16 MiB would also make
@@ -58,6 +66,10 @@ inline bool check_ranges(const options& o, std::string& err) {
     if (o.hello_timeout_s < 1) return bad("hello_timeout_s", o.hello_timeout_s, "1 or more");
     if (o.deferred_timeout_ms < 1)
         return bad("deferred_timeout_ms", o.deferred_timeout_ms, "1 or more");
+    // Each of max_deferred tickets per worker gets this much at start; an ACK is one frame.
+    if (o.max_deferred != 0 && (o.deferred_ack_bytes < min_deferred_ack_bytes ||
+                                o.deferred_ack_bytes > frame_length_size + max_max_frame_size))
+        return bad("deferred_ack_bytes", o.deferred_ack_bytes, "64..16777220");
     if (o.unix_mode > 07777) return bad("unix_mode", o.unix_mode, "0..07777 or -1");
     return true;
 }

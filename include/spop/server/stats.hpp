@@ -52,7 +52,7 @@ struct alignas(64) worker_stats {
     counter deferred_expired;     // answered with the fallback at the deadline
     counter deferred_late;        // completed after the deadline: discarded
     counter deferred_after_close; // completed after their connection went away: discarded
-    counter deferred_misuse;      // complete() on an empty ticket
+    counter deferred_misuse;      // complete() or ack() on an empty ticket
     counter deferred_latency[latency_slots]; // open -> completed
     counter deferred_latency_sum_ns;
     counter deferred_latency_count;
