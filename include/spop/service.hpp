@@ -32,6 +32,27 @@ struct connection_event {
     }
 };
 
+/// Why the engine answers a deferred NOTIFY in its ticket holder's place (see on_fallback in
+/// `service` below).
+enum class fallback_reason : std::uint8_t {
+    expired,  ///< the ticket was not completed within the deadline (deferred_timeout_ms)
+    dropped,  ///< the ticket was destroyed without complete()
+    stopping, ///< graceful stop: the last second of the shutdown timeout came first
+};
+
+/// A deferred NOTIFY the engine answers itself. Valid during the on_fallback() call only.
+struct fallback_event {
+    std::uint64_t stream_id = 0;
+    std::uint64_t frame_id = 0;
+    fallback_reason reason = fallback_reason::expired;
+    void* conn_state = nullptr; ///< the connection's S::connection_state (spop::server)
+
+    template <class T>
+    [[nodiscard]] T& state() const noexcept {
+        return *static_cast<T*>(conn_state);
+    }
+};
+
 /// One NOTIFY, as handed to a service. `payload` views the receive buffer (or the connection's
 /// reassembly buffer) and is valid only during the on_notify() call.
 struct notify_request {
@@ -103,6 +124,17 @@ struct notify_request {
 ///                                                on idle turns too, so keep it cheap then.
 ///     using connection_state = T;                a T per connection (default-constructed at
 ///                                                accept), in every event and notify_request
+///     void on_fallback(const fallback_event&, ack_writer& ack)
+///                                                spop::server only: a deferred NOTIFY that
+///                                                the engine answers itself (its ticket
+///                                                expired, was dropped unanswered, or the
+///                                                server is stopping). Write the fallback's
+///                                                actions with `ack` (say, a fail-open score);
+///                                                nothing written gives the no-op ACK. Same
+///                                                thread as on_notify; the NOTIFY's payload is
+///                                                gone, so keep what the fallback needs (in
+///                                                connection_state, for example). Room: one
+///                                                options::deferred_ack_bytes. Must not block.
 ///
 ///   static constexpr bool defers = true           (optional)
 ///     Declares that the service defers answers: the connection then also stops taking input

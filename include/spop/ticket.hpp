@@ -13,9 +13,10 @@
 //     gives a writer that refuses every action, never the ACK of the NOTIFY the ticket once
 //     answered: that slot may serve another NOTIFY by then.
 //   - Dropping a ticket without complete() is an answer too: the engine sends the fallback,
-//     the no-op ACK (connection_config::noop_var), so no NOTIFY is ever left unanswered. So
-//     does the deadline (spop::server: options::deferred_timeout_ms). A service that wants
-//     another default answer completes the ticket itself, before that deadline.
+//     so no NOTIFY is ever left unanswered. So does the deadline (spop::server:
+//     options::deferred_timeout_ms). The fallback is what the service's optional
+//     on_fallback() writes (service.hpp; spop::server calls it on the connection's thread),
+//     else the no-op ACK (connection_config::noop_var).
 //   - A ticket may be completed after its connection closed, or after its deadline passed (the
 //     engine then already answered with the fallback): both are safe, do nothing on the wire,
 //     and are counted.

@@ -1548,6 +1548,89 @@ TEST_P(DeferredTest, GracefulStopAnswersOutstandingTicketsThenDisconnects) {
     for (auto& p : tickets) complete_with_sid(p); // after the server: harmless
 }
 
+/// deferring_service with a fallback of its own: txn.fallback = the reason (0 expired,
+/// 1 dropped, 2 stopping), then txn.v = the stream id the engine names.
+class fallback_service : public deferring_service {
+  public:
+    using deferring_service::deferring_service;
+    void on_fallback(const spop::fallback_event& ev, spop::ack_writer& ack) noexcept {
+        ack.set_var(spop::var_scope::txn, "fallback",
+                    value::from_uint32(static_cast<std::uint32_t>(ev.reason)));
+        ack.set_var(spop::var_scope::txn, "v", value::from_uint64(ev.stream_id));
+    }
+};
+
+struct fallback_factory {
+    std::shared_ptr<parking> park = std::make_shared<parking>();
+    fallback_service operator()(const srv::worker_info<test_stats>&) const {
+        return fallback_service(*park);
+    }
+};
+
+using fallback_server = basic_test_server<fallback_service, fallback_factory>;
+
+::testing::AssertionResult is_fallback_ack(const parsed_frame& f, spop::fallback_reason why) {
+    return is_ack(f, f.stream_id, f.frame_id,
+                  {{"fallback", "uint32:" + std::to_string(static_cast<int>(why))},
+                   {"v", "uint64:" + std::to_string(f.stream_id)}});
+}
+
+/// The service's on_fallback() writes the engine's answer at the deadline and for a ticket
+/// dropped unanswered; an expired ticket dropped later is not answered again.
+TEST_P(DeferredTest, TheServicesFallbackAnswersExpiredAndDroppedTickets) {
+    fallback_server s;
+    auto o = opts(1);
+    o.deferred_timeout_ms = 300;
+    ASSERT_TRUE(s.start(o));
+    client c(s.port());
+    ASSERT_TRUE(c.send_all(hello_frame()));
+    ASSERT_EQ(c.read_frames(1).size(), 1u);
+
+    bytes batch;
+    for (int i = 0; i < 3; ++i) spop_test::append(batch, echo_notify(2 * i + 1, 1, 0, "x"));
+    ASSERT_TRUE(c.send_all(batch));
+    auto frames = c.read_frames(3, 3s);
+    ASSERT_EQ(frames.size(), 3u);
+    for (const auto& f : frames) EXPECT_TRUE(is_fallback_ack(f, spop::fallback_reason::expired));
+    (void)s.factory().park->take(); // expired, then dropped: nothing more on the wire
+
+    ASSERT_TRUE(c.send_all(echo_notify(11, 1, 0, "x")));
+    ASSERT_TRUE(eventually([&] { return s.factory().park->size() == 1; }, 5s));
+    (void)s.factory().park->take(); // dropped before its deadline
+    frames = c.read_frames(2, 2s);
+    ASSERT_EQ(frames.size(), 1u);
+    EXPECT_EQ(frames[0].stream_id, 11u);
+    EXPECT_TRUE(is_fallback_ack(frames[0], spop::fallback_reason::dropped));
+    EXPECT_EQ(s.sum(&test_stats::deferred_expired), 3u);
+}
+
+/// A graceful stop answers the tickets still open with the service's fallback (reason
+/// stopping), then AGENT-DISCONNECT.
+TEST_P(DeferredTest, TheServicesFallbackAnswersTicketsOpenAtAStop) {
+    fallback_server s;
+    auto o = opts(1);
+    o.shutdown_timeout_s = 2;
+    o.deferred_timeout_ms = 60000; // only the stop ends them
+    ASSERT_TRUE(s.start(o));
+    client c(s.port());
+    ASSERT_TRUE(c.send_all(hello_frame()));
+    ASSERT_EQ(c.read_frames(1).size(), 1u);
+    bytes batch;
+    for (int i = 0; i < 2; ++i) spop_test::append(batch, echo_notify(2 * i + 1, 1, 0, "x"));
+    ASSERT_TRUE(c.send_all(batch));
+    ASSERT_TRUE(eventually([&] { return s.factory().park->size() == 2; }, 5s));
+    s.stop();
+    const auto frames = c.read_frames(3, 5s);
+    ASSERT_EQ(frames.size(), 3u);
+    for (int i = 0; i < 2; ++i)
+        EXPECT_TRUE(
+            is_fallback_ack(frames[static_cast<std::size_t>(i)], spop::fallback_reason::stopping));
+    EXPECT_TRUE(is_disconnect(frames[2], 0));
+    c.close();
+    EXPECT_EQ(s.wait(), 0);
+    (void)s.factory().park->take();
+}
+
 TEST_P(DeferredTest, TicketCapBackPressuresWithoutLoss) {
     deferred_server s;
     auto o = deferred_opts(opts(1));

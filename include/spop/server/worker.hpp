@@ -77,7 +77,10 @@ class worker_core {
     template <class Factory>
     worker_core(worker_env& env, Factory& make)
         : env_(env), pool_(spop::buffer_size_for(env.conn_cfg.limits.max_frame_size), 1024),
-          tickets_(*env.tickets), svc_(make(env.id)) {
+          tickets_(*env.tickets),
+          fallback_size_(std::max<std::uint32_t>(
+              128, env.opt != nullptr ? env.opt->deferred_ack_bytes : 1024)),
+          fallback_buf_(new std::uint8_t[fallback_size_]), svc_(make(env.id)) {
         tickets_.worker_attach(); // constructed on the worker's thread (server::start)
     }
 
@@ -211,17 +214,20 @@ class worker_core {
                 return tickets_.worker_done(id);
             }
             if (t.abandoned)
-                t.w = spop::ack_writer({scratch_, sizeof scratch_}, t.sid, t.fid, t.mfs);
+                t.w = fallback_ack(*e, t.sid, t.fid, t.mfs, spop::fallback_reason::dropped);
             const std::span<const std::uint8_t> buf =
-                t.abandoned ? std::span<const std::uint8_t>(scratch_)
+                t.abandoned ? fallback_span()
                             : std::span<const std::uint8_t>(t.buf.get(), t.w.size());
             if (!e->c.deliver(t.w, buf)) return waiting_.push_back({t.conn_tag, id});
             tickets_.worker_done(id);
             self().kick(e->idx);
         });
         const bool all = stopping_ && now_ms_ + 1000 >= stop_deadline_ms_;
-        const std::uint64_t next = tickets_.worker_expire(
-            all, [this](ticket_pool::slot& t) { fallback(t.conn_tag, t.sid, t.fid, t.mfs); });
+        const spop::fallback_reason why =
+            all ? spop::fallback_reason::stopping : spop::fallback_reason::expired;
+        const std::uint64_t next = tickets_.worker_expire(all, [this, why](ticket_pool::slot& t) {
+            fallback(t.conn_tag, t.sid, t.fid, t.mfs, why);
+        });
         if (tickets_.worker_should_retry()) {
             for (std::uint32_t i = 0; i < conns_.size(); ++i) {
                 slot* e = conns_[i].get();
@@ -247,13 +253,31 @@ class worker_core {
         if (next != 0) self().arm_deadline(next);
     }
 
-    /// The no-op answer for a NOTIFY whose ticket expired (its holder keeps the ticket).
-    void fallback(std::uint64_t tag, std::uint64_t sid, std::uint64_t fid, std::uint32_t mfs) {
+    /// The engine's answer in a ticket holder's place, in fallback_buf_: what the service's
+    /// on_fallback() writes, else nothing (deliver() then adds the no-op). Rebuilt for every
+    /// attempt, since the buffer is shared by every fallback of this worker.
+    spop::ack_writer fallback_ack(slot& e, std::uint64_t sid, std::uint64_t fid, std::uint32_t mfs,
+                                  spop::fallback_reason why) {
+        spop::ack_writer w({fallback_buf_.get(), fallback_size_}, sid, fid, mfs);
+        if constexpr (requires(Service & v, const spop::fallback_event& ev, spop::ack_writer& a) {
+                          v.on_fallback(ev, a);
+                      }) {
+            svc_.on_fallback(spop::fallback_event{sid, fid, why, &e.state}, w);
+        }
+        return w;
+    }
+    std::span<const std::uint8_t> fallback_span() const noexcept {
+        return {fallback_buf_.get(), fallback_size_};
+    }
+
+    /// The fallback for a NOTIFY whose ticket expired (its holder keeps the ticket).
+    void fallback(std::uint64_t tag, std::uint64_t sid, std::uint64_t fid, std::uint32_t mfs,
+                  spop::fallback_reason why) {
         slot* e = find_tag(tag);
         if (e == nullptr || !self().alive(*e)) return;
-        spop::ack_writer w({scratch_, sizeof scratch_}, sid, fid, mfs);
-        if (!e->c.deliver(w, scratch_)) {
-            waiting_.push_back({tag, ticket_pool::no_slot, sid, fid, mfs});
+        spop::ack_writer w = fallback_ack(*e, sid, fid, mfs, why);
+        if (!e->c.deliver(w, fallback_span())) {
+            waiting_.push_back({tag, ticket_pool::no_slot, sid, fid, mfs, why});
             return;
         }
         self().kick(e->idx);
@@ -265,7 +289,7 @@ class worker_core {
         again.swap(waiting_);
         for (const waiting& w : again) {
             if (w.ticket == ticket_pool::no_slot) {
-                fallback(w.tag, w.sid, w.fid, w.mfs);
+                fallback(w.tag, w.sid, w.fid, w.mfs, w.why);
                 continue;
             }
             ticket_pool::slot& t = tickets_.at(w.ticket);
@@ -275,11 +299,11 @@ class worker_core {
                 tickets_.worker_done(w.ticket);
                 continue;
             }
-            const std::span<const std::uint8_t> buf =
-                t.abandoned ? std::span<const std::uint8_t>(scratch_)
-                            : std::span<const std::uint8_t>(t.buf.get(), t.w.size());
             if (t.abandoned)
-                t.w = spop::ack_writer({scratch_, sizeof scratch_}, t.sid, t.fid, t.mfs);
+                t.w = fallback_ack(*e, t.sid, t.fid, t.mfs, spop::fallback_reason::dropped);
+            const std::span<const std::uint8_t> buf =
+                t.abandoned ? fallback_span()
+                            : std::span<const std::uint8_t>(t.buf.get(), t.w.size());
             if (!e->c.deliver(t.w, buf)) {
                 waiting_.push_back(w);
                 continue;
@@ -386,13 +410,17 @@ class worker_core {
         std::uint32_t ticket; ///< no_slot: an expired ticket's fallback
         std::uint64_t sid = 0, fid = 0;
         std::uint32_t mfs = 0;
+        spop::fallback_reason why = spop::fallback_reason::expired;
     };
 
     worker_env& env_;
     spop::buffer_pool pool_;
     ticket_pool& tickets_;
     std::vector<waiting> waiting_;
-    std::uint8_t scratch_[128]{}; ///< fallback ACKs (ids and a no-op UNSET-VAR: < 64 bytes)
+    /// The engine's own answers (fallbacks), one at a time: options::deferred_ack_bytes, as a
+    /// ticket's answer gets; allocated once per worker.
+    std::uint32_t fallback_size_;
+    std::unique_ptr<std::uint8_t[]> fallback_buf_;
     Service svc_;
     std::vector<std::unique_ptr<slot>> conns_;
     std::vector<std::uint32_t> free_;
