@@ -209,16 +209,26 @@ class server {
         return failures_.load() != 0 ? 1 : 0;
     }
 
-    /// check + listen + start, then blocks SIGTERM/SIGINT (and SIGPIPE) and waits for one, stops
-    /// gracefully and returns the exit code: 0, 1 on a worker failure, 2 on a start error
-    /// (printed as one line on stderr).
-    template <class Factory>
-    int run(Factory&& make) {
+    /// Blocks SIGTERM and SIGINT in the calling thread (threads it starts later inherit that),
+    /// returns the set. run() does it first; an embedder that starts threads of its own before
+    /// run() (a thread pool, a client library) calls it before them: a process-directed SIGTERM
+    /// goes to any thread that does not block it, and until run() reaches its sigwait() such a
+    /// thread would take the default action, ending the process without a graceful stop.
+    static sigset_t block_stop_signals() noexcept {
         sigset_t sigs;
         sigemptyset(&sigs);
         sigaddset(&sigs, SIGTERM);
         sigaddset(&sigs, SIGINT);
-        pthread_sigmask(SIG_BLOCK, &sigs, nullptr); // before the threads: they inherit it
+        pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+        return sigs;
+    }
+
+    /// check + listen + start, then blocks SIGTERM/SIGINT (and SIGPIPE) and waits for one, stops
+    /// gracefully and returns the exit code: 0, 1 on a worker failure, 2 on a start error
+    /// (printed as one line on stderr). See block_stop_signals() for threads started earlier.
+    template <class Factory>
+    int run(Factory&& make) {
+        sigset_t sigs = block_stop_signals(); // before the workers: they inherit it
         std::signal(SIGPIPE, SIG_IGN);
         std::string err;
         if (!check(err) || !listen(err) || !start(make, err)) {
