@@ -173,7 +173,7 @@ int main(int argc, char** argv) {
     // by ~delay_pool, and dropping a ticket reaches the server's ticket pool (ticket.hpp).
     spop::server::server<deferred_random> srv(o);
     // The pool's threads must not take a SIGTERM meant for run(): they start with it blocked.
-    spop::server::server<deferred_random>::block_stop_signals();
+    spop::server::block_stop_signals();
     delay_pool pool(threads, std::chrono::microseconds(delay_us));
     return srv.run([&pool](const auto&) { return deferred_random(pool); });
 }

@@ -74,6 +74,20 @@ inline bool check_ranges(const options& o, std::string& err) {
     return true;
 }
 
+/// Blocks SIGTERM and SIGINT in the calling thread (threads it starts later inherit that) and
+/// returns the set. server::run() does it first; an embedder that starts threads of its own
+/// before run() (a thread pool, a client library) calls it before them: a process-directed
+/// SIGTERM goes to any thread that does not block it, and until run() reaches its sigwait()
+/// such a thread would take the default action, ending the process without a graceful stop.
+inline sigset_t block_stop_signals() noexcept {
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+    return sigs;
+}
+
 /// `Stats` may derive from worker_stats to add a service's counters (one block per worker).
 template <class Service, class Stats = worker_stats>
 class server {
@@ -207,20 +221,6 @@ class server {
         threads_.clear();
         close_all();
         return failures_.load() != 0 ? 1 : 0;
-    }
-
-    /// Blocks SIGTERM and SIGINT in the calling thread (threads it starts later inherit that),
-    /// returns the set. run() does it first; an embedder that starts threads of its own before
-    /// run() (a thread pool, a client library) calls it before them: a process-directed SIGTERM
-    /// goes to any thread that does not block it, and until run() reaches its sigwait() such a
-    /// thread would take the default action, ending the process without a graceful stop.
-    static sigset_t block_stop_signals() noexcept {
-        sigset_t sigs;
-        sigemptyset(&sigs);
-        sigaddset(&sigs, SIGTERM);
-        sigaddset(&sigs, SIGINT);
-        pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-        return sigs;
     }
 
     /// check + listen + start, then blocks SIGTERM/SIGINT (and SIGPIPE) and waits for one, stops
