@@ -213,12 +213,7 @@ class worker_core {
                 env_.stats->deferred_after_close.add();
                 return tickets_.worker_done(id);
             }
-            if (t.abandoned)
-                t.w = fallback_ack(*e, t.sid, t.fid, t.mfs, spop::fallback_reason::dropped);
-            const std::span<const std::uint8_t> buf =
-                t.abandoned ? fallback_span()
-                            : std::span<const std::uint8_t>(t.buf.get(), t.w.size());
-            if (!e->c.deliver(t.w, buf)) return waiting_.push_back({t.conn_tag, id});
+            if (!deliver_ticket(*e, t)) return waiting_.push_back({t.conn_tag, id});
             tickets_.worker_done(id);
             self().kick(e->idx);
         });
@@ -270,6 +265,16 @@ class worker_core {
         return {fallback_buf_.get(), fallback_size_};
     }
 
+    /// A finished ticket's answer to its connection: the holder's ACK, or for a ticket dropped
+    /// unanswered the fallback (rebuilt on every attempt). False: no room yet (retry later).
+    bool deliver_ticket(slot& e, ticket_pool::slot& t) {
+        if (t.abandoned) {
+            t.w = fallback_ack(e, t.sid, t.fid, t.mfs, spop::fallback_reason::dropped);
+            return e.c.deliver(t.w, fallback_span());
+        }
+        return e.c.deliver(t.w, {t.buf.get(), t.w.size()});
+    }
+
     /// The fallback for a NOTIFY whose ticket expired (its holder keeps the ticket).
     void fallback(std::uint64_t tag, std::uint64_t sid, std::uint64_t fid, std::uint32_t mfs,
                   spop::fallback_reason why) {
@@ -299,12 +304,7 @@ class worker_core {
                 tickets_.worker_done(w.ticket);
                 continue;
             }
-            if (t.abandoned)
-                t.w = fallback_ack(*e, t.sid, t.fid, t.mfs, spop::fallback_reason::dropped);
-            const std::span<const std::uint8_t> buf =
-                t.abandoned ? fallback_span()
-                            : std::span<const std::uint8_t>(t.buf.get(), t.w.size());
-            if (!e->c.deliver(t.w, buf)) {
+            if (!deliver_ticket(*e, t)) {
                 waiting_.push_back(w);
                 continue;
             }
