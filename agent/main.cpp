@@ -185,9 +185,11 @@ int main(int argc, char** argv) {
     sources.max_file_size = opt.max_file_size;
 
     std::string err;
-    // What only the command line can get wrong: the listen addresses, the Unix path, --metrics
-    // and --user. A port in use or io_uring missing may go away: those stay die() below.
+    // What only the command line can get wrong: the listen addresses, the Unix path, --metrics,
+    // --user and --cpus (against the CPUs the unit or taskset gives the process). A port in use
+    // or io_uring missing may go away: those stay die() below.
     {
+        if (!spop::server::check_cpus_allowed(opt.cpus, err)) return bad_usage(err);
         std::vector<spop::server::listen_spec> specs;
         if (!spop::server::resolve_listen_specs(opt, specs, err)) return bad_usage(err);
         sockaddr_storage ss{};
@@ -285,10 +287,11 @@ int main(int argc, char** argv) {
 
     const std::string where = srv.where();
     log(level::info,
-        "event=start listening on %s workers=%d engine=%s max_frame_size=%u pipelining=%d "
-        "default_score=%s metrics=%s",
-        where.c_str(), nworkers, use_uring ? "io_uring" : "epoll", opt.max_frame_size,
-        opt.pipelining ? 1 : 0,
+        "event=start listening on %s workers=%d engine=%s cpus=%s max_frame_size=%u "
+        "pipelining=%d default_score=%s metrics=%s",
+        where.c_str(), nworkers, use_uring ? "io_uring" : "epoll",
+        opt.cpus.empty() ? "any" : spop::server::cpu_list_text(opt.cpus).c_str(),
+        opt.max_frame_size, opt.pipelining ? 1 : 0,
         opt.default_score < 0 ? "random" : std::to_string(opt.default_score).c_str(),
         opt.metrics.empty() ? "off" : metrics.address().c_str());
 

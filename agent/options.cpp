@@ -45,6 +45,9 @@ void print_usage(const char* argv0) {
         "warning)\n"
         "      --no-pipelining         do not announce pipelining (one NOTIFY in flight per "
         "connection)\n"
+        "      --cpus LIST             pin worker i to the i-th CPU of LIST (taskset -c syntax,\n"
+        "                              e.g. 0-3 or 0,2; round robin when -n is larger; default:\n"
+        "                              the scheduler places them)\n"
         "      --batch-window-us US    io_uring: once a request is ready, wait up to US "
         "microseconds\n"
         "                              for more, so one wakeup serves several (less CPU per "
@@ -185,8 +188,9 @@ bool valid_var_chars(std::string_view n) {
     return true;
 }
 
-/// --batch-window-us (issue 14): a long option outside the enum above.
+/// --batch-window-us (issue 14) and --cpus: long options outside the enum above.
 constexpr int opt_batch_window_us = 1000;
+constexpr int opt_cpus = 1001;
 
 /// Refuses variable names HAProxy would never set, and a -m the ACK for a single
 /// check-client-ip message can never fit.
@@ -246,6 +250,7 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
         {"engine", required_argument, nullptr, opt_engine},
         {"no-pipelining", no_argument, nullptr, opt_no_pipelining},
         {"batch-window-us", required_argument, nullptr, opt_batch_window_us},
+        {"cpus", required_argument, nullptr, opt_cpus},
         {"max-connections", required_argument, nullptr, opt_max_connections},
         {"idle-timeout", required_argument, nullptr, opt_idle_timeout},
         {"max-in-flight", required_argument, nullptr, opt_max_in_flight},
@@ -352,6 +357,12 @@ parse_outcome parse_options(int argc, char** argv, options& o) {
                 return fail("invalid batch-window-us (0..100000)", optarg);
             o.batch_window_us = static_cast<std::uint32_t>(v);
             break;
+        case opt_cpus: {
+            std::string why;
+            if (!spop::server::parse_cpu_list(optarg, o.cpus, why))
+                return fail(("--cpus: " + why).c_str(), nullptr);
+            break;
+        }
         case opt_max_connections:
             if (!parse_int(optarg, 1, 10000000, v)) return fail("invalid max-connections", optarg);
             o.max_connections = static_cast<std::uint32_t>(v);

@@ -5,6 +5,7 @@
 
 #include <charconv>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include <spop/server/options.hpp>
@@ -20,7 +21,8 @@ inline bool to_long(std::string_view v, long lo, long hi, long& out) noexcept {
     return true;
 }
 
-/// The flags every example shares: -p PORT, -n WORKERS, -m MAX_FRAME, -a ADDR, --engine E.
+/// The flags every example shares: -p PORT, -n WORKERS, -m MAX_FRAME, -a ADDR, --engine E,
+/// --cpus LIST (worker i on the i-th CPU of LIST, round robin).
 /// False when `flag` is not one of them or `v` is not a valid value for it.
 inline bool server_flag(spop::server::options& o, std::string_view flag, std::string_view v) {
     long n = 0;
@@ -38,6 +40,8 @@ inline bool server_flag(spop::server::options& o, std::string_view flag, std::st
         o.engine = spop::server::backend::epoll;
     else if (flag == "--engine" && v == "auto")
         o.engine = spop::server::backend::automatic;
+    else if (std::string err; flag == "--cpus" && spop::server::parse_cpu_list(v, o.cpus, err))
+        ;
     else
         return false;
     return true;

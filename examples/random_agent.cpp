@@ -18,9 +18,9 @@ int main(int argc, char** argv) {
     for (int i = 1; i < argc; i += 2) {
         const std::string_view flag = argv[i];
         if (flag == "-h" || flag == "--help") {
-            std::printf(
-                "usage: %s [-p PORT] [-n WORKERS] [-m MAX_FRAME] [-a ADDR]... [--engine E]\n",
-                argv[0]);
+            std::printf("usage: %s [-p PORT] [-n WORKERS] [-m MAX_FRAME] [-a ADDR]... [--engine E] "
+                        "[--cpus LIST]\n",
+                        argv[0]);
             return 0;
         }
         if (i + 1 >= argc)

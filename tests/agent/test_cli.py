@@ -14,6 +14,24 @@ from pyspop.ports import free_port, ipv6_loopback_usable
 from test_agent import Agent, AgentCase, run_agent
 
 
+def cpu_outside_this_process():
+    """The lowest CPU number this process may not run on (an agent started from here inherits
+    the same mask)."""
+    allowed = os.sched_getaffinity(0)
+    return next(c for c in range(1024) if c not in allowed)
+
+
+def thread_cpus(pid):
+    """{thread id: the CPUs it may run on}, from /proc."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            out[int(tid)] = os.sched_getaffinity(int(tid))
+        except OSError:  # the thread ended meanwhile
+            pass
+    return out
+
+
 class CliTests(AgentCase):
     agent_args = None
 
@@ -51,6 +69,11 @@ class CliTests(AgentCase):
             ["-p", port, "-u", "/tmp/x.sock", "--unix-mode", "-0"],
             ["-p", port, "-u", "/tmp/x.sock", "--unix-mode", "+660"],
             ["-p", port, "-u", "/tmp/x.sock", "--unix-mode", "680"],
+            # CPU lists as taskset -c writes them, each CPU once, and only this process's CPUs.
+            ["-p", port, "--cpus", ""], ["-p", port, "--cpus", "x"], ["-p", port, "--cpus", "1-0"],
+            ["-p", port, "--cpus", "0,0"], ["-p", port, "--cpus", "0,"],
+            ["-p", port, "--cpus", "-1"], ["-p", port, "--cpus", "4096"],
+            ["-p", port, "--cpus", str(cpu_outside_this_process())],
         ]
         for args in cases:
             with self.subTest(args=args):
@@ -59,6 +82,33 @@ class CliTests(AgentCase):
                 lines = [l for l in err.splitlines() if l.strip()]
                 self.assertEqual(len(lines), 1, "stderr should be one line: %r" % err)
                 self.assertNotIn("event=start", err)
+
+    def test_bad_cpus_names_the_cpu_and_exits_2(self):
+        outside = cpu_outside_this_process()
+        rc, out, err = run_agent(["-p", str(free_port()), "-a", "127.0.0.1", "--engine",
+                                  ta.ENGINE, "--cpus", "%d" % outside])
+        self.assertEqual(rc, 2, err)
+        self.assertIn("CPU %d is not available" % outside, err)
+        rc, out, err = run_agent(["--cpus", "3-1"])
+        self.assertEqual(rc, 2, err)
+        self.assertIn("--cpus", err)
+
+    def test_cpus_pins_the_workers_and_nothing_else(self):
+        allowed = sorted(os.sched_getaffinity(0))
+        cpu = allowed[-1]
+        a = self.start_agent(["--cpus", str(cpu)])  # 2 workers, both on `cpu`
+        self.assertRegex(a.log_text(), r"event=start .*cpus=%d " % cpu)
+        with self.conn(a) as c:
+            c.handshake()
+            c.send(V5_NOTIFY_NAMED)
+            self.check_ack_score(c.recv_frame(), 1, 1)
+        masks = thread_cpus(a.pid)
+        pinned = [t for t, m in masks.items() if m == {cpu}]
+        if len(allowed) == 1:
+            self.skipTest("one CPU only: every thread runs on CPU %d anyway" % cpu)
+        self.assertEqual(len(pinned), 2, masks)
+        self.assertEqual(masks[a.pid], set(allowed), "the main thread keeps every CPU")
+        self.assertEqual(a.stop(), 0)
 
     def test_port_in_use(self):
         # a plain listening socket

@@ -1032,6 +1032,150 @@ TEST(ServerOptions, OutOfRangeValuesAreRefusedBeforeAnythingOpens) {
     EXPECT_TRUE(srv::check_ranges(ok, err)) << err;
 }
 
+TEST(ServerOptions, CpuListsParseAsTasksetWritesThem) {
+    std::vector<int> cpus;
+    std::string err;
+    ASSERT_TRUE(srv::parse_cpu_list("0-3,8,10-11", cpus, err)) << err;
+    EXPECT_EQ(cpus, (std::vector<int>{0, 1, 2, 3, 8, 10, 11}));
+    EXPECT_EQ(srv::cpu_list_text(cpus), "0-3,8,10,11");
+    ASSERT_TRUE(srv::parse_cpu_list("5,1", cpus, err)) << err; // the order is the workers'
+    EXPECT_EQ(cpus, (std::vector<int>{5, 1}));
+    ASSERT_TRUE(srv::parse_cpu_list("7-7", cpus, err)) << err;
+    EXPECT_EQ(cpus, (std::vector<int>{7}));
+    ASSERT_TRUE(srv::parse_cpu_list(std::to_string(CPU_SETSIZE - 1), cpus, err)) << err;
+    for (const char* bad : {"",
+                            ",",
+                            "1,",
+                            ",1",
+                            "1,,2",
+                            "a",
+                            "1a",
+                            " 1",
+                            "1 ",
+                            "-1",
+                            "+1",
+                            "3-1",
+                            "1-",
+                            "-",
+                            "1-2-3",
+                            "0x1",
+                            "1,1",
+                            "0-2,2",
+                            "99999999999999999999",
+                            "1024"}) {
+        EXPECT_FALSE(srv::parse_cpu_list(bad, cpus, err)) << '"' << bad << '"';
+        EXPECT_FALSE(err.empty());
+        EXPECT_EQ(err.find('\n'), std::string::npos) << err;
+    }
+    // An embedder that fills options::cpus itself gets the range check.
+    srv::options o;
+    for (const int c : {-1, CPU_SETSIZE}) {
+        o.cpus = {0, c};
+        EXPECT_FALSE(srv::check_ranges(o, err)) << c;
+        EXPECT_NE(err.find("CPU"), std::string::npos) << err;
+    }
+}
+
+/// The CPUs this process may run on.
+std::vector<int> allowed_cpus() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    std::vector<int> out;
+    if (::sched_getaffinity(0, sizeof set, &set) != 0) return out;
+    for (int i = 0; i < CPU_SETSIZE; ++i)
+        if (CPU_ISSET(i, &set)) out.push_back(i);
+    return out;
+}
+
+/// The CPUs the calling thread may run on.
+std::vector<int> this_thread_cpus() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    std::vector<int> out;
+    if (::pthread_getaffinity_np(::pthread_self(), sizeof set, &set) != 0) return out;
+    for (int i = 0; i < CPU_SETSIZE; ++i)
+        if (CPU_ISSET(i, &set)) out.push_back(i);
+    return out;
+}
+
+TEST_P(ServerTest, WorkersArePinnedToTheirCpusBeforeTheFactoryRuns) {
+    const std::vector<int> allowed = allowed_cpus();
+    ASSERT_FALSE(allowed.empty());
+    srv::options o = opts(3);
+    o.addresses = {"127.0.0.1"};
+    // Two CPUs when there are two, listed last first (the list's order is the workers'); 3
+    // workers: round robin, so worker 2 shares worker 0's CPU.
+    o.cpus = {allowed.back()};
+    if (allowed.size() > 1) o.cpus.push_back(allowed.front());
+    struct seen_t {
+        std::mutex m;
+        std::vector<std::vector<int>> worker{3}, helper{3};
+    } seen;
+    std::unique_ptr<server_t> srv;
+    std::string err;
+    bool started = false;
+    for (int attempt = 0; attempt < 20 && !started; ++attempt) {
+        o.port = free_port();
+        srv = std::make_unique<server_t>(o);
+        started = srv->start(
+            [&seen](const srv::worker_info<test_stats>& w) {
+                std::vector<int> mine = this_thread_cpus();
+                // A thread the service starts here (a pool) inherits the worker's CPU.
+                std::vector<int> helper;
+                std::thread([&helper] { helper = this_thread_cpus(); }).join();
+                std::lock_guard<std::mutex> g(seen.m);
+                seen.worker[static_cast<std::size_t>(w.id)] = std::move(mine);
+                seen.helper[static_cast<std::size_t>(w.id)] = std::move(helper);
+                return echo_service(w.stats);
+            },
+            err);
+    }
+    ASSERT_TRUE(started) << err;
+    client c(o.port);
+    ASSERT_TRUE(c.handshake());
+    ASSERT_TRUE(c.send_all(echo_notify(1, 1, 7, "pinned")));
+    ASSERT_EQ(c.read_frames(1).size(), 1u);
+    c.close();
+    EXPECT_TRUE(eventually(
+        [&] {
+            std::lock_guard<std::mutex> g(seen.m);
+            for (const auto& w : seen.worker)
+                if (w.empty()) return false;
+            return true;
+        },
+        5s));
+    srv->stop();
+    EXPECT_EQ(srv->wait(), 0);
+    std::lock_guard<std::mutex> g(seen.m);
+    for (std::size_t i = 0; i < 3; ++i) {
+        const std::vector<int> want{o.cpus[i % o.cpus.size()]};
+        EXPECT_EQ(seen.worker[i], want) << "worker " << i;
+        EXPECT_EQ(seen.helper[i], want) << "a thread started by worker " << i << "'s factory";
+    }
+    EXPECT_EQ(allowed_cpus(), allowed) << "the main thread is not pinned";
+}
+
+TEST_P(ServerTest, ACpuOutsideTheProcesssMaskIsAClearErrorBeforeAnythingOpens) {
+    const std::vector<int> allowed = allowed_cpus();
+    int outside = -1;
+    for (int i = 0; i < CPU_SETSIZE && outside < 0; ++i)
+        if (std::find(allowed.begin(), allowed.end(), i) == allowed.end()) outside = i;
+    ASSERT_GE(outside, 0);
+    srv::options o = opts(2);
+    o.addresses = {"127.0.0.1"};
+    o.port = free_port();
+    o.cpus = {allowed.front(), outside};
+    server_t s(o);
+    std::string err;
+    EXPECT_FALSE(s.check(err));
+    EXPECT_NE(err.find("CPU " + std::to_string(outside) + " is not available"), std::string::npos)
+        << err;
+    EXPECT_NE(err.find(srv::cpu_list_text(allowed)), std::string::npos) << err;
+    EXPECT_EQ(err.find('\n'), std::string::npos) << err;
+    client c(o.port); // nothing listens
+    EXPECT_FALSE(c.connected());
+}
+
 // --- fd exhaustion, in a child process with RLIMIT_NOFILE 64 ----------------------------------
 
 /// CPU seconds (user + system, every thread) used so far by `pid`; < 0 if unreadable.

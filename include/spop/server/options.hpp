@@ -2,8 +2,11 @@
 // every connection gets. Defaults are what an HAProxy operator expects from an SPOA.
 #pragma once
 
+#include <charconv>
 #include <cstdint>
+#include <sched.h>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace spop::server {
@@ -24,6 +27,12 @@ struct options {
     int unix_mode = -1;
     int unix_gid = -1; ///< the socket file's group (chown), -1 = unchanged
     int workers = 1;   ///< threads, one event loop each
+    /// Pin worker i to CPU cpus[i % cpus.size()] before it builds its service (parse_cpu_list()
+    /// reads "0-3,8"). Threads a service starts in its factory inherit that CPU, so a hand-off
+    /// between a worker and its own helper thread (a deferred answer) is a switch on one core
+    /// rather than a wakeup of another, idle one. Empty (the default): the scheduler places
+    /// the workers. Every CPU must be in the process's affinity mask (taskset, cgroup cpuset).
+    std::vector<int> cpus;
     backend engine = backend::automatic;
     int backlog = 4096; ///< HAProxy opens tens of connections at once after a start or reload
     std::uint32_t max_frame_size = 16380; ///< ours; the negotiated one is min(ours, HAProxy's)
@@ -49,5 +58,55 @@ struct options {
     /// kernel 6.12+ (IORING_FEAT_MIN_TIMEOUT); older kernels ignore it with a warning.
     std::uint32_t batch_window_us = 0;
 };
+
+/// A CPU list as taskset -c and cpusets write it ("0-3,8,10-11") into `out`, in its order:
+/// decimal CPU numbers below CPU_SETSIZE and ascending ranges, each CPU at most once. false and
+/// a one-line reason otherwise (`out` is then unspecified).
+inline bool parse_cpu_list(std::string_view s, std::vector<int>& out, std::string& err) {
+    out.clear();
+    const auto number = [&](std::string_view t, int& n) {
+        const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), n);
+        return !t.empty() && t.front() != '-' && t.front() != '+' && ec == std::errc{} &&
+               end == t.data() + t.size() && n < CPU_SETSIZE;
+    };
+    if (s.empty()) return err = "empty CPU list", false;
+    std::vector<bool> seen(CPU_SETSIZE);
+    for (std::size_t pos = 0; pos <= s.size();) {
+        std::size_t comma = s.find(',', pos);
+        if (comma == std::string_view::npos) comma = s.size();
+        const std::string_view item = s.substr(pos, comma - pos);
+        const std::size_t dash = item.find('-');
+        int lo = 0, hi = 0;
+        if (dash == std::string_view::npos ? !number(item, lo)
+                                           : !number(item.substr(0, dash), lo) ||
+                                                 !number(item.substr(dash + 1), hi) || hi < lo) {
+            err = "invalid CPU list entry \"" + std::string(item) + "\" (N or N-M, N <= M < " +
+                  std::to_string(CPU_SETSIZE) + ")";
+            return false;
+        }
+        if (dash == std::string_view::npos) hi = lo;
+        for (int c = lo; c <= hi; ++c) {
+            if (seen[static_cast<std::size_t>(c)])
+                return err = "CPU " + std::to_string(c) + " listed twice", false;
+            seen[static_cast<std::size_t>(c)] = true;
+            out.push_back(c);
+        }
+        pos = comma + 1;
+    }
+    return true;
+}
+
+/// The list as parse_cpu_list() reads it, runs of consecutive CPUs as ranges: "0-3,8".
+inline std::string cpu_list_text(const std::vector<int>& cpus) {
+    std::string t;
+    for (std::size_t i = 0; i < cpus.size();) {
+        std::size_t j = i;
+        while (j + 1 < cpus.size() && cpus[j + 1] == cpus[j] + 1) ++j;
+        t += (t.empty() ? "" : ",") + std::to_string(cpus[i]);
+        if (j > i) t += (j == i + 1 ? "," : "-") + std::to_string(cpus[j]);
+        i = j + 1;
+    }
+    return t;
+}
 
 } // namespace spop::server

@@ -27,6 +27,8 @@
 #include <cstring>
 #include <fcntl.h>
 #include <memory>
+#include <pthread.h>
+#include <sched.h>
 #include <string>
 #include <sys/eventfd.h>
 #include <thread>
@@ -71,7 +73,42 @@ inline bool check_ranges(const options& o, std::string& err) {
                                 o.deferred_ack_bytes > frame_length_size + max_max_frame_size))
         return bad("deferred_ack_bytes", o.deferred_ack_bytes, "64..16777220");
     if (o.unix_mode > 07777) return bad("unix_mode", o.unix_mode, "0..07777 or -1");
+    for (const int c : o.cpus)
+        if (c < 0 || c >= CPU_SETSIZE) return bad("CPU", c, "0..CPU_SETSIZE-1");
     return true;
+}
+
+/// Every CPU of `cpus` is one this process may run on (sched_getaffinity: taskset, a cgroup
+/// cpuset, systemd's CPUAffinity=); false and a one-line `err` naming the first that is not.
+inline bool check_cpus_allowed(const std::vector<int>& cpus, std::string& err) {
+    if (cpus.empty()) return true;
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (::sched_getaffinity(0, sizeof allowed, &allowed) != 0) {
+        err = std::string("cannot read this process's CPUs: ") + std::strerror(errno);
+        return false;
+    }
+    for (const int c : cpus) {
+        // check_ranges() saw 0 <= c < CPU_SETSIZE: the macros take it as a size_t.
+        if (CPU_ISSET(static_cast<std::size_t>(c), &allowed)) continue;
+        std::vector<int> ok;
+        for (std::size_t i = 0; i < CPU_SETSIZE; ++i)
+            if (CPU_ISSET(i, &allowed)) ok.push_back(static_cast<int>(i));
+        err = "CPU " + std::to_string(c) + " is not available to this process (it may use " +
+              cpu_list_text(ok) + ")";
+        return false;
+    }
+    return true;
+}
+
+/// Pins the calling thread to `cpu`; false with errno's text in `err` when the kernel refuses.
+inline bool pin_this_thread(int cpu, std::string& err) noexcept {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(static_cast<std::size_t>(cpu), &set);
+    const int rc = ::pthread_setaffinity_np(::pthread_self(), sizeof set, &set);
+    if (rc != 0) err = std::strerror(rc);
+    return rc == 0;
 }
 
 /// Blocks SIGTERM and SIGINT in the calling thread (threads it starts later inherit that) and
@@ -101,7 +138,7 @@ class server {
     /// port is free; opens nothing. false + a one-line `err` otherwise (a value out of range, a
     /// bad address, a port in use, io_uring required but unavailable).
     bool check(std::string& err) {
-        if (!check_ranges(opt_, err)) return false;
+        if (!check_ranges(opt_, err) || !check_cpus_allowed(opt_.cpus, err)) return false;
         use_uring_ = false;
         if (opt_.engine != backend::epoll) {
             std::string why;
@@ -187,7 +224,8 @@ class server {
     }
 
     /// Starts one thread per worker; each builds its service with `make(worker_info<Stats>)`
-    /// (on its own thread, so a service may be neither copyable nor movable).
+    /// (on its own thread, so a service may be neither copyable nor movable), after pinning
+    /// itself to its CPU when options::cpus names any (a failure there is logged, not fatal).
     template <class Factory>
     bool start(Factory&& make, std::string& err) {
         if (envs_.empty() && !listen(err)) return false;
@@ -197,6 +235,14 @@ class server {
             worker_env* env = envp.get();
             Stats* st = stats_[static_cast<std::size_t>(env->id)].get();
             threads_.emplace_back([this, env, st, factory] {
+                // Before the factory: threads the service starts there inherit the CPU.
+                if (!opt_.cpus.empty()) {
+                    const int cpu = opt_.cpus[static_cast<std::size_t>(env->id) % opt_.cpus.size()];
+                    std::string why;
+                    if (!pin_this_thread(cpu, why))
+                        log(level::warn, "event=cpu_pin_failed worker=%d cpu=%d error=\"%s\"",
+                            env->id, cpu, why.c_str());
+                }
                 auto build = [&](int id) { return (*factory)(worker_info<Stats>{id, *st}); };
                 const int rc = use_uring_ ? run_uring_worker<Service>(*env, build)
                                           : run_epoll_worker<Service>(*env, build);
@@ -236,8 +282,9 @@ class server {
             std::fprintf(stderr, "%s: %s\n", program_invocation_short_name, err.c_str());
             return 2;
         }
-        log(level::info, "event=start listening on %s workers=%d engine=%s", where().c_str(),
-            opt_.workers, uses_uring() ? "io_uring" : "epoll");
+        log(level::info, "event=start listening on %s workers=%d engine=%s cpus=%s",
+            where().c_str(), opt_.workers, uses_uring() ? "io_uring" : "epoll",
+            opt_.cpus.empty() ? "any" : cpu_list_text(opt_.cpus).c_str());
         int sig = 0;
         while (sigwait(&sigs, &sig) != 0) {
         }
