@@ -1,7 +1,10 @@
 // spoa-example's random IP reputation, answered later: every check-client-ip NOTIFY is
 // deferred (spop::ticket) and completed by a small thread pool --delay-us after it arrived, so
 // anyone can see and measure deferred answers against the synchronous random_agent:
-//   deferred_agent -p 12345 -n 2 --delay-us 1000 [--threads 1]
+//   deferred_agent -p 12345 -n 2 --delay-us 1000 [--threads 1] [--cpus 0-1]
+// Each worker has its own pool (--threads per worker), started by the worker's service, so
+// with --cpus the pool shares its worker's CPU: the hand-off and the answer are switches on
+// one core, not wakeups of another (BENCHMARKS.md: on a VM that is most of the hop's cost).
 // --threads 0 --delay-us 0 answers each ticket on its worker at the end of the turn (the
 // deferral machinery alone, no thread hop).
 // Tickets not completed within the engine's deadline (--deadline-ms, 400 by default) get the
@@ -11,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <string_view>
@@ -105,9 +109,14 @@ class delay_pool {
 class deferred_random {
   public:
     static constexpr bool defers = true; // ticket exhaustion back-pressures
-    // Never more tickets per turn than the per-worker cap (options::max_deferred, 4096 here):
-    // push_back below never allocates.
-    explicit deferred_random(delay_pool& p) : pool_(&p) { pending_.reserve(4096); }
+    // Built on its worker's thread (the server's factory): the pool's threads inherit that
+    // thread's CPU (options::cpus) and its blocked SIGTERM/SIGINT (server::run() blocks them
+    // before starting the workers). Never more tickets per turn than the per-worker cap
+    // (options::max_deferred, 4096 here): push_back below never allocates.
+    deferred_random(int threads, std::chrono::microseconds delay)
+        : pool_(std::make_unique<delay_pool>(threads, delay)) {
+        pending_.reserve(4096);
+    }
     spop::errc on_notify(const spop::notify_request& req, spop::ack_writer& ack) noexcept {
         has_ip_ = false;
         if (const spop::errc e = routes.dispatch(req, ack, *this); e != spop::errc::ok) return e;
@@ -129,7 +138,9 @@ class deferred_random {
     }
     static constexpr spop::router routes{
         spop::on("check-client-ip", &deferred_random::check_client_ip)};
-    delay_pool* pool_;
+    // Destroyed with the service, when its worker ends (before the server: the pool's queued
+    // tickets are dropped into the server's ticket pool, which answers with the fallback).
+    std::unique_ptr<delay_pool> pool_;
     std::vector<spop::ticket> pending_; // this turn's tickets (capacity reused)
     std::minstd_rand rng_{std::random_device{}()};
     bool has_ip_ = false;
@@ -139,13 +150,14 @@ int main(int argc, char** argv) {
     spop::server::options o;
     o.workers = 2;
     long delay_us = 1000;
-    int threads = 1; // one thread answers in arrival order; more may answer out of order
+    int threads = 1; // per worker: one answers in arrival order; more may answer out of order
     for (int i = 1; i < argc; i += 2) {
         const std::string_view flag = argv[i];
         if (flag == "-h" || flag == "--help") {
-            std::printf("usage: %s [-p PORT] [-n WORKERS] [-m MAX_FRAME] [-a ADDR]... [--engine E] "
-                        "[--delay-us N] [--threads T] [--deadline-ms MS]\n",
-                        argv[0]);
+            std::printf(
+                "usage: %s [-p PORT] [-n WORKERS] [-m MAX_FRAME] [-a ADDR]... [--engine E] "
+                "[--cpus LIST] [--delay-us N] [--threads T per worker] [--deadline-ms MS]\n",
+                argv[0]);
             return 0;
         }
         if (i + 1 >= argc)
@@ -168,12 +180,8 @@ int main(int argc, char** argv) {
         return std::fprintf(stderr, "deferred_agent: --threads 0 answers on the workers at once: "
                                     "it needs --delay-us 0\n"),
                2;
-    // The server first, so that it is destroyed last: tickets still queued in the pool when
-    // run() returns (past their deadline, say with --delay-us above --deadline-ms) are dropped
-    // by ~delay_pool, and dropping a ticket reaches the server's ticket pool (ticket.hpp).
     spop::server::server<deferred_random> srv(o);
-    // The pool's threads must not take a SIGTERM meant for run(): they start with it blocked.
-    spop::server::block_stop_signals();
-    delay_pool pool(threads, std::chrono::microseconds(delay_us));
-    return srv.run([&pool](const auto&) { return deferred_random(pool); });
+    return srv.run([threads, delay_us](const auto&) {
+        return deferred_random(threads, std::chrono::microseconds(delay_us));
+    });
 }
