@@ -10,6 +10,7 @@ suite kill them all and raise Terminated; `kill_all()` is also registered with a
 """
 
 import atexit
+import fcntl
 import os
 import re
 import resource
@@ -88,6 +89,18 @@ def raise_nofile(want):
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def child_log_file(prefix):
+    """A temporary file for a child's stdout and stderr that the test reads while the child
+    writes: O_APPEND on the open file description the child inherits. Without it the child's
+    write(2) lands at the description's offset, which it shares with this process: a read here
+    (seek(0), read to the end) moves it, and a line written in between overwrites earlier
+    bytes instead of growing the file (lost; a log_since(mark) stays empty)."""
+    f = tempfile.TemporaryFile(prefix=prefix)
+    fd = f.fileno()
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+    return f
+
+
 def logged_start(agent):
     """Default readiness: the agent logged event=start (no probe connection, which would show
     in its counters)."""
@@ -114,9 +127,10 @@ class Agent:
     Any binary with the agent's -p/-n/-a (and --engine when `engine` is set) works, e.g.
     build/examples/deferred_agent: `args` go last.
 
-    stdout and stderr go to one temporary file per start: log_text(), log_mark()/log_since(),
-    problems_since() (lines at level=error or warn), log_tail(); log_history() is the text of
-    every start so far (sanitizer_reports() searches it).
+    stdout and stderr go to one temporary file per start (O_APPEND: child_log_file()):
+    log_text(), log_mark()/log_since(), problems_since() (lines at level=error or warn),
+    log_tail(); log_history() is the text of every start so far (sanitizer_reports() searches
+    it).
     """
 
     def __init__(self, binary, args=(), address="127.0.0.1", workers=2, engine=None, tcp=True,
@@ -183,7 +197,7 @@ class Agent:
             if self.logf is not None:
                 self.past_logs.append(self.log_text())
                 self.logf.close()
-            self.logf = tempfile.TemporaryFile(prefix="agent-log-")
+            self.logf = child_log_file("agent-log-")
             limit = self.nofile
 
             def preexec():
@@ -338,7 +352,7 @@ def run_agent(binary, args, timeout=5.0):
 def uring_unavailable_reason(binary):
     """Starts the agent with --engine uring; returns the reason if it refuses, else None."""
     port = free_port()
-    with tempfile.TemporaryFile(prefix="agent-probe-") as logf:
+    with child_log_file("agent-probe-") as logf:
         p = subprocess.Popen([binary, "-p", str(port), "-n", "1", "-a", "127.0.0.1", "--engine",
                               "uring"], stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                              start_new_session=True)

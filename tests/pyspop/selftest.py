@@ -11,6 +11,7 @@ The last line is "N passed, N failed[, N skipped]"; exit status 0 or 1.
 
 import argparse
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -236,7 +237,8 @@ class ConnTests(unittest.TestCase):
 
 # A stand-in agent: listens on -p, logs event=start, answers HELLO and NOTIFY with the vectors;
 # with STUBBORN=1 it ignores SIGTERM (the harness must fall back to SIGKILL), with FAIL=1
-# it exits at once.
+# it exits at once, with CHATTY=N it logs N numbered lines after the start line, then
+# event=chatty_done.
 FAKE_AGENT = r'''
 import os, signal, socket, sys, time
 args = sys.argv[1:]
@@ -257,6 +259,11 @@ except OSError as e:
     sys.exit(2)
 s.listen(8)
 print("level=info event=start args=%s" % " ".join(args), file=sys.stderr, flush=True)
+for i in range(int(os.environ.get("CHATTY", "0"))):
+    os.write(2, b"level=info event=chatty n=%d\n" % i)
+    time.sleep(0.0002)
+if os.environ.get("CHATTY"):
+    os.write(2, b"level=info event=chatty_done\n")
 while True:
     c, _ = s.accept()
     c.recv(4096)
@@ -376,6 +383,30 @@ class HarnessTests(unittest.TestCase):
         self.assertNotIn("second test ran", text)
         with self.assertRaises(ProcessLookupError):
             os.kill(pid, 0)
+
+    def test_log_read_while_the_agent_writes_loses_nothing(self):
+        # The agent's log lines and the harness's reads share one file: a line written while
+        # log_since() reads (wait_log polls it) must not overwrite earlier bytes (it did, with
+        # the file offset shared between the two: the line was lost and log_since(mark)
+        # stayed empty, the flake of test_redis_killed_mid_load_then_restarted).
+        n = 2000
+        os.environ["CHATTY"] = str(n)
+        try:
+            a = harness.Agent(self.binary, ready_timeout=10).start()
+        finally:
+            del os.environ["CHATTY"]
+        try:
+            mark = a.log_mark()
+            deadline = time.monotonic() + 20
+            while "event=chatty_done" not in a.log_since(mark) and time.monotonic() < deadline:
+                pass  # read as often as a busy waiter can
+            text = a.log_text()
+            self.assertTrue(text.startswith("level=info event=start"), text[:200])
+            got = [int(x) for x in re.findall(r"event=chatty n=(\d+)", text)]
+            self.assertEqual(got, list(range(n)), "lines lost or overwritten")
+            self.assertIn("event=chatty_done", text)
+        finally:
+            self.assertEqual(a.stop(), 0)
 
     def test_start_failure_is_reported(self):
         os.environ["FAIL"] = "1"
