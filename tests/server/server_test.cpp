@@ -1111,27 +1111,19 @@ TEST_P(ServerTest, WorkersArePinnedToTheirCpusBeforeTheFactoryRuns) {
         std::mutex m;
         std::vector<std::vector<int>> worker{3}, helper{3};
     } seen;
-    std::unique_ptr<server_t> srv;
-    std::string err;
-    bool started = false;
-    for (int attempt = 0; attempt < 20 && !started; ++attempt) {
-        o.port = free_port();
-        srv = std::make_unique<server_t>(o);
-        started = srv->start(
-            [&seen](const srv::worker_info<test_stats>& w) {
-                std::vector<int> mine = this_thread_cpus();
-                // A thread the service starts here (a pool) inherits the worker's CPU.
-                std::vector<int> helper;
-                std::thread([&helper] { helper = this_thread_cpus(); }).join();
-                std::lock_guard<std::mutex> g(seen.m);
-                seen.worker[static_cast<std::size_t>(w.id)] = std::move(mine);
-                seen.helper[static_cast<std::size_t>(w.id)] = std::move(helper);
-                return echo_service(w.stats);
-            },
-            err);
-    }
-    ASSERT_TRUE(started) << err;
-    client c(o.port);
+    auto make = [&seen](const srv::worker_info<test_stats>& w) {
+        std::vector<int> mine = this_thread_cpus();
+        // A thread the service starts here (a pool) inherits the worker's CPU.
+        std::vector<int> helper;
+        std::thread([&helper] { helper = this_thread_cpus(); }).join();
+        std::lock_guard<std::mutex> g(seen.m);
+        seen.worker[static_cast<std::size_t>(w.id)] = std::move(mine);
+        seen.helper[static_cast<std::size_t>(w.id)] = std::move(helper);
+        return echo_service(w.stats);
+    };
+    basic_test_server<echo_service, decltype(make)> s(make);
+    ASSERT_TRUE(s.start(o));
+    client c(s.port());
     ASSERT_TRUE(c.handshake());
     ASSERT_TRUE(c.send_all(echo_notify(1, 1, 7, "pinned")));
     ASSERT_EQ(c.read_frames(1).size(), 1u);
@@ -1144,8 +1136,8 @@ TEST_P(ServerTest, WorkersArePinnedToTheirCpusBeforeTheFactoryRuns) {
             return true;
         },
         5s));
-    srv->stop();
-    EXPECT_EQ(srv->wait(), 0);
+    s.stop();
+    EXPECT_EQ(s.wait(), 0);
     std::lock_guard<std::mutex> g(seen.m);
     for (std::size_t i = 0; i < 3; ++i) {
         const std::vector<int> want{o.cpus[i % o.cpus.size()]};
