@@ -1796,4 +1796,39 @@ TEST_P(DeferredTest, TicketCapBackPressuresWithoutLoss) {
     for (int i = 0; i < n; ++i) EXPECT_EQ(sids[static_cast<std::size_t>(i)], 2u * i + 1);
 }
 
+/// A ticket held long while others come and go quickly still gets its deadline. The deadline
+/// queue holds max_deferred entries and keeps those of freed slots until they reach its front;
+/// when it was full, a new entry made room by dropping the front one, which was the long-held
+/// ticket's (still open): it then never expired, and its NOTIFY waited for its holder for ever.
+TEST_P(DeferredTest, DeadlineHoldsForATicketOutlivingQuickerOnes) {
+    deferred_server s;
+    auto o = opts(1);
+    o.max_deferred = 4;
+    o.deferred_timeout_ms = 1500;
+    ASSERT_TRUE(s.start(o));
+    client c(s.port());
+    ASSERT_TRUE(c.send_all(hello_frame()));
+    ASSERT_EQ(c.read_frames(1).size(), 1u);
+    ASSERT_TRUE(c.send_all(echo_notify(100, 1, 0, "x"))); // held past its deadline
+    ASSERT_TRUE(eventually([&] { return s.factory().park->size() == 1; }, 5s));
+    auto held = s.factory().park->take();
+    const auto t0 = clock_type::now();
+    for (std::uint64_t i = 1; i <= 12; ++i) { // each one opens and frees a slot
+        ASSERT_TRUE(c.send_all(echo_notify(2 * i + 1, 1, 0, "x")));
+        ASSERT_TRUE(eventually([&] { return s.factory().park->size() == 1; }, 5s));
+        auto one = s.factory().park->take();
+        complete_with_sid(one[0]);
+        const auto f = c.read_frames(1, 3s);
+        ASSERT_EQ(f.size(), 1u) << "round " << i;
+        EXPECT_TRUE(is_sid_ack(f[0]));
+    }
+    ASSERT_LT(clock_type::now() - t0, 1200ms) << "too slow to test the full queue";
+    const auto f = c.read_frames(1, 4s);
+    ASSERT_EQ(f.size(), 1u) << "no fallback at the held ticket's deadline";
+    EXPECT_EQ(f[0].stream_id, 100u);
+    EXPECT_TRUE(is_noop_ack(f[0]));
+    EXPECT_EQ(s.sum(&test_stats::deferred_expired), 1u);
+    held.clear(); // dropped after its deadline: nothing more
+}
+
 } // namespace

@@ -258,13 +258,24 @@ class ticket_pool final : public spop::deferral {
     };
     void fifo_push(std::uint32_t id, std::uint32_t gen) noexcept {
         // Capacity = slot count: an open ticket has one entry at most; stale entries of freed
-        // slots are dropped when reached, so make room by dropping them from the front.
-        while (fifo_n_ == fifo_.size()) {
-            fifo_head_ = (fifo_head_ + 1) % static_cast<std::uint32_t>(fifo_.size());
-            --fifo_n_;
-        }
+        // slots are dropped when reached. The front entry may be a live one (a ticket held
+        // longer than the ones after it), so a full queue is compacted instead: the new
+        // ticket's slot is open already, so at least one entry is stale.
+        if (fifo_n_ == fifo_.size()) fifo_compact();
         fifo_[(fifo_head_ + fifo_n_) % fifo_.size()] = {id, gen};
         ++fifo_n_;
+    }
+    /// Keeps the entries of open tickets (in order), drops the others.
+    void fifo_compact() noexcept {
+        const auto cap = static_cast<std::uint32_t>(fifo_.size());
+        std::uint32_t kept = 0;
+        for (std::uint32_t k = 0; k < fifo_n_; ++k) {
+            const fifo_entry e = fifo_[(fifo_head_ + k) % cap];
+            const slot& s = slots_[e.id];
+            if (s.gen == e.gen && s.st.load(std::memory_order_acquire) == st_open)
+                fifo_[(fifo_head_ + kept++) % cap] = e;
+        }
+        fifo_n_ = kept;
     }
     void release(std::uint32_t id) noexcept {
         slots_[id].st.store(st_free, std::memory_order_relaxed);
