@@ -512,6 +512,31 @@ TEST(AgentDisconnect, MaxSizeBoundIsTight) {
     EXPECT_TRUE(spop::encode_agent_disconnect(exact, 16380, 0xFFFFFFFFu, std::string(255, 'z')));
 }
 
+/// At the smallest max-frame-size (256) a long message (up to the 255-byte cap) does not fit
+/// with the status: it is shortened to fit, never the whole DISCONNECT refused.
+TEST(AgentDisconnect, LongMessageShortenedToFitTheSmallestFrameSize) {
+    for (const std::uint32_t code : {0u, 240u, 0xFFFFFFFFu}) {
+        for (const std::size_t n : {200u, 226u, 227u, 228u, 240u, 255u, 1000u}) {
+            SCOPED_TRACE(std::to_string(code) + " " + std::to_string(n));
+            bytes buf(1024);
+            const spop::result r =
+                spop::encode_agent_disconnect(buf, 256, code, std::string(n, 'm'));
+            ASSERT_TRUE(r);
+            EXPECT_LE(r.consumed, 4u + 256u);
+            const auto frames =
+                spop_test::split_frames(std::span<const std::uint8_t>(buf).first(r.consumed));
+            ASSERT_EQ(frames.size(), 1u);
+            const auto d = spop_test::read_disconnect(frames[0]);
+            EXPECT_TRUE(d.well_formed);
+            EXPECT_EQ(d.status, code);
+            EXPECT_EQ(d.message, std::string(d.message.size(), 'm'));
+            EXPECT_GE(d.message.size(), std::min<std::size_t>(n, 220));
+            EXPECT_EQ(r.consumed == 4u + 256u || d.message.size() == std::min<std::size_t>(n, 255),
+                      true);
+        }
+    }
+}
+
 TEST(AgentDisconnect, StandardStatusCarriesTheWireMessage) {
     for (const std::uint32_t code :
          {0u, 1u, 2u, 3u, 4u, 5u, 6u, 7u, 8u, 9u, 10u, 11u, 12u, 13u, 99u}) {

@@ -245,6 +245,14 @@ inline constexpr std::size_t max_disconnect_message = 255;
                                                     std::string_view message) noexcept {
     if (message.size() > max_disconnect_message)
         message = message.substr(0, max_disconnect_message);
+    // The frame must fit max-frame-size, 256 at least: the status always does, a message
+    // echoed from HAProxy may not (a DISCONNECT without its status makes the echo longer than
+    // what came in). Shorten the message rather than send no DISCONNECT at all.
+    // Fixed part: type, flags, both ids, "status-code" and its UINT32, "message", STRING type.
+    const std::size_t fixed = 1 + 4 + 1 + 1 + 12 + 1 + varint_size(status_code) + 8 + 1;
+    const std::size_t room = max_frame_size > fixed ? max_frame_size - fixed : 0;
+    while (!message.empty() && message.size() + varint_size(message.size()) > room)
+        message.remove_suffix(1);
     detail::frame_builder b(out, max_frame_size, frame_type::agent_disconnect, 0, 0);
     b.put_name("status-code");
     b.put_value(value::from_uint32(status_code));
