@@ -47,8 +47,8 @@ def sized_notify(sid, fid, length):
     head = frm(T_NOTIFY, ipmsg(), sid, fid)
     base = len(head) - 4
     # second message: name "pad" (4 bytes), nb-args (1), arg name "" (1), STRING type (1),
-    # varint length (1 or 2 bytes) + n bytes
-    for lenlen in (1, 2, 3):
+    # varint length (1 to 5 bytes) + n bytes
+    for lenlen in (1, 2, 3, 4, 5):
         n = length - base - 4 - 1 - 1 - 1 - lenlen
         if n < 0:
             raise ValueError("length too small")
@@ -109,6 +109,13 @@ class FrameSizeBoundTests(Adv4Case):
         self.check_bounds(a, 256, 256)         # HAProxy's minimum (tune.bufsize-4 >= 256)
         self.check_bounds(a, 999, 999)
         self.check_bounds(a, 65532, 1000)      # tune.bufsize 65536: the agent's limit wins
+        self.assert_healthy(a)
+
+    def test_large_tune_bufsize(self):
+        """PROTOCOL-NOTES §12.9: HAProxy announces tune.bufsize-4, which can be far above
+        16 KiB (here 1 MiB - 4, with -m 1 MiB): the bounds hold with 4-byte length varints."""
+        a = self.start_agent(["-m", "1048576"], workers=1)
+        self.check_bounds(a, 1048572, 1048572)
         self.assert_healthy(a)
 
 
