@@ -29,7 +29,7 @@ import test_agent as ta  # first: the runner (AGENT, ENGINE) puts tests/ on sys.
 from pyspop import agent as harness
 from test_adversarial3 import StalledRedis
 from test_adversarial4 import example, hdisc
-from test_independent import (T_ACK, T_ADISC, T_NOTIFY, Client, IndependentCase, d_str, d_u32,
+from test_independent import (T_ACK, T_ADISC, T_NOTIFY, IndependentCase, d_str, d_u32,
                               frm, hello, ipmsg, msg, notify, parse_actions, parse_kv,
                               run_expecting_exit)
 
@@ -349,8 +349,8 @@ class AgentRateFloodTests(Adv5Case):
                               "--rate-redis", "redis://127.0.0.1:%d/0" % r.port], workers=1)
         time.sleep(0.5)  # the limiter connects and loads its script
         n = 1500
-        burst = b"".join(notify(2 * i + 1, 1, [msg("check-rate", [("key", d_str("k%d" % (i % 50)))]),
-                                               ipmsg()]) for i in range(n))
+        rate = [msg("check-rate", [("key", d_str("k%d" % (i % 50)))]) for i in range(n)]
+        burst = b"".join(notify(2 * i + 1, 1, [rate[i], ipmsg()]) for i in range(n))
         for round_ in range(2):
             cs = []
             for _ in range(8):
