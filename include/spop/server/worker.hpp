@@ -15,7 +15,8 @@
 // turn_end() once per loop turn (after its reads, before its sends), and for deferred answers
 // tickets_.event_fd() (written: tickets_turn(); the backend never needs to reset it), the
 // deadline that tickets_turn() arms (call it again then), and tickets_.worker_sleep() /
-// worker_awake() around its blocking wait (poll instead when answers already wait).
+// worker_awake() around its blocking wait (poll instead when answers already wait, or when
+// notified_after_turn_end(): NOTIFYs its sends let in after turn_end() need the next one).
 #pragma once
 
 #include <algorithm>
