@@ -1831,4 +1831,31 @@ TEST_P(DeferredTest, DeadlineHoldsForATicketOutlivingQuickerOnes) {
     held.clear(); // dropped after its deadline: nothing more
 }
 
+/// A connection back-pressured by its in-flight limit resumes when its ACKs are sent, which
+/// happens after the turn's on_turn_end(): the NOTIFYs it then takes (its held input) are
+/// collected for an on_turn_end() that must still come before the worker sleeps. The epoll
+/// worker slept instead (up to 250 ms per round, or until the deadline: the fallback answered).
+TEST_P(DeferredTest, NotifiesTakenAfterTurnEndStillGetTheirTurnEnd) {
+    basic_test_server<turn_end_service, turn_end_factory> s;
+    auto o = deferred_opts(opts(1));
+    o.max_in_flight = 10;
+    ASSERT_TRUE(s.start(o));
+    client c(s.port());
+    ASSERT_TRUE(c.send_all(hello_frame()));
+    ASSERT_EQ(c.read_frames(1).size(), 1u);
+    constexpr int rounds = 8, per = 15; // 10 in flight, 5 held until those are sent
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int r = 0; r < rounds; ++r) {
+        bytes batch;
+        for (int i = 0; i < per; ++i) // even: answered at on_turn_end
+            spop_test::append(
+                batch, echo_notify(static_cast<std::uint64_t>(2 * (r * per + i + 1)), 1, 0, "x"));
+        ASSERT_TRUE(c.send_all(batch));
+        const auto frames = c.read_frames(per, 5s);
+        ASSERT_EQ(frames.size(), static_cast<std::size_t>(per)) << "round " << r;
+        for (const auto& f : frames) EXPECT_TRUE(is_sid_ack(f));
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s) << "answers waited for a timer";
+}
+
 } // namespace

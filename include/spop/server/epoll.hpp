@@ -98,8 +98,9 @@ class epoll_worker : public worker_core<epoll_worker<Service>, Service, econn_io
         std::uint32_t last_tick = now_;
         std::uint64_t last_drain_ms = 0;
         while (true) {
-            // Tickets finished by other threads during the last turn: poll, do not sleep.
-            const bool sleep = this->tickets_.worker_sleep();
+            // Tickets finished by other threads during the last turn, or NOTIFYs processed
+            // after its turn_end(): poll, do not sleep.
+            const bool sleep = !this->notified_after_turn_end() && this->tickets_.worker_sleep();
             const int n = epoll_wait(ep_, evs, 256, sleep ? wait_ms() : 0);
             this->tickets_.worker_awake();
             if (n < 0 && errno != EINTR) {

@@ -182,8 +182,9 @@ class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io
         arm_tickets();
         this->clock_turn();
         while (true) {
-            // Tickets finished by other threads during the last turn: poll, do not sleep.
-            const bool sleep = this->tickets_.worker_sleep();
+            // Tickets finished by other threads during the last turn, or NOTIFYs processed
+            // after its turn_end(): poll, do not sleep.
+            const bool sleep = !this->notified_after_turn_end() && this->tickets_.worker_sleep();
             const int rc = sleep ? wait_turn() : io_uring_submit(&ring_);
             this->tickets_.worker_awake();
             if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME) {

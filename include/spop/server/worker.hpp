@@ -15,7 +15,8 @@
 // turn_end() once per loop turn (after its reads, before its sends), and for deferred answers
 // tickets_.event_fd() (written: tickets_turn(); the backend never needs to reset it), the
 // deadline that tickets_turn() arms (call it again then), and tickets_.worker_sleep() /
-// worker_awake() around its blocking wait (poll instead when answers already wait).
+// worker_awake() around its blocking wait (poll instead when answers already wait, or when
+// notified_after_turn_end(): NOTIFYs its sends let in after turn_end() need the next one).
 #pragma once
 
 #include <algorithm>
@@ -186,7 +187,7 @@ class worker_core {
     std::size_t feed(slot& e, const std::uint8_t* p, std::size_t n, bool more = false) {
         const std::uint64_t t0 = io_clock();
         const spop::feed_result fr = e.c.feed({p, n}, more);
-        e.book.after_io(env_, e.c, fr, t0);
+        after_io(e, fr, t0);
         return fr.consumed;
     }
 
@@ -196,9 +197,26 @@ class worker_core {
         e.last_progress_ms = now_ms_;
         const std::uint64_t t0 = io_clock();
         const spop::feed_result fr = e.c.consume_output(n);
-        e.book.after_io(env_, e.c, fr, t0);
+        after_io(e, fr, t0);
         if (!waiting_.empty()) retry_waiting();
     }
+
+    /// The connection's counters after feed(), consume_output() or retry_input(), and whether
+    /// the end of the turn still has work: NOTIFYs processed after this turn's turn_end() (a
+    /// back-pressured connection resumed while its output was sent, or held input fed) must not
+    /// wait for a wakeup that may be long in coming (see notified_after_turn_end()).
+    void after_io(slot& e, const spop::feed_result& fr, std::uint64_t t0) {
+        e.book.after_io(env_, e.c, fr, t0);
+        if (fr.deferred != 0) notified_ = true; // a ticket: completed on this thread, or batched
+        if constexpr (requires(Service & v) { v.on_turn_end(); })
+            if (fr.notifies != 0) notified_ = true;
+    }
+
+    /// NOTIFYs were processed since the last turn_end(): the backend polls instead of blocking,
+    /// so that the next turn's turn_end() comes at once. Otherwise what the service collected
+    /// for on_turn_end(), or tickets it completed on this thread, waited for the next event
+    /// (the 250 ms or 1 s timer, or the deadline, which then answered with the fallback).
+    [[nodiscard]] bool notified_after_turn_end() const noexcept { return notified_; }
 
     // Deferred answers -------------------------------------------------------------------------
 
@@ -228,7 +246,7 @@ class worker_core {
                 slot* e = conns_[i].get();
                 if (e == nullptr || !self().alive(*e) || e->c.takes_input()) continue;
                 const std::uint64_t t0 = io_clock();
-                e->book.after_io(env_, e->c, e->c.retry_input(), t0);
+                after_io(*e, e->c.retry_input(), t0);
                 self().kick(i);
             }
         }
@@ -238,6 +256,7 @@ class worker_core {
     /// The service's optional on_turn_end(): the backends call it once per loop turn, after
     /// the turn's reads and before they send and sleep.
     void turn_end() {
+        notified_ = false;
         if constexpr (requires(Service & v) { v.on_turn_end(); }) svc_.on_turn_end();
         if (tickets_.worker_local_finished()) tickets_turn(); // answered on this thread
     }
@@ -432,6 +451,7 @@ class worker_core {
     std::uint32_t gen_ = 0;
     std::uint32_t live_ = 0;
     bool stopping_ = false;
+    bool notified_ = false; ///< NOTIFYs processed since the last turn_end()
     std::uint64_t stop_deadline_ms_ = 0;
 };
 
