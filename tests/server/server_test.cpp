@@ -14,11 +14,13 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <deque>
 #include <fstream>
 #include <memory>
 #include <mutex>
@@ -1829,6 +1831,230 @@ TEST_P(DeferredTest, DeadlineHoldsForATicketOutlivingQuickerOnes) {
     EXPECT_TRUE(is_noop_ack(f[0]));
     EXPECT_EQ(s.sum(&test_stats::deferred_expired), 1u);
     held.clear(); // dropped after its deadline: nothing more
+}
+
+// --- The ticket pool alone, its worker side driven the way the backends drive it ------------
+// A worker thread opens tickets and hands them to holder threads through a queue (the
+// service's own hand-off), sleeps in poll() on the pool's eventfd exactly when worker_sleep()
+// says so (reading it on wakeup, as the io_uring backend's read does), takes the finished ones
+// and checks each answer against the NOTIFY its slot was opened for.
+
+/// Holder threads: each ticket is completed with txn.v = its stream id, dropped, or completed
+/// twice (the second a misuse), after a short random pause that lets the worker fall asleep.
+class holders {
+  public:
+    struct item {
+        spop::ticket t;
+        std::uint64_t sid;
+    };
+    explicit holders(int n, std::uint32_t max_pause_us) {
+        for (int i = 0; i < n; ++i)
+            ths_.emplace_back(
+                [this, i, max_pause_us] { run(static_cast<unsigned>(i), max_pause_us); });
+    }
+    ~holders() { stop(); }
+    void push(item it) {
+        {
+            std::lock_guard<std::mutex> g(m_);
+            q_.push_back(std::move(it));
+        }
+        cv_.notify_one();
+    }
+    void stop() {
+        {
+            std::lock_guard<std::mutex> g(m_);
+            done_ = true;
+        }
+        cv_.notify_all();
+        for (auto& t : ths_) t.join();
+        ths_.clear();
+    }
+    std::atomic<std::uint64_t> dropped{0}, completed{0}, misuse{0};
+
+  private:
+    void run(unsigned seed, std::uint32_t max_pause_us) {
+        std::mt19937 rng(seed + 1);
+        while (true) {
+            item it;
+            {
+                std::unique_lock<std::mutex> g(m_);
+                cv_.wait(g, [this] { return done_ || !q_.empty(); });
+                if (q_.empty()) return;
+                it = std::move(q_.front());
+                q_.pop_front();
+            }
+            const std::uint32_t r = rng();
+            if (max_pause_us != 0 && r % 4 == 0)
+                std::this_thread::sleep_for(std::chrono::microseconds(rng() % max_pause_us));
+            if (r % 8 == 1) {
+                it.t = spop::ticket(); // dropped unanswered
+                dropped.fetch_add(1, std::memory_order_relaxed);
+                continue;
+            }
+            it.t.complete([&](spop::ack_writer& a) {
+                a.set_var(spop::var_scope::txn, "v", value::from_uint64(it.sid));
+            });
+            completed.fetch_add(1, std::memory_order_relaxed);
+            if (r % 16 == 2) {
+                it.t.complete(); // a second time: nothing, counted
+                misuse.fetch_add(1, std::memory_order_relaxed);
+            }
+        }
+    }
+    std::mutex m_;
+    std::condition_variable cv_;
+    std::deque<item> q_;
+    bool done_ = false;
+    std::vector<std::thread> ths_;
+};
+
+/// A finished ticket's ACK, as the worker would deliver it: txn.v = the stream id it was
+/// opened for, or nothing (dropped).
+::testing::AssertionResult answers_its_notify(srv::ticket_pool::slot& s) {
+    const spop::result r = s.w.finish();
+    if (!r) return ::testing::AssertionFailure() << "ACK of " << s.sid << " does not finish";
+    const auto frames = spop_test::split_frames({s.buf.get(), r.consumed});
+    if (frames.size() != 1) return ::testing::AssertionFailure() << "not one frame";
+    if (s.abandoned) {
+        if (frames[0].stream_id != s.sid) return ::testing::AssertionFailure() << "dropped";
+        return ::testing::AssertionSuccess();
+    }
+    return is_sid_ack(frames[0]) && frames[0].stream_id == s.sid
+               ? ::testing::AssertionSuccess()
+               : ::testing::AssertionFailure() << "ACK of " << s.sid << " carries another answer";
+}
+
+// Every finished ticket reaches a worker that sleeps whenever worker_sleep() lets it: a holder
+// that finishes while the worker goes to sleep must see it asleep and write the eventfd, or the
+// worker must see the ticket before it sleeps (the Dekker check). A lost wakeup leaves a
+// finished ticket on the list under a sleeping worker: detected after 5 s of sleep. Some
+// tickets are completed on the worker's own thread (no eventfd: taken before it sleeps).
+TEST(DeferredPool, ASleepingWorkerIsWokenForEveryFinishedTicket) {
+    constexpr std::uint32_t slots = 16;
+    constexpr std::uint64_t total = 20000;
+    srv::worker_stats st;
+    srv::ticket_pool pool(slots, 128, 600000, st);
+    holders h(3, 50);
+    std::uint64_t opened = 0, delivered = 0, local = 0, lost = 0, bad = 0;
+    std::thread worker([&] {
+        pool.worker_attach();
+        std::mt19937 rng(11);
+        while (delivered < total && lost == 0) {
+            pool.worker_clock(srv::ticket_pool::clock_ns());
+            // Batches of 1-4, the next once all are answered: often a single ticket, whose
+            // holder finishes just before or just after the worker decides to sleep.
+            const std::uint64_t batch = pool.open_count() == 0 ? opened + 1 + rng() % 4 : 0;
+            while (opened < total && opened < batch) {
+                const std::uint64_t sid = ++opened;
+                spop::ticket t = pool.open(7, sid, 1, mfs);
+                if (sid % 32 == 0) { // answered on the worker's thread, inside its turn
+                    t.complete([&](spop::ack_writer& a) {
+                        a.set_var(spop::var_scope::txn, "v", value::from_uint64(sid));
+                    });
+                    ++local;
+                    continue;
+                }
+                h.push({std::move(t), sid});
+            }
+            if (pool.worker_sleep()) {
+                pollfd p{pool.event_fd(), POLLIN, 0};
+                // Finished (the holders count after finish()) but not delivered, 5 s later.
+                if (::poll(&p, 1, 5000) == 0 &&
+                    h.completed.load() + h.dropped.load() + local > delivered)
+                    ++lost;
+            }
+            pool.worker_awake();
+            std::uint64_t v;
+            const ssize_t rd = ::read(pool.event_fd(), &v, sizeof v);
+            (void)rd;
+            pool.worker_take([&](srv::ticket_pool::slot& s, std::uint32_t id) {
+                if (!answers_its_notify(s)) ++bad;
+                pool.worker_done(id);
+                ++delivered;
+            });
+        }
+    });
+    worker.join();
+    h.stop();
+    EXPECT_EQ(lost, 0u) << "the worker slept with finished tickets waiting";
+    EXPECT_EQ(bad, 0u);
+    ASSERT_EQ(delivered, total);
+    EXPECT_GT(local, 0u);
+    pool.worker_take([](srv::ticket_pool::slot&, std::uint32_t) { ADD_FAILURE(); });
+    EXPECT_EQ(st.deferred_completed.get(), total);
+    EXPECT_EQ(st.deferred_inflight.get(), 0u);
+    EXPECT_EQ(st.deferred_misuse.get(), h.misuse.load());
+    EXPECT_EQ(st.deferred_expired.get() + st.deferred_late.get(), 0u);
+    EXPECT_EQ(pool.open_count(), 0u);
+}
+
+// A deadline of 1 ms and holders that take 0-2 ms: finish() races worker_expire() on the same
+// slot. Each NOTIFY gets exactly one answer (its holder's, or the fallback), a late finish
+// never reaches the slot's next NOTIFY, and the counters add up: completed + expired = opened,
+// late = expired once every holder is done, nothing in flight.
+TEST(DeferredPool, AFinishRacingItsDeadlineAnswersOnce) {
+    constexpr std::uint32_t slots = 16;
+    constexpr std::uint64_t total = 6000;
+    srv::worker_stats st;
+    srv::ticket_pool pool(slots, 128, 1, st);
+    std::vector<std::uint8_t> answers(total + 1, 0); // per stream id: 1 holder's, 2 fallback
+    std::uint64_t opened = 0, bad = 0, twice = 0;
+    const auto answer = [&](std::uint64_t sid, std::uint8_t how) {
+        if (answers[sid] != 0) ++twice;
+        answers[sid] = how;
+    };
+    {
+        holders h(3, 2000);
+        std::thread worker([&] {
+            pool.worker_attach();
+            std::uint64_t next = 0;
+            for (int turns = 0; turns < 1000000; ++turns) {
+                pool.worker_clock(srv::ticket_pool::clock_ns());
+                while (opened < total && pool.available()) {
+                    const std::uint64_t sid = ++opened;
+                    h.push({pool.open(7, sid, 1, mfs), sid});
+                }
+                if (opened == total && pool.open_count() == 0) break;
+                if (pool.worker_sleep()) {
+                    const std::uint64_t now = srv::ticket_pool::clock_ns() / 1000000;
+                    const int ms = next == 0 ? 50 : next > now ? static_cast<int>(next - now) : 0;
+                    pollfd p{pool.event_fd(), POLLIN, 0};
+                    (void)::poll(&p, 1, ms);
+                }
+                pool.worker_awake();
+                std::uint64_t v;
+                const ssize_t rd = ::read(pool.event_fd(), &v, sizeof v);
+                (void)rd;
+                pool.worker_clock(srv::ticket_pool::clock_ns());
+                pool.worker_take([&](srv::ticket_pool::slot& s, std::uint32_t id) {
+                    if (!answers_its_notify(s)) ++bad;
+                    answer(s.sid, 1);
+                    pool.worker_done(id);
+                });
+                next =
+                    pool.worker_expire(false, [&](srv::ticket_pool::slot& s) { answer(s.sid, 2); });
+            }
+        });
+        worker.join();
+    } // the holders are done: every expired ticket was finished (late) or dropped
+    pool.worker_take([](srv::ticket_pool::slot&, std::uint32_t) { ADD_FAILURE(); });
+    EXPECT_EQ(bad, 0u);
+    EXPECT_EQ(twice, 0u) << "a NOTIFY answered twice";
+    ASSERT_EQ(opened, total);
+    std::uint64_t by_holder = 0, by_fallback = 0;
+    for (std::uint64_t sid = 1; sid <= total; ++sid) {
+        EXPECT_NE(answers[sid], 0) << "stream " << sid << " never answered";
+        by_holder += answers[sid] == 1;
+        by_fallback += answers[sid] == 2;
+    }
+    EXPECT_EQ(st.deferred_completed.get(), by_holder);
+    EXPECT_EQ(st.deferred_expired.get(), by_fallback);
+    EXPECT_EQ(st.deferred_late.get(), by_fallback);
+    EXPECT_EQ(st.deferred_inflight.get(), 0u);
+    EXPECT_EQ(pool.open_count(), 0u);
+    std::printf("[          ] answered by the holder %llu, by the fallback %llu\n",
+                static_cast<unsigned long long>(by_holder),
+                static_cast<unsigned long long>(by_fallback));
 }
 
 } // namespace
