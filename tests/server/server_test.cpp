@@ -1833,6 +1833,42 @@ TEST_P(DeferredTest, DeadlineHoldsForATicketOutlivingQuickerOnes) {
     held.clear(); // dropped after its deadline: nothing more
 }
 
+/// Answers that found no room in their connection's output wait for a send to make room. When
+/// the connection is reset instead, nothing else sends on an otherwise idle worker: the waiting
+/// answers must still be dropped (counted after close) and their tickets freed, not left open
+/// (deferred_inflight stuck, the slots lost to later NOTIFYs) until another connection sends.
+TEST_P(DeferredTest, AnswersWaitingForRoomAreDroppedWhenTheirConnectionResets) {
+    deferred_server s;
+    auto o = deferred_opts(opts(1));
+    o.deferred_ack_bytes = 4096;
+    ASSERT_TRUE(s.start(o));
+    constexpr int n = 1000;
+    {
+        client c(s.port(), 4096); // a small receive window, never read: the output clogs
+        ASSERT_TRUE(c.handshake());
+        bytes batch;
+        for (int i = 0; i < n; ++i) spop_test::append(batch, echo_notify(2 * i + 1, 1, 0, "x"));
+        ASSERT_TRUE(c.send_all(batch));
+        ASSERT_TRUE(eventually([&] { return s.factory().park->size() == n; }, 5s));
+        const std::string big(3000, 'a'); // 3 MB: more than the output block and the socket
+        for (auto& p : s.factory().park->take())
+            p.t.complete([&](spop::ack_writer& a) {
+                a.set_var(spop::var_scope::txn, "v", value::from_string(big));
+            });
+        ASSERT_TRUE(eventually([&] { return s.sum(&test_stats::deferred_completed) > 0; }, 5s));
+        std::this_thread::sleep_for(300ms);
+        ASSERT_LT(s.sum(&test_stats::deferred_completed), static_cast<std::uint64_t>(n))
+            << "every answer found room: nothing waits, nothing to test";
+        const linger lg{1, 0};
+        ::setsockopt(c.fd(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    } // reset
+    ASSERT_TRUE(eventually([&] { return s.sum(&test_stats::conns_current) == 0; }, 5s));
+    EXPECT_TRUE(eventually([&] { return s.sum(&test_stats::deferred_inflight) == 0; }, 5s))
+        << s.sum(&test_stats::deferred_inflight) << " tickets still open for a closed connection";
+    EXPECT_EQ(s.sum(&test_stats::deferred_completed), static_cast<std::uint64_t>(n));
+    EXPECT_GT(s.sum(&test_stats::deferred_after_close), 0u);
+}
+
 // --- The ticket pool alone, its worker side driven the way the backends drive it ------------
 // A worker thread opens tickets and hands them to holder threads through a queue (the
 // service's own hand-off), sleeps in poll() on the pool's eventfd exactly when worker_sleep()
