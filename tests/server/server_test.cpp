@@ -2093,4 +2093,96 @@ TEST(DeferredPool, AFinishRacingItsDeadlineAnswersOnce) {
                 static_cast<unsigned long long>(by_fallback));
 }
 
+/// Hands its tickets to holder threads (holders above), except every tenth (by stream id),
+/// which it keeps: only a stop or the test ends those.
+class handing_service {
+  public:
+    static constexpr bool defers = true;
+    struct shared {
+        holders h{3, 2000};
+        std::mutex m;
+        std::vector<spop::ticket> kept;
+    };
+    explicit handing_service(shared& sh) noexcept : sh_(&sh) {}
+    spop::errc on_notify(const spop::notify_request& req, spop::ack_writer& ack) noexcept {
+        spop::ticket t = req.defer();
+        if (!t) {
+            ack.set_var(spop::var_scope::txn, "sync", value::from_uint32(1));
+            return spop::errc::ok;
+        }
+        if (req.stream_id % 10 == 0) {
+            std::lock_guard<std::mutex> g(sh_->m);
+            sh_->kept.push_back(std::move(t));
+        } else {
+            sh_->h.push({std::move(t), req.stream_id});
+        }
+        return spop::errc::ok;
+    }
+
+  private:
+    shared* sh_;
+};
+
+struct handing_factory {
+    std::shared_ptr<handing_service::shared> sh = std::make_shared<handing_service::shared>();
+    handing_service operator()(const srv::worker_info<test_stats>&) const {
+        return handing_service(*sh);
+    }
+};
+
+// A graceful stop while other threads complete, drop and double-complete tickets: every NOTIFY
+// read is answered exactly once (its holder's ACK, or the fallback for the kept tickets and
+// those their holder dropped or had not completed by the stop's last second), all before the
+// AGENT-DISCONNECT, and nothing after it. Holders keep completing while the workers exit and
+// after wait() (allowed until the server object is destroyed).
+TEST_P(DeferredTest, AStopWhileHoldersCompleteAnswersEachNotifyOnceBeforeTheDisconnect) {
+    basic_test_server<handing_service, handing_factory> s;
+    auto o = deferred_opts(opts(2));
+    o.shutdown_timeout_s = 2;
+    ASSERT_TRUE(s.start(o));
+    constexpr int conns = 4, per = 200;
+    std::vector<std::unique_ptr<client>> cs;
+    for (int c = 0; c < conns; ++c) {
+        cs.push_back(std::make_unique<client>(s.port()));
+        ASSERT_TRUE(cs.back()->handshake()) << "connection " << c;
+    }
+    for (auto& c : cs) {
+        bytes batch;
+        for (int i = 1; i <= per; ++i)
+            spop_test::append(batch, echo_notify(static_cast<std::uint64_t>(i), 1, 0, "x"));
+        ASSERT_TRUE(c->send_all(batch));
+    }
+    s.stop();
+    for (int c = 0; c < conns; ++c) {
+        client& cl = *cs[static_cast<std::size_t>(c)];
+        const auto frames = cl.read_frames(per + 1, 8s);
+        ASSERT_EQ(frames.size(), static_cast<std::size_t>(per + 1)) << "connection " << c;
+        std::vector<bool> seen(per + 1, false);
+        for (int i = 0; i < per; ++i) {
+            const parsed_frame& f = frames[static_cast<std::size_t>(i)];
+            ASSERT_EQ(f.type, spop::frame_type::ack) << "connection " << c << " frame " << i;
+            ASSERT_TRUE(f.stream_id >= 1 && f.stream_id <= per && !seen[f.stream_id])
+                << "connection " << c << ": stream " << f.stream_id << " unknown or twice";
+            seen[f.stream_id] = true;
+            if (f.stream_id % 10 == 0)
+                EXPECT_TRUE(is_noop_ack(f)) << "kept ticket " << f.stream_id;
+            else
+                EXPECT_TRUE(is_sid_ack(f) || is_noop_ack(f)) << "stream " << f.stream_id;
+        }
+        EXPECT_TRUE(is_disconnect(frames[per], 0)) << "connection " << c;
+        EXPECT_TRUE(cl.closes_cleanly()) << "connection " << c;
+    }
+    EXPECT_EQ(s.wait(), 0);
+    s.factory().sh->h.stop(); // every ticket handed over is finished now
+    {
+        std::lock_guard<std::mutex> g(s.factory().sh->m);
+        s.factory().sh->kept.clear(); // after the stop, before the server object goes: harmless
+    }
+    EXPECT_EQ(s.sum(&test_stats::deferred_completed) + s.sum(&test_stats::deferred_expired),
+              static_cast<std::uint64_t>(conns * per));
+    EXPECT_GE(s.sum(&test_stats::deferred_expired), static_cast<std::uint64_t>(conns * per / 10));
+    EXPECT_EQ(s.sum(&test_stats::deferred_inflight), 0u);
+    EXPECT_EQ(s.sum(&test_stats::deferred_after_close), 0u);
+}
+
 } // namespace
