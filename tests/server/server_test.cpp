@@ -2093,6 +2093,30 @@ TEST(DeferredPool, AFinishRacingItsDeadlineAnswersOnce) {
                 static_cast<unsigned long long>(by_fallback));
 }
 
+/// With shutdown_timeout_s = 0 the stop does not wait, but what it can send at once still goes
+/// out: the open ticket's fallback, then AGENT-DISCONNECT. (io_uring queued both in its last
+/// turn and closed the socket without submitting them: the peer got a bare close.)
+TEST_P(DeferredTest, AStopWithNoTimeoutStillAnswersOpenTicketsThenDisconnects) {
+    deferred_server s;
+    auto o = deferred_opts(opts(1));
+    o.shutdown_timeout_s = 0;
+    ASSERT_TRUE(s.start(o));
+    client c(s.port());
+    ASSERT_TRUE(c.handshake());
+    ASSERT_TRUE(c.send_all(echo_notify(1, 1, 0, "x")));
+    ASSERT_TRUE(eventually([&] { return s.factory().park->size() == 1; }, 5s));
+    s.stop();
+    const auto frames = c.read_frames(2, 5s);
+    ASSERT_EQ(frames.size(), 2u) << (c.eof() ? "closed" : "timeout");
+    EXPECT_TRUE(is_noop_ack(frames[0]));
+    EXPECT_EQ(frames[0].stream_id, 1u);
+    EXPECT_TRUE(is_disconnect(frames[1], 0));
+    EXPECT_TRUE(c.closes_cleanly());
+    EXPECT_EQ(s.wait(), 0);
+    EXPECT_EQ(s.sum(&test_stats::deferred_expired), 1u);
+    (void)s.factory().park->take(); // after the stop: harmless
+}
+
 /// Hands its tickets to holder threads (holders above), except every tenth (by stream id),
 /// which it keeps: only a stop or the test ends those.
 class handing_service {
