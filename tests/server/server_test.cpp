@@ -2123,7 +2123,8 @@ class handing_service {
   public:
     static constexpr bool defers = true;
     struct shared {
-        holders h{3, 2000};
+        explicit shared(std::uint32_t max_pause_us = 2000) : h(3, max_pause_us) {}
+        holders h;
         std::mutex m;
         std::vector<spop::ticket> kept;
     };
@@ -2207,6 +2208,79 @@ TEST_P(DeferredTest, AStopWhileHoldersCompleteAnswersEachNotifyOnceBeforeTheDisc
     EXPECT_GE(s.sum(&test_stats::deferred_expired), static_cast<std::uint64_t>(conns * per / 10));
     EXPECT_EQ(s.sum(&test_stats::deferred_inflight), 0u);
     EXPECT_EQ(s.sum(&test_stats::deferred_after_close), 0u);
+}
+
+// Holders racing a 15 ms deadline on two workers (1200 tickets at once: some answered by
+// their holder, more by the fallback, some finished just as the deadline came): every NOTIFY gets
+// exactly one ACK (its holder's, or the fallback when the deadline won), and once every holder is
+// done the counters add up: completed + expired = NOTIFYs, late = expired, misuse = second
+// completions, nothing in flight.
+TEST_P(DeferredTest, CompletionsRacingAShortDeadlineAnswerOnceAndAddUp) {
+    handing_factory f{std::make_shared<handing_service::shared>(400)};
+    basic_test_server<handing_service, handing_factory> s(f);
+    auto o = opts(2);
+    o.deferred_timeout_ms = 15;
+    ASSERT_TRUE(s.start(o));
+    constexpr int conns = 4, per = 300;
+    std::vector<std::unique_ptr<client>> cs;
+    for (int c = 0; c < conns; ++c) {
+        cs.push_back(std::make_unique<client>(s.port()));
+        ASSERT_TRUE(cs.back()->handshake()) << "connection " << c;
+    }
+    for (auto& c : cs) {
+        bytes batch;
+        for (int i = 1; i <= per; ++i)
+            spop_test::append(batch, echo_notify(static_cast<std::uint64_t>(i), 1, 0, "x"));
+        ASSERT_TRUE(c->send_all(batch));
+    }
+    std::uint64_t by_holder = 0;
+    for (int c = 0; c < conns; ++c) {
+        const auto frames = cs[static_cast<std::size_t>(c)]->read_frames(per, 10s);
+        ASSERT_EQ(frames.size(), static_cast<std::size_t>(per)) << "connection " << c;
+        std::vector<bool> seen(per + 1, false);
+        for (const parsed_frame& f : frames) {
+            ASSERT_EQ(f.type, spop::frame_type::ack);
+            ASSERT_TRUE(f.stream_id >= 1 && f.stream_id <= per && !seen[f.stream_id])
+                << "connection " << c << ": stream " << f.stream_id << " unknown or twice";
+            seen[f.stream_id] = true;
+            if (is_sid_ack(f)) {
+                EXPECT_NE(f.stream_id % 10, 0u) << "a kept ticket answered by a holder";
+                ++by_holder;
+            } else {
+                EXPECT_TRUE(is_noop_ack(f)) << "stream " << f.stream_id;
+            }
+        }
+        EXPECT_TRUE(cs[static_cast<std::size_t>(c)]->read_frames(1, 50ms).empty());
+    }
+    handing_service::shared& sh = *s.factory().sh;
+    sh.h.stop();
+    {
+        std::lock_guard<std::mutex> g(sh.m);
+        sh.kept.clear(); // long expired: late
+    }
+    const auto total = static_cast<std::uint64_t>(conns * per);
+    EXPECT_TRUE(eventually(
+        [&] {
+            return s.sum(&test_stats::deferred_late) == s.sum(&test_stats::deferred_expired) &&
+                   s.sum(&test_stats::deferred_misuse) == sh.h.misuse.load() &&
+                   s.sum(&test_stats::deferred_completed) + s.sum(&test_stats::deferred_expired) ==
+                       total;
+        },
+        5s))
+        << "late " << s.sum(&test_stats::deferred_late) << " expired "
+        << s.sum(&test_stats::deferred_expired) << " completed "
+        << s.sum(&test_stats::deferred_completed) << " misuse "
+        << s.sum(&test_stats::deferred_misuse) << " of " << sh.h.misuse.load();
+    EXPECT_GE(s.sum(&test_stats::deferred_completed), by_holder);
+    std::printf("[          ] answered by a holder %llu, expired %llu, late %llu\n",
+                static_cast<unsigned long long>(by_holder),
+                static_cast<unsigned long long>(s.sum(&test_stats::deferred_expired)),
+                static_cast<unsigned long long>(s.sum(&test_stats::deferred_late)));
+    EXPECT_EQ(s.sum(&test_stats::deferred_inflight), 0u);
+    EXPECT_EQ(s.sum(&test_stats::deferred_after_close), 0u);
+    cs.clear();
+    s.stop();
+    EXPECT_EQ(s.wait(), 0);
 }
 
 } // namespace
