@@ -2283,4 +2283,77 @@ TEST_P(DeferredTest, CompletionsRacingAShortDeadlineAnswerOnceAndAddUp) {
     EXPECT_EQ(s.wait(), 0);
 }
 
+/// Keeps its tickets and never answers: odd stream ids in the connection's state, even ones in
+/// the service itself. Both are dropped on the worker's thread, the first when the connection
+/// goes, the others when the worker ends and destroys the service.
+class hoarding_service {
+  public:
+    static constexpr bool defers = true;
+    struct connection_state {
+        std::vector<spop::ticket> held;
+    };
+    explicit hoarding_service(std::atomic<int>& n) noexcept : n_(&n) {}
+    hoarding_service(hoarding_service&&) noexcept = default;
+    ~hoarding_service() { held_.clear(); } // after the worker's loop, on its thread
+    spop::errc on_notify(const spop::notify_request& req, spop::ack_writer&) noexcept {
+        spop::ticket t = req.defer();
+        if (!t) return spop::errc::ok;
+        if (req.stream_id % 2 == 1)
+            req.state<connection_state>().held.push_back(std::move(t));
+        else
+            held_.push_back(std::move(t));
+        n_->fetch_add(1);
+        return spop::errc::ok;
+    }
+
+  private:
+    std::atomic<int>* n_;
+    std::vector<spop::ticket> held_;
+};
+
+struct hoarding_factory {
+    std::shared_ptr<std::atomic<int>> n = std::make_shared<std::atomic<int>>(0);
+    hoarding_service operator()(const srv::worker_info<test_stats>&) const {
+        return hoarding_service(*n);
+    }
+};
+
+// Tickets dropped on the worker's own thread outside a turn's answers: with their connection
+// (a reset) and with the service when the worker ends after a stop. The first is counted after
+// close; the stop expires the others (the fallback for those whose connection is there); the late
+// drops touch only the ticket pool, which outlives the workers (run under ASan and TSan).
+TEST_P(DeferredTest, TicketsDroppedWithTheirConnectionOrServiceOnTheWorkersThreadAreSafe) {
+    basic_test_server<hoarding_service, hoarding_factory> s;
+    auto o = deferred_opts(opts(1));
+    o.shutdown_timeout_s = 1;
+    ASSERT_TRUE(s.start(o));
+    {
+        client a(s.port());
+        ASSERT_TRUE(a.handshake());
+        bytes batch = echo_notify(1, 1, 0, "x");
+        spop_test::append(batch, echo_notify(2, 1, 0, "x"));
+        ASSERT_TRUE(a.send_all(batch));
+        ASSERT_TRUE(eventually([&] { return s.factory().n->load() == 2; }, 5s));
+        const linger lg{1, 0};
+        ::setsockopt(a.fd(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    } // reset: ticket 1 goes with the connection's state
+    EXPECT_TRUE(eventually([&] { return s.sum(&test_stats::deferred_after_close) == 1; }, 5s));
+    client b(s.port());
+    ASSERT_TRUE(b.handshake());
+    bytes batch = echo_notify(3, 1, 0, "x");
+    spop_test::append(batch, echo_notify(4, 1, 0, "x"));
+    ASSERT_TRUE(b.send_all(batch));
+    ASSERT_TRUE(eventually([&] { return s.factory().n->load() == 4; }, 5s));
+    s.stop();
+    const auto frames = b.read_frames(3, 5s);
+    ASSERT_EQ(frames.size(), 3u);
+    EXPECT_TRUE(is_noop_ack(frames[0]));
+    EXPECT_TRUE(is_noop_ack(frames[1]));
+    EXPECT_TRUE(is_disconnect(frames[2], 0));
+    EXPECT_TRUE(b.closes_cleanly());
+    EXPECT_EQ(s.wait(), 0);
+    EXPECT_EQ(s.sum(&test_stats::deferred_expired), 3u); // 2 (its connection gone), 3 and 4
+    EXPECT_EQ(s.sum(&test_stats::deferred_inflight), 0u);
+}
+
 } // namespace
