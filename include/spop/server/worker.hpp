@@ -372,7 +372,8 @@ class worker_core {
         }
     }
 
-    /// Once a second: the stop's drain, idle/hello/write-stall timers, drain deadlines.
+    /// Once a second: answers waiting for room, open tickets, the stop's drain, idle/hello/
+    /// write-stall timers, drain deadlines.
     void tick() {
         // Answers that waited for room are retried after a send; those of a connection that
         // went away meanwhile (no send follows) are dropped here, and their tickets freed.
