@@ -14,11 +14,13 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <deque>
 #include <fstream>
 #include <memory>
 #include <mutex>
@@ -1856,6 +1858,529 @@ TEST_P(DeferredTest, NotifiesTakenAfterTurnEndStillGetTheirTurnEnd) {
         for (const auto& f : frames) EXPECT_TRUE(is_sid_ack(f));
     }
     EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s) << "answers waited for a timer";
+}
+
+/// Answers that found no room in their connection's output wait for a send to make room. When
+/// the connection is reset instead, nothing else sends on an otherwise idle worker: the waiting
+/// answers must still be dropped (counted after close) and their tickets freed, not left open
+/// (deferred_inflight stuck, the slots lost to later NOTIFYs) until another connection sends.
+TEST_P(DeferredTest, AnswersWaitingForRoomAreDroppedWhenTheirConnectionResets) {
+    deferred_server s;
+    auto o = deferred_opts(opts(1));
+    o.deferred_ack_bytes = 4096;
+    ASSERT_TRUE(s.start(o));
+    constexpr int n = 1000;
+    {
+        client c(s.port(), 4096); // a small receive window, never read: the output clogs
+        ASSERT_TRUE(c.handshake());
+        bytes batch;
+        for (int i = 0; i < n; ++i) spop_test::append(batch, echo_notify(2 * i + 1, 1, 0, "x"));
+        ASSERT_TRUE(c.send_all(batch));
+        ASSERT_TRUE(eventually([&] { return s.factory().park->size() == n; }, 5s));
+        const std::string big(3000, 'a'); // 3 MB: more than the output block and the socket
+        for (auto& p : s.factory().park->take())
+            p.t.complete([&](spop::ack_writer& a) {
+                a.set_var(spop::var_scope::txn, "v", value::from_string(big));
+            });
+        ASSERT_TRUE(eventually([&] { return s.sum(&test_stats::deferred_completed) > 0; }, 5s));
+        std::this_thread::sleep_for(300ms);
+        ASSERT_LT(s.sum(&test_stats::deferred_completed), static_cast<std::uint64_t>(n))
+            << "every answer found room: nothing waits, nothing to test";
+        const linger lg{1, 0};
+        ::setsockopt(c.fd(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    } // reset
+    ASSERT_TRUE(eventually([&] { return s.sum(&test_stats::conns_current) == 0; }, 5s));
+    EXPECT_TRUE(eventually([&] { return s.sum(&test_stats::deferred_inflight) == 0; }, 5s))
+        << s.sum(&test_stats::deferred_inflight) << " tickets still open for a closed connection";
+    EXPECT_EQ(s.sum(&test_stats::deferred_completed), static_cast<std::uint64_t>(n));
+    EXPECT_GT(s.sum(&test_stats::deferred_after_close), 0u);
+}
+
+// --- The ticket pool alone, its worker side driven the way the backends drive it ------------
+// A worker thread opens tickets and hands them to holder threads through a queue (the
+// service's own hand-off), sleeps in poll() on the pool's eventfd exactly when worker_sleep()
+// says so (reading it on wakeup, as the io_uring backend's read does), takes the finished ones
+// and checks each answer against the NOTIFY its slot was opened for.
+
+/// Holder threads: each ticket is completed with txn.v = its stream id, dropped, or completed
+/// twice (the second a misuse), after a short random pause that lets the worker fall asleep.
+class holders {
+  public:
+    struct item {
+        spop::ticket t;
+        std::uint64_t sid;
+    };
+    explicit holders(int n, std::uint32_t max_pause_us) {
+        for (int i = 0; i < n; ++i)
+            ths_.emplace_back(
+                [this, i, max_pause_us] { run(static_cast<unsigned>(i), max_pause_us); });
+    }
+    ~holders() { stop(); }
+    void push(item it) {
+        {
+            std::lock_guard<std::mutex> g(m_);
+            q_.push_back(std::move(it));
+        }
+        cv_.notify_one();
+    }
+    void stop() {
+        {
+            std::lock_guard<std::mutex> g(m_);
+            done_ = true;
+        }
+        cv_.notify_all();
+        for (auto& t : ths_) t.join();
+        ths_.clear();
+    }
+    std::atomic<std::uint64_t> dropped{0}, completed{0}, misuse{0};
+
+  private:
+    void run(unsigned seed, std::uint32_t max_pause_us) {
+        std::mt19937 rng(seed + 1);
+        while (true) {
+            item it;
+            {
+                std::unique_lock<std::mutex> g(m_);
+                cv_.wait(g, [this] { return done_ || !q_.empty(); });
+                if (q_.empty()) return;
+                it = std::move(q_.front());
+                q_.pop_front();
+            }
+            const std::uint32_t r = rng();
+            if (max_pause_us != 0 && r % 4 == 0)
+                std::this_thread::sleep_for(std::chrono::microseconds(rng() % max_pause_us));
+            if (r % 8 == 1) {
+                it.t = spop::ticket(); // dropped unanswered
+                dropped.fetch_add(1, std::memory_order_relaxed);
+                continue;
+            }
+            it.t.complete([&](spop::ack_writer& a) {
+                a.set_var(spop::var_scope::txn, "v", value::from_uint64(it.sid));
+            });
+            completed.fetch_add(1, std::memory_order_relaxed);
+            if (r % 16 == 2) {
+                it.t.complete(); // a second time: nothing, counted
+                misuse.fetch_add(1, std::memory_order_relaxed);
+            }
+        }
+    }
+    std::mutex m_;
+    std::condition_variable cv_;
+    std::deque<item> q_;
+    bool done_ = false;
+    std::vector<std::thread> ths_;
+};
+
+/// A finished ticket's ACK, as the worker would deliver it: txn.v = the stream id it was
+/// opened for, or nothing (dropped).
+::testing::AssertionResult answers_its_notify(srv::ticket_pool::slot& s) {
+    const spop::result r = s.w.finish();
+    if (!r) return ::testing::AssertionFailure() << "ACK of " << s.sid << " does not finish";
+    const auto frames = spop_test::split_frames({s.buf.get(), r.consumed});
+    if (frames.size() != 1) return ::testing::AssertionFailure() << "not one frame";
+    if (s.abandoned) {
+        if (frames[0].stream_id != s.sid) return ::testing::AssertionFailure() << "dropped";
+        return ::testing::AssertionSuccess();
+    }
+    return is_sid_ack(frames[0]) && frames[0].stream_id == s.sid
+               ? ::testing::AssertionSuccess()
+               : ::testing::AssertionFailure() << "ACK of " << s.sid << " carries another answer";
+}
+
+// Every finished ticket reaches a worker that sleeps whenever worker_sleep() lets it: a holder
+// that finishes while the worker goes to sleep must see it asleep and write the eventfd, or the
+// worker must see the ticket before it sleeps (the Dekker check). A lost wakeup leaves a
+// finished ticket on the list under a sleeping worker: detected after 5 s of sleep. Some
+// tickets are completed on the worker's own thread (no eventfd: taken before it sleeps).
+TEST(DeferredPool, ASleepingWorkerIsWokenForEveryFinishedTicket) {
+    constexpr std::uint32_t slots = 16;
+    constexpr std::uint64_t total = 20000;
+    srv::worker_stats st;
+    srv::ticket_pool pool(slots, 128, 600000, st);
+    holders h(3, 50);
+    std::uint64_t opened = 0, delivered = 0, local = 0, lost = 0, bad = 0;
+    std::thread worker([&] {
+        pool.worker_attach();
+        std::mt19937 rng(11);
+        while (delivered < total && lost == 0) {
+            pool.worker_clock(srv::ticket_pool::clock_ns());
+            // Batches of 1-4, the next once all are answered: often a single ticket, whose
+            // holder finishes just before or just after the worker decides to sleep.
+            const std::uint64_t batch = pool.open_count() == 0 ? opened + 1 + rng() % 4 : 0;
+            while (opened < total && opened < batch) {
+                const std::uint64_t sid = ++opened;
+                spop::ticket t = pool.open(7, sid, 1, mfs);
+                if (sid % 32 == 0) { // answered on the worker's thread, inside its turn
+                    t.complete([&](spop::ack_writer& a) {
+                        a.set_var(spop::var_scope::txn, "v", value::from_uint64(sid));
+                    });
+                    ++local;
+                    continue;
+                }
+                h.push({std::move(t), sid});
+            }
+            if (pool.worker_sleep()) {
+                pollfd p{pool.event_fd(), POLLIN, 0};
+                // Finished (the holders count after finish()) but not delivered, 5 s later.
+                if (::poll(&p, 1, 5000) == 0 &&
+                    h.completed.load() + h.dropped.load() + local > delivered)
+                    ++lost;
+            }
+            pool.worker_awake();
+            std::uint64_t v;
+            const ssize_t rd = ::read(pool.event_fd(), &v, sizeof v);
+            (void)rd;
+            pool.worker_take([&](srv::ticket_pool::slot& s, std::uint32_t id) {
+                if (!answers_its_notify(s)) ++bad;
+                pool.worker_done(id);
+                ++delivered;
+            });
+        }
+    });
+    worker.join();
+    h.stop();
+    EXPECT_EQ(lost, 0u) << "the worker slept with finished tickets waiting";
+    EXPECT_EQ(bad, 0u);
+    ASSERT_EQ(delivered, total);
+    EXPECT_GT(local, 0u);
+    pool.worker_take([](srv::ticket_pool::slot&, std::uint32_t) { ADD_FAILURE(); });
+    EXPECT_EQ(st.deferred_completed.get(), total);
+    EXPECT_EQ(st.deferred_inflight.get(), 0u);
+    EXPECT_EQ(st.deferred_misuse.get(), h.misuse.load());
+    EXPECT_EQ(st.deferred_expired.get() + st.deferred_late.get(), 0u);
+    EXPECT_EQ(pool.open_count(), 0u);
+}
+
+// A deadline of 1 ms and holders that take 0-2 ms: finish() races worker_expire() on the same
+// slot. Each NOTIFY gets exactly one answer (its holder's, or the fallback), a late finish
+// never reaches the slot's next NOTIFY, and the counters add up: completed + expired = opened,
+// late = expired once every holder is done, nothing in flight.
+TEST(DeferredPool, AFinishRacingItsDeadlineAnswersOnce) {
+    constexpr std::uint32_t slots = 16;
+    constexpr std::uint64_t total = 6000;
+    srv::worker_stats st;
+    srv::ticket_pool pool(slots, 128, 1, st);
+    std::vector<std::uint8_t> answers(total + 1, 0); // per stream id: 1 holder's, 2 fallback
+    std::uint64_t opened = 0, bad = 0, twice = 0;
+    const auto answer = [&](std::uint64_t sid, std::uint8_t how) {
+        if (answers[sid] != 0) ++twice;
+        answers[sid] = how;
+    };
+    {
+        holders h(3, 2000);
+        std::thread worker([&] {
+            pool.worker_attach();
+            std::uint64_t next = 0;
+            for (int turns = 0; turns < 1000000; ++turns) {
+                pool.worker_clock(srv::ticket_pool::clock_ns());
+                while (opened < total && pool.available()) {
+                    const std::uint64_t sid = ++opened;
+                    h.push({pool.open(7, sid, 1, mfs), sid});
+                }
+                if (opened == total && pool.open_count() == 0) break;
+                if (pool.worker_sleep()) {
+                    const std::uint64_t now = srv::ticket_pool::clock_ns() / 1000000;
+                    const int ms = next == 0 ? 50 : next > now ? static_cast<int>(next - now) : 0;
+                    pollfd p{pool.event_fd(), POLLIN, 0};
+                    (void)::poll(&p, 1, ms);
+                }
+                pool.worker_awake();
+                std::uint64_t v;
+                const ssize_t rd = ::read(pool.event_fd(), &v, sizeof v);
+                (void)rd;
+                pool.worker_clock(srv::ticket_pool::clock_ns());
+                pool.worker_take([&](srv::ticket_pool::slot& s, std::uint32_t id) {
+                    if (!answers_its_notify(s)) ++bad;
+                    answer(s.sid, 1);
+                    pool.worker_done(id);
+                });
+                next =
+                    pool.worker_expire(false, [&](srv::ticket_pool::slot& s) { answer(s.sid, 2); });
+            }
+        });
+        worker.join();
+    } // the holders are done: every expired ticket was finished (late) or dropped
+    pool.worker_take([](srv::ticket_pool::slot&, std::uint32_t) { ADD_FAILURE(); });
+    EXPECT_EQ(bad, 0u);
+    EXPECT_EQ(twice, 0u) << "a NOTIFY answered twice";
+    ASSERT_EQ(opened, total);
+    std::uint64_t by_holder = 0, by_fallback = 0;
+    for (std::uint64_t sid = 1; sid <= total; ++sid) {
+        EXPECT_NE(answers[sid], 0) << "stream " << sid << " never answered";
+        by_holder += answers[sid] == 1;
+        by_fallback += answers[sid] == 2;
+    }
+    EXPECT_EQ(st.deferred_completed.get(), by_holder);
+    EXPECT_EQ(st.deferred_expired.get(), by_fallback);
+    EXPECT_EQ(st.deferred_late.get(), by_fallback);
+    EXPECT_EQ(st.deferred_inflight.get(), 0u);
+    EXPECT_EQ(pool.open_count(), 0u);
+    std::printf("[          ] answered by the holder %llu, by the fallback %llu\n",
+                static_cast<unsigned long long>(by_holder),
+                static_cast<unsigned long long>(by_fallback));
+}
+
+/// With shutdown_timeout_s = 0 the stop does not wait, but what it can send at once still goes
+/// out: the open ticket's fallback, then AGENT-DISCONNECT. (io_uring queued both in its last
+/// turn and closed the socket without submitting them: the peer got a bare close.)
+TEST_P(DeferredTest, AStopWithNoTimeoutStillAnswersOpenTicketsThenDisconnects) {
+    deferred_server s;
+    auto o = deferred_opts(opts(1));
+    o.shutdown_timeout_s = 0;
+    ASSERT_TRUE(s.start(o));
+    client c(s.port());
+    ASSERT_TRUE(c.handshake());
+    ASSERT_TRUE(c.send_all(echo_notify(1, 1, 0, "x")));
+    ASSERT_TRUE(eventually([&] { return s.factory().park->size() == 1; }, 5s));
+    s.stop();
+    const auto frames = c.read_frames(2, 5s);
+    ASSERT_EQ(frames.size(), 2u) << (c.eof() ? "closed" : "timeout");
+    EXPECT_TRUE(is_noop_ack(frames[0]));
+    EXPECT_EQ(frames[0].stream_id, 1u);
+    EXPECT_TRUE(is_disconnect(frames[1], 0));
+    EXPECT_TRUE(c.closes_cleanly());
+    EXPECT_EQ(s.wait(), 0);
+    EXPECT_EQ(s.sum(&test_stats::deferred_expired), 1u);
+    (void)s.factory().park->take(); // after the stop: harmless
+}
+
+/// Hands its tickets to holder threads (holders above), except every tenth (by stream id),
+/// which it keeps: only a stop or the test ends those.
+class handing_service {
+  public:
+    static constexpr bool defers = true;
+    struct shared {
+        explicit shared(std::uint32_t max_pause_us = 2000) : h(3, max_pause_us) {}
+        holders h;
+        std::mutex m;
+        std::vector<spop::ticket> kept;
+    };
+    explicit handing_service(shared& sh) noexcept : sh_(&sh) {}
+    spop::errc on_notify(const spop::notify_request& req, spop::ack_writer& ack) noexcept {
+        spop::ticket t = req.defer();
+        if (!t) {
+            ack.set_var(spop::var_scope::txn, "sync", value::from_uint32(1));
+            return spop::errc::ok;
+        }
+        if (req.stream_id % 10 == 0) {
+            std::lock_guard<std::mutex> g(sh_->m);
+            sh_->kept.push_back(std::move(t));
+        } else {
+            sh_->h.push({std::move(t), req.stream_id});
+        }
+        return spop::errc::ok;
+    }
+
+  private:
+    shared* sh_;
+};
+
+struct handing_factory {
+    std::shared_ptr<handing_service::shared> sh = std::make_shared<handing_service::shared>();
+    handing_service operator()(const srv::worker_info<test_stats>&) const {
+        return handing_service(*sh);
+    }
+};
+
+// A graceful stop while other threads complete, drop and double-complete tickets: every NOTIFY
+// read is answered exactly once (its holder's ACK, or the fallback for the kept tickets and
+// those their holder dropped or had not completed by the stop's last second), all before the
+// AGENT-DISCONNECT, and nothing after it. Holders keep completing while the workers exit and
+// after wait() (allowed until the server object is destroyed).
+TEST_P(DeferredTest, AStopWhileHoldersCompleteAnswersEachNotifyOnceBeforeTheDisconnect) {
+    basic_test_server<handing_service, handing_factory> s;
+    auto o = deferred_opts(opts(2));
+    o.shutdown_timeout_s = 2;
+    ASSERT_TRUE(s.start(o));
+    constexpr int conns = 4, per = 200;
+    std::vector<std::unique_ptr<client>> cs;
+    for (int c = 0; c < conns; ++c) {
+        cs.push_back(std::make_unique<client>(s.port()));
+        ASSERT_TRUE(cs.back()->handshake()) << "connection " << c;
+    }
+    for (auto& c : cs) {
+        bytes batch;
+        for (int i = 1; i <= per; ++i)
+            spop_test::append(batch, echo_notify(static_cast<std::uint64_t>(i), 1, 0, "x"));
+        ASSERT_TRUE(c->send_all(batch));
+    }
+    s.stop();
+    for (int c = 0; c < conns; ++c) {
+        client& cl = *cs[static_cast<std::size_t>(c)];
+        const auto frames = cl.read_frames(per + 1, 8s);
+        ASSERT_EQ(frames.size(), static_cast<std::size_t>(per + 1)) << "connection " << c;
+        std::vector<bool> seen(per + 1, false);
+        for (int i = 0; i < per; ++i) {
+            const parsed_frame& f = frames[static_cast<std::size_t>(i)];
+            ASSERT_EQ(f.type, spop::frame_type::ack) << "connection " << c << " frame " << i;
+            ASSERT_TRUE(f.stream_id >= 1 && f.stream_id <= per && !seen[f.stream_id])
+                << "connection " << c << ": stream " << f.stream_id << " unknown or twice";
+            seen[f.stream_id] = true;
+            if (f.stream_id % 10 == 0)
+                EXPECT_TRUE(is_noop_ack(f)) << "kept ticket " << f.stream_id;
+            else
+                EXPECT_TRUE(is_sid_ack(f) || is_noop_ack(f)) << "stream " << f.stream_id;
+        }
+        EXPECT_TRUE(is_disconnect(frames[per], 0)) << "connection " << c;
+        EXPECT_TRUE(cl.closes_cleanly()) << "connection " << c;
+    }
+    EXPECT_EQ(s.wait(), 0);
+    s.factory().sh->h.stop(); // every ticket handed over is finished now
+    {
+        std::lock_guard<std::mutex> g(s.factory().sh->m);
+        s.factory().sh->kept.clear(); // after the stop, before the server object goes: harmless
+    }
+    EXPECT_EQ(s.sum(&test_stats::deferred_completed) + s.sum(&test_stats::deferred_expired),
+              static_cast<std::uint64_t>(conns * per));
+    EXPECT_GE(s.sum(&test_stats::deferred_expired), static_cast<std::uint64_t>(conns * per / 10));
+    EXPECT_EQ(s.sum(&test_stats::deferred_inflight), 0u);
+    EXPECT_EQ(s.sum(&test_stats::deferred_after_close), 0u);
+}
+
+// Holders racing a 15 ms deadline on two workers (1200 tickets at once: some answered by
+// their holder, more by the fallback, some finished just as the deadline came): every NOTIFY gets
+// exactly one ACK (its holder's, or the fallback when the deadline won), and once every holder is
+// done the counters add up: completed + expired = NOTIFYs, late = expired, misuse = second
+// completions, nothing in flight.
+TEST_P(DeferredTest, CompletionsRacingAShortDeadlineAnswerOnceAndAddUp) {
+    handing_factory f{std::make_shared<handing_service::shared>(400)};
+    basic_test_server<handing_service, handing_factory> s(f);
+    auto o = opts(2);
+    o.deferred_timeout_ms = 15;
+    ASSERT_TRUE(s.start(o));
+    constexpr int conns = 4, per = 300;
+    std::vector<std::unique_ptr<client>> cs;
+    for (int c = 0; c < conns; ++c) {
+        cs.push_back(std::make_unique<client>(s.port()));
+        ASSERT_TRUE(cs.back()->handshake()) << "connection " << c;
+    }
+    for (auto& c : cs) {
+        bytes batch;
+        for (int i = 1; i <= per; ++i)
+            spop_test::append(batch, echo_notify(static_cast<std::uint64_t>(i), 1, 0, "x"));
+        ASSERT_TRUE(c->send_all(batch));
+    }
+    std::uint64_t by_holder = 0;
+    for (int c = 0; c < conns; ++c) {
+        const auto frames = cs[static_cast<std::size_t>(c)]->read_frames(per, 10s);
+        ASSERT_EQ(frames.size(), static_cast<std::size_t>(per)) << "connection " << c;
+        std::vector<bool> seen(per + 1, false);
+        for (const parsed_frame& f : frames) {
+            ASSERT_EQ(f.type, spop::frame_type::ack);
+            ASSERT_TRUE(f.stream_id >= 1 && f.stream_id <= per && !seen[f.stream_id])
+                << "connection " << c << ": stream " << f.stream_id << " unknown or twice";
+            seen[f.stream_id] = true;
+            if (is_sid_ack(f)) {
+                EXPECT_NE(f.stream_id % 10, 0u) << "a kept ticket answered by a holder";
+                ++by_holder;
+            } else {
+                EXPECT_TRUE(is_noop_ack(f)) << "stream " << f.stream_id;
+            }
+        }
+        EXPECT_TRUE(cs[static_cast<std::size_t>(c)]->read_frames(1, 50ms).empty());
+    }
+    handing_service::shared& sh = *s.factory().sh;
+    sh.h.stop();
+    {
+        std::lock_guard<std::mutex> g(sh.m);
+        sh.kept.clear(); // long expired: late
+    }
+    const auto total = static_cast<std::uint64_t>(conns * per);
+    EXPECT_TRUE(eventually(
+        [&] {
+            return s.sum(&test_stats::deferred_late) == s.sum(&test_stats::deferred_expired) &&
+                   s.sum(&test_stats::deferred_misuse) == sh.h.misuse.load() &&
+                   s.sum(&test_stats::deferred_completed) + s.sum(&test_stats::deferred_expired) ==
+                       total;
+        },
+        5s))
+        << "late " << s.sum(&test_stats::deferred_late) << " expired "
+        << s.sum(&test_stats::deferred_expired) << " completed "
+        << s.sum(&test_stats::deferred_completed) << " misuse "
+        << s.sum(&test_stats::deferred_misuse) << " of " << sh.h.misuse.load();
+    EXPECT_GE(s.sum(&test_stats::deferred_completed), by_holder);
+    std::printf("[          ] answered by a holder %llu, expired %llu, late %llu\n",
+                static_cast<unsigned long long>(by_holder),
+                static_cast<unsigned long long>(s.sum(&test_stats::deferred_expired)),
+                static_cast<unsigned long long>(s.sum(&test_stats::deferred_late)));
+    EXPECT_EQ(s.sum(&test_stats::deferred_inflight), 0u);
+    EXPECT_EQ(s.sum(&test_stats::deferred_after_close), 0u);
+    cs.clear();
+    s.stop();
+    EXPECT_EQ(s.wait(), 0);
+}
+
+/// Keeps its tickets and never answers: odd stream ids in the connection's state, even ones in
+/// the service itself. Both are dropped on the worker's thread, the first when the connection
+/// goes, the others when the worker ends and destroys the service.
+class hoarding_service {
+  public:
+    static constexpr bool defers = true;
+    struct connection_state {
+        std::vector<spop::ticket> held;
+    };
+    explicit hoarding_service(std::atomic<int>& n) noexcept : n_(&n) {}
+    hoarding_service(hoarding_service&&) noexcept = default;
+    ~hoarding_service() { held_.clear(); } // after the worker's loop, on its thread
+    spop::errc on_notify(const spop::notify_request& req, spop::ack_writer&) noexcept {
+        spop::ticket t = req.defer();
+        if (!t) return spop::errc::ok;
+        if (req.stream_id % 2 == 1)
+            req.state<connection_state>().held.push_back(std::move(t));
+        else
+            held_.push_back(std::move(t));
+        n_->fetch_add(1);
+        return spop::errc::ok;
+    }
+
+  private:
+    std::atomic<int>* n_;
+    std::vector<spop::ticket> held_;
+};
+
+struct hoarding_factory {
+    std::shared_ptr<std::atomic<int>> n = std::make_shared<std::atomic<int>>(0);
+    hoarding_service operator()(const srv::worker_info<test_stats>&) const {
+        return hoarding_service(*n);
+    }
+};
+
+// Tickets dropped on the worker's own thread outside a turn's answers: with their connection
+// (a reset) and with the service when the worker ends after a stop. The first is counted after
+// close; the stop expires the others (the fallback for those whose connection is there); the late
+// drops touch only the ticket pool, which outlives the workers (run under ASan and TSan).
+TEST_P(DeferredTest, TicketsDroppedWithTheirConnectionOrServiceOnTheWorkersThreadAreSafe) {
+    basic_test_server<hoarding_service, hoarding_factory> s;
+    auto o = deferred_opts(opts(1));
+    o.shutdown_timeout_s = 1;
+    ASSERT_TRUE(s.start(o));
+    {
+        client a(s.port());
+        ASSERT_TRUE(a.handshake());
+        bytes batch = echo_notify(1, 1, 0, "x");
+        spop_test::append(batch, echo_notify(2, 1, 0, "x"));
+        ASSERT_TRUE(a.send_all(batch));
+        ASSERT_TRUE(eventually([&] { return s.factory().n->load() == 2; }, 5s));
+        const linger lg{1, 0};
+        ::setsockopt(a.fd(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    } // reset: ticket 1 goes with the connection's state
+    EXPECT_TRUE(eventually([&] { return s.sum(&test_stats::deferred_after_close) == 1; }, 5s));
+    client b(s.port());
+    ASSERT_TRUE(b.handshake());
+    bytes batch = echo_notify(3, 1, 0, "x");
+    spop_test::append(batch, echo_notify(4, 1, 0, "x"));
+    ASSERT_TRUE(b.send_all(batch));
+    ASSERT_TRUE(eventually([&] { return s.factory().n->load() == 4; }, 5s));
+    s.stop();
+    const auto frames = b.read_frames(3, 5s);
+    ASSERT_EQ(frames.size(), 3u);
+    EXPECT_TRUE(is_noop_ack(frames[0]));
+    EXPECT_TRUE(is_noop_ack(frames[1]));
+    EXPECT_TRUE(is_disconnect(frames[2], 0));
+    EXPECT_TRUE(b.closes_cleanly());
+    EXPECT_EQ(s.wait(), 0);
+    EXPECT_EQ(s.sum(&test_stats::deferred_expired), 3u); // 2 (its connection gone), 3 and 4
+    EXPECT_EQ(s.sum(&test_stats::deferred_inflight), 0u);
 }
 
 } // namespace

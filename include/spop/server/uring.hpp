@@ -205,6 +205,9 @@ class uring_worker : public worker_core<uring_worker<Service>, Service, uconn_io
             end_of_turn();
             if (this->finished()) break;
         }
+        // The last turn's sends (with --shutdown-timeout 0, the stop's fallbacks and
+        // AGENT-DISCONNECTs): to the kernel before the sockets close, as epoll's last flush.
+        io_uring_submit(&ring_);
         for (std::uint32_t i = 0; i < conns_.size(); ++i)
             if (conns_[i] && !conns_[i]->io.dead) ::close(conns_[i]->fd);
         // Connections handed over during the stop: close them (this->stopping_ is set).

@@ -391,9 +391,13 @@ class worker_core {
         }
     }
 
-    /// Once a second: the stop's drain, idle/hello/write-stall timers, drain deadlines.
+    /// Once a second: answers waiting for room, open tickets, the stop's drain, idle/hello/
+    /// write-stall timers, drain deadlines.
     void tick() {
-        if (tickets_.open_count() != 0 || !waiting_.empty()) tickets_turn();
+        // Answers that waited for room are retried after a send; those of a connection that
+        // went away meanwhile (no send follows) are dropped here, and their tickets freed.
+        if (!waiting_.empty()) retry_waiting();
+        if (tickets_.open_count() != 0) tickets_turn();
         if (stopping_) drain_step();
         const options& o = *env_.opt;
         for (std::uint32_t i = 0; i < conns_.size(); ++i) {
