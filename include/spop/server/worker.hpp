@@ -241,16 +241,21 @@ class worker_core {
         const std::uint64_t next = tickets_.worker_expire(all, [this, why](ticket_pool::slot& t) {
             fallback(t.conn_tag, t.sid, t.fid, t.mfs, why);
         });
-        if (tickets_.worker_should_retry()) {
-            for (std::uint32_t i = 0; i < conns_.size(); ++i) {
-                slot* e = conns_[i].get();
-                if (e == nullptr || !self().alive(*e) || e->c.takes_input()) continue;
-                const std::uint64_t t0 = io_clock();
-                after_io(*e, e->c.retry_input(), t0);
-                self().kick(i);
-            }
-        }
+        resume_refused();
         return next;
+    }
+
+    /// Once tickets are free again after a connection was refused one: the paused connections
+    /// take their held input now, not at the next ticket event (up to the 1 s tick).
+    void resume_refused() {
+        if (!tickets_.worker_should_retry()) return;
+        for (std::uint32_t i = 0; i < conns_.size(); ++i) {
+            slot* e = conns_[i].get();
+            if (e == nullptr || !self().alive(*e) || e->c.takes_input()) continue;
+            const std::uint64_t t0 = io_clock();
+            after_io(*e, e->c.retry_input(), t0);
+            self().kick(i);
+        }
     }
 
     /// The service's optional on_turn_end(): the backends call it once per loop turn, after
@@ -309,7 +314,8 @@ class worker_core {
 
     /// Answers that found no room in their connection's output: again, after a send.
     void retry_waiting() {
-        std::vector<waiting> again;
+        // waiting_again_ keeps its capacity between calls: no allocation per send completion.
+        std::vector<waiting>& again = waiting_again_;
         again.swap(waiting_);
         for (const waiting& w : again) {
             if (w.ticket == ticket_pool::no_slot) {
@@ -330,7 +336,8 @@ class worker_core {
             tickets_.worker_done(w.ticket);
             self().kick(e->idx);
         }
-        waiting_.reserve(again.capacity()); // keep the capacity: no allocation next time
+        again.clear();
+        resume_refused(); // tickets freed here may be what a paused connection waits for
     }
 
     enum class step { keep, killed, draining };
@@ -440,6 +447,7 @@ class worker_core {
     spop::buffer_pool pool_;
     ticket_pool& tickets_;
     std::vector<waiting> waiting_;
+    std::vector<waiting> waiting_again_; ///< retry_waiting()'s other half (capacity kept)
     /// The engine's own answers (fallbacks), one at a time: options::deferred_ack_bytes, as a
     /// ticket's answer gets; allocated once per worker.
     std::uint32_t fallback_size_;
