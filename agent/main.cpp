@@ -321,8 +321,16 @@ int main(int argc, char** argv) {
 
     int exit_code = 0;
     while (true) {
-        int sig = 0;
-        if (sigwait(&sigs, &sig) != 0) continue;
+        const int sig = spop::server::wait_stop_signal(sigs);
+        if (sig == 0 && srv.failed_workers() != 0) {
+            // A worker ended on a fatal error (logged): stop all, exit 1, let the supervisor
+            // restart the agent rather than run short of a worker.
+            log(level::error, "event=stopping reason=worker_failed failed_workers=%d",
+                srv.failed_workers());
+            readiness().set_stopping();
+            srv.stop();
+            break;
+        }
         if (sig == SIGTERM || sig == SIGINT) {
             log(level::info, "event=stopping signal=%s shutdown_timeout_s=%u drain_idle_s=%u",
                 sig == SIGTERM ? "SIGTERM" : "SIGINT", opt.shutdown_timeout_s, opt.drain_idle_s);

@@ -21,6 +21,7 @@
 #include <cstring>
 #include <ctime>
 #include <deque>
+#include <fcntl.h>
 #include <fstream>
 #include <memory>
 #include <mutex>
@@ -1274,6 +1275,36 @@ TEST_P(ServerTest, FdExhaustionRefusesWithoutSpinningAndRecovers) {
         << "no service after the connections were closed";
     ::kill(pid, SIGTERM);
     EXPECT_EQ(reap(pid, 15s), 0) << "the child did not stop cleanly on SIGTERM";
+}
+
+/// A worker that cannot start (here: no fd left for its ring or epoll instance) must not leave
+/// a server short of a worker behind a listener that nobody accepts on: run() stops the whole
+/// server within a second and exits 1, without a signal, so that a supervisor restarts it.
+/// Also: run() after the embedder's own listen() keeps those listeners.
+TEST_P(ServerTest, AWorkerThatCannotStartStopsTheServerWithExit1) {
+    srv::options o = opts(2);
+    o.addresses = {"127.0.0.1"};
+    o.port = free_port();
+    fflush(nullptr);
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0) << "fork: " << std::strerror(errno);
+    if (pid == 0) {
+        server_t child(o);
+        std::string err;
+        if (!child.listen(err)) _exit(2);
+        // Fill every hole below the highest open fd, so the next one is highest + 1, then
+        // allow exactly that one: the first worker gets it, the second finds none.
+        int top = -1;
+        for (int fd = 0; fd < 4096; ++fd)
+            if (::fcntl(fd, F_GETFD) >= 0) top = fd;
+        for (int fd = 0; fd < top; ++fd)
+            if (::fcntl(fd, F_GETFD) < 0 && ::dup2(0, fd) < 0) _exit(3);
+        const rlimit rl{static_cast<rlim_t>(top + 2), static_cast<rlim_t>(top + 2)};
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) _exit(3);
+        echo_factory make;
+        _exit(child.run(make)); // no signal comes: it must end by itself
+    }
+    EXPECT_EQ(reap(pid, 15s), 1) << "-1: still running 15 s after a worker failed";
 }
 
 // ---------------------------------------------------------------------------------------------

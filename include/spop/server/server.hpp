@@ -125,6 +125,14 @@ inline sigset_t block_stop_signals() noexcept {
     return sigs;
 }
 
+/// Waits up to a second for one of the blocked signals `sigs`: its number, or 0 when none came
+/// (the caller checks server::failed_workers() and waits again).
+inline int wait_stop_signal(const sigset_t& sigs) noexcept {
+    const timespec second{1, 0};
+    const int sig = sigtimedwait(&sigs, nullptr, &second);
+    return sig > 0 ? sig : 0;
+}
+
 /// `Stats` may derive from worker_stats to add a service's counters (one block per worker).
 template <class Service, class Stats = worker_stats>
 class server {
@@ -162,8 +170,11 @@ class server {
     }
 
     /// Binds and listens (TCP: one SO_REUSEPORT listener per worker; Unix: one, shared).
-    /// After this, a connecting client waits in the backlog until start().
+    /// After this, a connecting client waits in the backlog until start(). Call it before
+    /// dropping privileges to bind a port below 1024; start() and run() then keep these
+    /// listeners (a second call does nothing and returns true).
     bool listen(std::string& err) {
+        if (!envs_.empty()) return true; // listening already: the workers' fds stay theirs
         if (!checked_ && !check(err)) return false;
         const int n = opt_.workers;
         envs_.clear();
@@ -246,7 +257,14 @@ class server {
                 auto build = [&](int id) { return (*factory)(worker_info<Stats>{id, *st}); };
                 const int rc = use_uring_ ? run_uring_worker<Service>(*env, build)
                                           : run_epoll_worker<Service>(*env, build);
-                if (rc != 0) failures_.fetch_add(1);
+                if (rc != 0) {
+                    // Leave the SO_REUSEPORT group at once: the kernel would otherwise keep
+                    // handing this dead worker a share of the new connections.
+                    for (std::size_t i = 0; i < env->listen_fds.size(); ++i)
+                        if (env->listen_is_tcp[i] && env->listen_fds[i] >= 0)
+                            ::shutdown(env->listen_fds[i], SHUT_RDWR);
+                    failures_.fetch_add(1);
+                }
             });
         }
         return true;
@@ -261,6 +279,12 @@ class server {
         }
     }
 
+    /// Workers that ended on a fatal error (logged as event=fatal), from any thread. A failed
+    /// worker has left its listeners; the others keep serving until stop(). run() stops the
+    /// server within a second of the first failure; an embedder with its own signal loop should
+    /// poll this (see agent/main.cpp) so that a supervisor restarts the whole process.
+    [[nodiscard]] int failed_workers() const noexcept { return failures_.load(); }
+
     /// Waits for every worker to finish. 0, or 1 if a worker failed.
     int wait() {
         for (auto& t : threads_) t.join();
@@ -269,15 +293,19 @@ class server {
         return failures_.load() != 0 ? 1 : 0;
     }
 
-    /// check + listen + start, then blocks SIGTERM/SIGINT (and SIGPIPE) and waits for one, stops
-    /// gracefully and returns the exit code: 0, 1 on a worker failure, 2 on a start error
-    /// (printed as one line on stderr). See block_stop_signals() for threads started earlier.
+    /// check + listen (unless listen() was called already) + start, then blocks SIGTERM/SIGINT
+    /// (and SIGPIPE) and waits for one, or for a worker's fatal error, stops gracefully and
+    /// returns the exit code: 0, 1 on a worker failure (the others are stopped within a second
+    /// of it), 2 on a start error (printed as one line on stderr). See block_stop_signals()
+    /// for threads started earlier.
     template <class Factory>
     int run(Factory&& make) {
         sigset_t sigs = block_stop_signals(); // before the workers: they inherit it
         std::signal(SIGPIPE, SIG_IGN);
         std::string err;
-        if (!check(err) || !listen(err) || !start(make, err)) {
+        // After a listen() of the embedder's own (say, before dropping privileges), its
+        // listeners are used as they are: check() would find their ports taken.
+        if ((envs_.empty() && (!check(err) || !listen(err))) || !start(make, err)) {
             // One line, named like the program's own errors ("agent: ...").
             std::fprintf(stderr, "%s: %s\n", program_invocation_short_name, err.c_str());
             return 2;
@@ -285,10 +313,18 @@ class server {
         log(level::info, "event=start listening on %s workers=%d engine=%s cpus=%s",
             where().c_str(), opt_.workers, uses_uring() ? "io_uring" : "epoll",
             opt_.cpus.empty() ? "any" : cpu_list_text(opt_.cpus).c_str());
-        int sig = 0;
-        while (sigwait(&sigs, &sig) != 0) {
+        while (true) {
+            const int sig = wait_stop_signal(sigs);
+            if (sig > 0) {
+                log(level::info, "event=stopping signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+                break;
+            }
+            if (failed_workers() != 0) {
+                log(level::error, "event=stopping reason=worker_failed failed_workers=%d",
+                    failed_workers());
+                break;
+            }
         }
-        log(level::info, "event=stopping signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
         stop();
         return wait();
     }
