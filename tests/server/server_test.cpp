@@ -1240,6 +1240,22 @@ TEST_P(ServerTest, FdExhaustionRefusesWithoutSpinningAndRecovers) {
         if (up) pid = p;
     }
     ASSERT_GT(pid, 0) << "the child server never came up";
+    // The probe proves one worker up; the other must have its ring or epoll fd too before the
+    // flood below takes every fd (else it cannot start, and the server stops: exit 1).
+    const auto worker_fds = [pid] {
+        int n = 0;
+        const std::string dir = "/proc/" + std::to_string(pid) + "/fd/";
+        for (int fd = 0; fd < static_cast<int>(child_nofile); ++fd) {
+            char target[64] = {};
+            const std::string link = dir + std::to_string(fd);
+            const ssize_t len = ::readlink(link.c_str(), target, sizeof target - 1);
+            if (len <= 0) continue;
+            const std::string_view t(target, static_cast<std::size_t>(len));
+            if (t == "anon_inode:[eventpoll]" || t == "anon_inode:[io_uring]") ++n;
+        }
+        return n;
+    };
+    ASSERT_TRUE(eventually([&] { return worker_fds() >= 2; }, 5s)) << worker_fds();
 
     std::vector<std::unique_ptr<client>> cs;
     for (int i = 0; i < conns; ++i) {
