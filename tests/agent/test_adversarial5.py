@@ -28,6 +28,7 @@ import time
 import test_agent as ta  # first: the runner (AGENT, ENGINE) puts tests/ on sys.path
 from pyspop import agent as harness
 from test_adversarial3 import StalledRedis
+import test_adversarial4 as adv4  # the module: its TestCases are not run twice from here
 from test_adversarial4 import example, hdisc
 from test_independent import (T_ACK, T_ADISC, T_NOTIFY, IndependentCase, d_str, d_u32,
                               frm, hello, ipmsg, msg, notify, parse_actions, parse_kv,
@@ -79,14 +80,34 @@ class Adv5Case(IndependentCase):
         self._agents.append(d)
         return d.start()
 
-    def assert_healthy_deferred(self, d):
-        self.assertTrue(d.alive(), d.log_tail())
-        c = self.client(d)
-        c.handshake()
-        c.send(notify(1, 1, [ipmsg()]))
-        f = c.recv()
-        self.assertEqual((f.type, f.sid), (T_ACK, 1))
-        self.assertEqual(d.sanitizer_reports(), [])
+    def burst_clients(self, agent, count, burst, timeout):
+        """`count` handshaken connections, each sent `burst` (not read)."""
+        cs = []
+        for _ in range(count):
+            c = self.client(agent, timeout=timeout)
+            c.handshake()
+            cs.append(c)
+        for c in cs:
+            c.send(burst)
+        return cs
+
+    def assert_every_ack_in_threads(self, conns, n, round_):
+        """Reads connections {k: c} at once (one thread each); each must get the ACKs of
+        sids 1, 3, ... 2n-1, once each."""
+        out = {}
+        ths = [threading.Thread(target=read_acks, args=(c, n, out, k, time.monotonic() + 30))
+               for k, c in conns.items()]
+        for t in ths:
+            t.start()
+        for t in ths:
+            t.join(35)
+        for k, (sids, problem) in sorted(out.items()):
+            self.assertIsNone(problem, "round %d conn %d" % (round_, k))
+            self.assertEqual(sorted(sids), [2 * i + 1 for i in range(n)],
+                             "round %d conn %d" % (round_, k))
+
+    # Alive, answers a fresh connection, no sanitizer report (round 4's check).
+    assert_healthy_deferred = adv4.DeferredAgentTests.assert_healthy_deferred
 
     def scores(self, f):
         return [a[2] for a in parse_actions(f.payload)]
@@ -260,32 +281,15 @@ class TicketCapTests(Adv5Case):
         n = 900
         burst = b"".join(notify(2 * i + 1, 1, [ipmsg()]) for i in range(n))
         for round_ in range(2):
-            cs = []
-            for _ in range(10):
-                c = self.client(d, timeout=15)
-                c.handshake()
-                cs.append(c)
-            for c in cs:
-                c.send(burst)
+            cs = self.burst_clients(d, 10, burst, timeout=15)
             time.sleep(0.05)
             for k, c in enumerate(cs):
                 if k % 3 == 0:
                     rst(c)
                 elif k % 3 == 1:
                     c.send(hdisc(0, "bye"))
-            out, ths = {}, []
-            for k, c in enumerate(cs):
-                if k % 3 == 2:
-                    t = threading.Thread(target=read_acks,
-                                         args=(c, n, out, k, time.monotonic() + 30))
-                    t.start()
-                    ths.append(t)
-            for t in ths:
-                t.join(35)
-            for k, (sids, problem) in sorted(out.items()):
-                self.assertIsNone(problem, "round %d conn %d" % (round_, k))
-                self.assertEqual(sorted(sids), [2 * i + 1 for i in range(n)],
-                                 "round %d conn %d" % (round_, k))
+            self.assert_every_ack_in_threads(
+                {k: c for k, c in enumerate(cs) if k % 3 == 2}, n, round_)
             for k, c in enumerate(cs):
                 if k % 3 == 1:
                     for _ in range(n + 1):
@@ -352,28 +356,12 @@ class AgentRateFloodTests(Adv5Case):
         rate = [msg("check-rate", [("key", d_str("k%d" % (i % 50)))]) for i in range(n)]
         burst = b"".join(notify(2 * i + 1, 1, [rate[i], ipmsg()]) for i in range(n))
         for round_ in range(2):
-            cs = []
-            for _ in range(8):
-                c = self.client(a, timeout=10)
-                c.handshake()
-                cs.append(c)
-            for c in cs:
-                c.send(burst)
+            cs = self.burst_clients(a, 8, burst, timeout=10)
             time.sleep(0.05)
             rst(cs[0])
             rst(cs[4])
-            out = {}
-            ths = [threading.Thread(target=read_acks,
-                                    args=(c, n, out, k, time.monotonic() + 30))
-                   for k, c in enumerate(cs) if k % 4]
-            for t in ths:
-                t.start()
-            for t in ths:
-                t.join(35)
-            for k, (sids, problem) in sorted(out.items()):
-                self.assertIsNone(problem, "round %d conn %d" % (round_, k))
-                self.assertEqual(sorted(sids), [2 * i + 1 for i in range(n)],
-                                 "round %d conn %d" % (round_, k))
+            self.assert_every_ack_in_threads({k: c for k, c in enumerate(cs) if k % 4}, n,
+                                             round_)
             for c in cs:
                 c.close()
         self.assert_healthy(a)

@@ -1547,12 +1547,13 @@ class turn_end_service {
     std::vector<parking::parked> held_;
 };
 
-struct turn_end_factory {
-    std::shared_ptr<std::atomic<int>> turns = std::make_shared<std::atomic<int>>(0);
-    turn_end_service operator()(const srv::worker_info<test_stats>&) const {
-        return turn_end_service(*turns);
-    }
+/// Builds a `Service(std::atomic<int>&)` per worker around one counter the test reads.
+template <class Service>
+struct counting_factory {
+    std::shared_ptr<std::atomic<int>> n = std::make_shared<std::atomic<int>>(0);
+    Service operator()(const srv::worker_info<test_stats>&) const { return Service(*n); }
 };
+using turn_end_factory = counting_factory<turn_end_service>;
 
 // Tickets completed on the worker's thread skip the eventfd: the worker must still take them at
 // the end of its turn, or these ACKs never come.
@@ -1586,8 +1587,8 @@ TEST_P(DeferredTest, CompletionOnTheWorkerThreadInOnNotifyAndOnTurnEnd) {
             EXPECT_EQ(sids[static_cast<std::size_t>(i)],
                       static_cast<std::uint64_t>(c * 1000 + i + 1));
     }
-    EXPECT_GE(s.factory().turns->load(), 1);
-    EXPECT_LE(s.factory().turns->load(), conns * per / 2); // batched per turn, not per NOTIFY
+    EXPECT_GE(s.factory().n->load(), 1);
+    EXPECT_LE(s.factory().n->load(), conns * per / 2); // batched per turn, not per NOTIFY
     EXPECT_TRUE(
         eventually([&] { return s.sum(&test_stats::deferred_completed) == conns * per; }, 5s));
     EXPECT_EQ(s.sum(&test_stats::deferred_inflight), 0u);
@@ -2385,12 +2386,7 @@ class hoarding_service {
     std::vector<spop::ticket> held_;
 };
 
-struct hoarding_factory {
-    std::shared_ptr<std::atomic<int>> n = std::make_shared<std::atomic<int>>(0);
-    hoarding_service operator()(const srv::worker_info<test_stats>&) const {
-        return hoarding_service(*n);
-    }
-};
+using hoarding_factory = counting_factory<hoarding_service>;
 
 // Tickets dropped on the worker's own thread outside a turn's answers: with their connection
 // (a reset) and with the service when the worker ends after a stop. The first is counted after
