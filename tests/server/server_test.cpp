@@ -1465,6 +1465,24 @@ INSTANTIATE_TEST_SUITE_P(Backends, DeferredTest,
                          ::testing::Values(srv::backend::uring, srv::backend::epoll), backend_name);
 
 /// Deferred options: no deadline gets in the way unless a test asks for one.
+/// `conns` handshaken connections, each sent NOTIFYs with stream ids 1..per (frame id 1);
+/// fewer connections on a failure (reported).
+std::vector<std::unique_ptr<client>> burst_clients(int port, int conns, int per) {
+    std::vector<std::unique_ptr<client>> cs;
+    bytes batch;
+    for (int i = 1; i <= per; ++i)
+        spop_test::append(batch, echo_notify(static_cast<std::uint64_t>(i), 1, 0, "x"));
+    for (int c = 0; c < conns; ++c) {
+        auto cl = std::make_unique<client>(port);
+        if (!cl->handshake() || !cl->send_all(batch)) {
+            ADD_FAILURE() << "connection " << c;
+            break;
+        }
+        cs.push_back(std::move(cl));
+    }
+    return cs;
+}
+
 srv::options deferred_opts(srv::options o) {
     o.deferred_timeout_ms = 30000;
     return o;
@@ -2241,17 +2259,8 @@ TEST_P(DeferredTest, AStopWhileHoldersCompleteAnswersEachNotifyOnceBeforeTheDisc
     o.shutdown_timeout_s = 2;
     ASSERT_TRUE(s.start(o));
     constexpr int conns = 4, per = 200;
-    std::vector<std::unique_ptr<client>> cs;
-    for (int c = 0; c < conns; ++c) {
-        cs.push_back(std::make_unique<client>(s.port()));
-        ASSERT_TRUE(cs.back()->handshake()) << "connection " << c;
-    }
-    for (auto& c : cs) {
-        bytes batch;
-        for (int i = 1; i <= per; ++i)
-            spop_test::append(batch, echo_notify(static_cast<std::uint64_t>(i), 1, 0, "x"));
-        ASSERT_TRUE(c->send_all(batch));
-    }
+    auto cs = burst_clients(s.port(), conns, per);
+    ASSERT_EQ(cs.size(), static_cast<std::size_t>(conns));
     s.stop();
     for (int c = 0; c < conns; ++c) {
         client& cl = *cs[static_cast<std::size_t>(c)];
@@ -2297,17 +2306,8 @@ TEST_P(DeferredTest, CompletionsRacingAShortDeadlineAnswerOnceAndAddUp) {
     o.deferred_timeout_ms = 15;
     ASSERT_TRUE(s.start(o));
     constexpr int conns = 4, per = 300;
-    std::vector<std::unique_ptr<client>> cs;
-    for (int c = 0; c < conns; ++c) {
-        cs.push_back(std::make_unique<client>(s.port()));
-        ASSERT_TRUE(cs.back()->handshake()) << "connection " << c;
-    }
-    for (auto& c : cs) {
-        bytes batch;
-        for (int i = 1; i <= per; ++i)
-            spop_test::append(batch, echo_notify(static_cast<std::uint64_t>(i), 1, 0, "x"));
-        ASSERT_TRUE(c->send_all(batch));
-    }
+    auto cs = burst_clients(s.port(), conns, per);
+    ASSERT_EQ(cs.size(), static_cast<std::size_t>(conns));
     std::uint64_t by_holder = 0;
     for (int c = 0; c < conns; ++c) {
         const auto frames = cs[static_cast<std::size_t>(c)]->read_frames(per, 10s);
