@@ -362,7 +362,8 @@ def test_agent_stop_reports_errors_and_restart_recovers(env):
     """SIGTERM stops the agent gracefully; HAProxy then reports SPOE errors (error variable,
     log st!=0, health check DOWN); a restarted agent is used again."""
     port = env.haproxy.ports["http"]
-    check(env.good_response(port) is not None, "no good response before stopping the agent")
+    check(wait_until(lambda: env.good_response(port), timeout=15, interval=0.2,
+                     max_tries=75) is not None, "no good response before stopping the agent")
 
     env.agent.stop_checked()
     log_start = env.haproxy.log_size()
@@ -526,7 +527,15 @@ def test_reload_under_load_without_spoe_errors(env, clients=20, reloads=3, settl
                                      f"{http_failures[:5]}")
             unserved = [p for p in pids if by_pid.get(p, 0) == 0]
             check(not unserved, f"haproxy generations {unserved} answered no request")
-            unknown = sorted(set(by_pid) - set(pids))
+            # A good answer without the header (seen once in 22755 on 2.6 across three reloads,
+            # in an ASan run) is HAProxy's http-after-response, not the agent: tolerated when
+            # rare, and said.
+            no_pid = by_pid.get("?", 0)
+            if no_pid:
+                print(f"    {no_pid} good responses without x-haproxy-pid")
+            check(no_pid <= max(1, ok[0] // 1000),
+                  f"{no_pid} of {ok[0]} good responses carry no x-haproxy-pid")
+            unknown = sorted(set(by_pid) - set(pids) - {"?"})
             check(not unknown, f"responses from unknown haproxy pids {unknown}")
             total_ok = ok[0]
 
@@ -617,6 +626,9 @@ def test_agent_user_drops_privileges(env):
     finally:
         agent.stop()
         env.agent.start()
+        # HAProxy's health check marked the agent DOWN while it was swapped: the next test
+        # starts from a served request, not from the check's next rise.
+        wait_until(lambda: env.good_response(port), timeout=30, interval=0.2, max_tries=150)
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
